@@ -1,0 +1,46 @@
+# virtbridge — build, test and fuzz. `make test` is what CI runs.
+GO        ?= go
+BIN       := bin
+FUZZTIME  ?= 30s
+export PATH := $(PATH):/usr/local/go/bin
+
+CMDS := $(BIN)/virtbridge-hook $(BIN)/virtbridge
+
+.PHONY: all build deps test unit fuzz vet clean
+
+all: build
+
+build: $(CMDS)
+
+$(BIN)/virtbridge-hook: FORCE
+	$(GO) build -o $@ ./cmd/hook
+
+$(BIN)/virtbridge: FORCE
+	$(GO) build -o $@ ./cmd/virtbridge
+
+FORCE:
+
+deps:
+	./scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l cmd internal)" || { gofmt -l cmd internal; echo "gofmt: files above need formatting"; exit 1; }
+
+# The whole suite. As root it installs what it needs and runs the privileged
+# tests (network namespaces, real iptables, journald, libvirtd); as a normal
+# user those skip with a message.
+test: deps build vet
+	$(GO) test -count=1 -timeout 40m ./...
+
+# Unprivileged unit tests only, fast.
+unit:
+	$(GO) test -count=1 -short ./...
+
+# Each fuzz target for $(FUZZTIME). Not part of `make test`.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHook$$' -fuzztime $(FUZZTIME) ./internal/events
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/policy"
+)
+
+func init() {
+	register("plan", command{summary: "show what the hook would make the host look like for a domain XML (dry run)", run: runPlan})
+	register("check-config", command{summary: "validate a configuration file", run: runCheckConfig})
+}
+
+func runPlan(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlags("plan", "plan --op OP [--config FILE] < domain.xml", stderr)
+	opName := fs.String("op", "prepare", "hook operation to plan for: "+opList())
+	cfgPath := fs.String("config", config.PathFromEnv(), "configuration file")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: virtbridge plan --op OP [--config FILE] < domain.xml
+
+Reads a domain XML (virsh dumpxml NAME) on stdin and prints, as JSON, the
+state the hook would make the host reach for that operation, without
+changing anything: the action (host, ports, detach, none), the managed
+bridges with their uplinks, the VM's ports (tap, mac, bridge; tap is empty
+when the XML names none, as at prepare), the NICs left alone with the
+reason, sysctls and firewall intent, and errors (a start the hook would
+refuse). Exit status: 0 no errors, 1 the plan has errors, 2 bad input.
+
+`)
+		fs.PrintDefaults()
+	}
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	op, err := events.ParseOp(*opName)
+	if err != nil {
+		fmt.Fprintf(stderr, "virtbridge plan: %v\n", err)
+		return exitUsage
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "virtbridge plan: %v\n", err)
+		return exitUsage
+	}
+	data, err := io.ReadAll(io.LimitReader(stdin, events.MaxXML+1))
+	if err != nil {
+		fmt.Fprintf(stderr, "virtbridge plan: reading stdin: %v\n", err)
+		return exitUsage
+	}
+	ev, err := events.FromDomainXML(events.SourceCLI, op, data)
+	if err != nil {
+		fmt.Fprintf(stderr, "virtbridge plan: %v\n", err)
+		return exitUsage
+	}
+	d := policy.Decide(cfg, ev)
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(d); err != nil {
+		fmt.Fprintf(stderr, "virtbridge plan: %v\n", err)
+		return exitUsage
+	}
+	if len(d.Errors) > 0 {
+		return exitFound
+	}
+	return exitOK
+}
+
+func opList() string {
+	s := ""
+	for i, op := range events.HookOps {
+		if i > 0 {
+			s += ", "
+		}
+		s += string(op)
+	}
+	return s
+}
+
+func runCheckConfig(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlags("check-config", "check-config [FILE]", stderr)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	path := config.PathFromEnv()
+	if fs.NArg() > 0 {
+		path = fs.Arg(0)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d managed bridges)\n", path, len(cfg.Bridges))
+	return exitOK
+}

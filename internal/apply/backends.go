@@ -1,0 +1,33 @@
+// Package apply makes the host match a policy.Desired: it drives the link,
+// sysctl and firewall backends in one transaction per VM, undoing what it
+// did when a step fails.
+package apply
+
+import (
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/revert"
+)
+
+// Links creates and configures bridges, enslaves uplinks and moves the host
+// addresses to the bridge, and keeps VM taps in their bridges. Every method
+// is idempotent: it reads, compares and changes only the difference, pushes
+// an undo step on rv for each change, and returns the changes made.
+type Links interface {
+	// EnsureBridge makes b exist with its settings and, when it has an
+	// uplink, enslaves it (moving addresses and routes if asked).
+	EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.Change, error)
+	// EnsurePort puts the tap p.Tap into bridge p.Bridge and sets its
+	// interface alias to alias.
+	EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error)
+}
+
+// Sysctls reads and writes kernel settings, writing only on difference.
+type Sysctls interface {
+	Ensure(s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error)
+}
+
+// Firewall keeps virtbridge's own chain and jumps as fw says.
+type Firewall interface {
+	Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error)
+}

@@ -1,0 +1,39 @@
+// Package change describes one change virtbridge made to the host, so it can
+// be reported to the operator and journaled with what was there before.
+package change
+
+import "fmt"
+
+// Kind names a type of host change.
+type Kind string
+
+// Kinds of host change.
+const (
+	BridgeCreated  Kind = "bridge-created"
+	BridgeUpdated  Kind = "bridge-updated" // an attribute re-applied: STP, delay, MTU, MAC, up
+	UplinkEnslaved Kind = "uplink-enslaved"
+	AddressMoved   Kind = "address-moved"
+	RouteMoved     Kind = "route-moved"
+	PortAttached   Kind = "port-attached" // a tap put (back) into its bridge
+	AliasSet       Kind = "alias-set"
+	SysctlChanged  Kind = "sysctl-changed"
+	RuleAdded      Kind = "rule-added"
+	RuleRemoved    Kind = "rule-removed"
+	ChainCreated   Kind = "chain-created"
+)
+
+// Change is one change made to the host.
+type Change struct {
+	Kind   Kind   `json:"kind"`
+	Object string `json:"object"` // the link, sysctl or rule changed
+	Before string `json:"before,omitempty"`
+	After  string `json:"after,omitempty"`
+}
+
+func (c Change) String() string {
+	switch {
+	case c.Before != "" || c.After != "":
+		return fmt.Sprintf("%s %s: %q -> %q", c.Kind, c.Object, c.Before, c.After)
+	}
+	return fmt.Sprintf("%s %s", c.Kind, c.Object)
+}

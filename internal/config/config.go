@@ -1,0 +1,416 @@
+// Package config loads and validates virtbridge's YAML configuration. Every
+// error names the file and line, and unknown keys are errors: a typo must not
+// silently fall back to a default on a hypervisor.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/virtbridge/virtbridge/internal/names"
+)
+
+// DefaultPath is where the hook and the daemon look for their configuration.
+const DefaultPath = "/etc/virtbridge/virtbridge.yaml"
+
+// EnvPath names the environment variable that overrides DefaultPath (libvirtd
+// passes the hook no flags).
+const EnvPath = "VIRTBRIDGE_CONFIG"
+
+// maxSize bounds the configuration file; a larger one is refused.
+const maxSize = 1 << 20
+
+// Toggle is a host setting virtbridge may force on, force off, or leave alone.
+type Toggle int8
+
+// Toggle values.
+const (
+	Leave Toggle = iota
+	Off
+	On
+)
+
+func (t Toggle) String() string {
+	switch t {
+	case Off:
+		return "0"
+	case On:
+		return "1"
+	}
+	return "leave"
+}
+
+// Bridge is one managed bridge.
+type Bridge struct {
+	Name string
+	// Uplink is the NIC to enslave, by name; UplinkMAC selects it by MAC
+	// instead. Both empty: an isolated bridge.
+	Uplink        string
+	UplinkMAC     net.HardwareAddr
+	STP           bool
+	ForwardDelay  int // seconds
+	MTU           int // 0: leave the MTU alone
+	MoveAddresses bool
+	Line          int // where the bridge is defined, for messages
+}
+
+// HasUplink reports whether the bridge enslaves a NIC.
+func (b Bridge) HasUplink() bool { return b.Uplink != "" || b.UplinkMAC != nil }
+
+// UplinkString names the uplink for people: its name or its MAC.
+func (b Bridge) UplinkString() string {
+	if b.Uplink != "" {
+		return b.Uplink
+	}
+	if b.UplinkMAC != nil {
+		return b.UplinkMAC.String()
+	}
+	return ""
+}
+
+// Sysctl holds the kernel settings virtbridge enforces.
+type Sysctl struct {
+	IPForward             Toggle
+	IPv6Forward           Toggle
+	BridgeNFCallIPTables  Toggle
+	BridgeNFCallIP6Tables Toggle
+}
+
+// Firewall holds the firewall settings.
+type Firewall struct {
+	// Backend is "iptables" (detect the nf_tables or legacy variant),
+	// "iptables-nft", "iptables-legacy" or "none".
+	Backend string
+	// BridgedForward is "accept" (accept bridged traffic of managed bridges
+	// in FORWARD) or "leave".
+	BridgedForward string
+}
+
+// Daemon holds settings of virtbridged.
+type Daemon struct {
+	// FirewallRecheck is how often the daemon re-verifies the firewall.
+	FirewallRecheck time.Duration
+}
+
+// Config is a validated configuration.
+type Config struct {
+	Path             string
+	Bridges          []Bridge // sorted by name
+	UnmanagedBridges string   // "ignore" | "refuse"
+	OnFailure        string   // "refuse" | "warn"
+	Sysctl           Sysctl
+	Firewall         Firewall
+	Daemon           Daemon
+}
+
+// Bridge returns the managed bridge called name.
+func (c *Config) Bridge(name string) (Bridge, bool) {
+	i, ok := slices.BinarySearchFunc(c.Bridges, name, func(b Bridge, n string) int { return strings.Compare(b.Name, n) })
+	if !ok {
+		return Bridge{}, false
+	}
+	return c.Bridges[i], true
+}
+
+// Default returns the configuration used for keys a file leaves out.
+func Default() *Config {
+	return &Config{
+		UnmanagedBridges: "ignore",
+		OnFailure:        "refuse",
+		Sysctl:           Sysctl{IPForward: On},
+		Firewall:         Firewall{Backend: "iptables", BridgedForward: "accept"},
+		Daemon:           Daemon{FirewallRecheck: 30 * time.Second},
+	}
+}
+
+// PathFromEnv returns the configuration path: $VIRTBRIDGE_CONFIG if set,
+// DefaultPath otherwise.
+func PathFromEnv() string {
+	if p := os.Getenv(EnvPath); p != "" {
+		return p
+	}
+	return DefaultPath
+}
+
+// Load reads and validates the file at path. A missing file is an error.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(io.LimitReader(f, maxSize+1)); err != nil {
+		return nil, fmt.Errorf("reading config %s: %w", path, err)
+	}
+	if buf.Len() > maxSize {
+		return nil, fmt.Errorf("%s: config is larger than %d bytes", path, maxSize)
+	}
+	return Parse(path, buf.Bytes())
+}
+
+// Error is a configuration error at a line of a file.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// Parse validates data, the contents of the file called file. It returns
+// every error found, joined, each an *Error.
+func Parse(file string, data []byte) (*Config, error) {
+	p := &parser{file: file, cfg: Default()}
+	p.cfg.Path = file
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, &Error{File: file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return p.cfg, nil // an empty file: all defaults
+	}
+	p.top(doc.Content[0])
+	p.validate()
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	return p.cfg, nil
+}
+
+type parser struct {
+	file string
+	cfg  *Config
+	errs []error
+}
+
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	p.errs = append(p.errs, &Error{File: p.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// mapping walks a YAML mapping, calling the handler of each key and
+// reporting keys without one.
+func (p *parser) mapping(n *yaml.Node, where string, handlers map[string]func(v *yaml.Node)) {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s must be a mapping", where)
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		h, ok := handlers[k.Value]
+		switch {
+		case !ok:
+			known := make([]string, 0, len(handlers))
+			for key := range handlers {
+				known = append(known, key)
+			}
+			slices.Sort(known)
+			p.errorf(k, "unknown key %q in %s (known keys: %s)", k.Value, where, strings.Join(known, ", "))
+		case seen[k.Value]:
+			p.errorf(k, "key %q given twice in %s", k.Value, where)
+		default:
+			seen[k.Value] = true
+			h(v)
+		}
+	}
+}
+
+func (p *parser) top(n *yaml.Node) {
+	p.mapping(n, "the top level", map[string]func(*yaml.Node){
+		"bridges":           p.bridges,
+		"unmanaged_bridges": func(v *yaml.Node) { p.cfg.UnmanagedBridges = p.enum(v, "unmanaged_bridges", "ignore", "refuse") },
+		"on_failure":        func(v *yaml.Node) { p.cfg.OnFailure = p.enum(v, "on_failure", "refuse", "warn") },
+		"sysctl":            p.sysctl,
+		"firewall":          p.firewall,
+		"daemon":            p.daemon,
+	})
+}
+
+func (p *parser) bridges(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "bridges must be a mapping of bridge name to settings")
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		b := Bridge{Name: k.Value, MoveAddresses: true, Line: k.Line}
+		if err := names.Ifname(k.Value); err != nil {
+			p.errorf(k, "bridge name: %v", err)
+		}
+		for _, other := range p.cfg.Bridges {
+			if other.Name == b.Name {
+				p.errorf(k, "bridge %q defined twice (first at line %d)", b.Name, other.Line)
+			}
+		}
+		if !(v.Kind == yaml.ScalarNode && v.Tag == "!!null") {
+			where := fmt.Sprintf("bridge %q", b.Name)
+			p.mapping(v, where, map[string]func(*yaml.Node){
+				"uplink": func(v *yaml.Node) {
+					b.Uplink = p.str(v, "uplink")
+					if err := names.Ifname(b.Uplink); err != nil {
+						p.errorf(v, "uplink of bridge %q: %v", b.Name, err)
+					}
+				},
+				"uplink_mac": func(v *yaml.Node) {
+					mac, err := names.UnicastMAC(p.str(v, "uplink_mac"))
+					if err != nil {
+						p.errorf(v, "uplink_mac of bridge %q: %v", b.Name, err)
+					}
+					b.UplinkMAC = mac
+				},
+				"stp":            func(v *yaml.Node) { b.STP = p.boolean(v, "stp") },
+				"forward_delay":  func(v *yaml.Node) { b.ForwardDelay = p.integer(v, "forward_delay", 0, 30) },
+				"mtu":            func(v *yaml.Node) { b.MTU = p.integer(v, "mtu", 68, 65535) },
+				"move_addresses": func(v *yaml.Node) { b.MoveAddresses = p.boolean(v, "move_addresses") },
+			})
+			if b.Uplink != "" && b.UplinkMAC != nil {
+				p.errorf(k, "bridge %q sets both uplink and uplink_mac; keep one", b.Name)
+			}
+			if b.STP && b.ForwardDelay < 2 {
+				p.errorf(k, "bridge %q: with stp: true the kernel needs forward_delay between 2 and 30 seconds", b.Name)
+			}
+		}
+		p.cfg.Bridges = append(p.cfg.Bridges, b)
+	}
+	slices.SortFunc(p.cfg.Bridges, func(a, b Bridge) int { return strings.Compare(a.Name, b.Name) })
+}
+
+func (p *parser) sysctl(n *yaml.Node) {
+	s := &p.cfg.Sysctl
+	p.mapping(n, "sysctl", map[string]func(*yaml.Node){
+		"ip_forward":               func(v *yaml.Node) { s.IPForward = p.toggle(v, "ip_forward") },
+		"ipv6_forward":             func(v *yaml.Node) { s.IPv6Forward = p.toggle(v, "ipv6_forward") },
+		"bridge_nf_call_iptables":  func(v *yaml.Node) { s.BridgeNFCallIPTables = p.toggle(v, "bridge_nf_call_iptables") },
+		"bridge_nf_call_ip6tables": func(v *yaml.Node) { s.BridgeNFCallIP6Tables = p.toggle(v, "bridge_nf_call_ip6tables") },
+	})
+}
+
+func (p *parser) firewall(n *yaml.Node) {
+	f := &p.cfg.Firewall
+	p.mapping(n, "firewall", map[string]func(*yaml.Node){
+		"backend": func(v *yaml.Node) {
+			f.Backend = p.enum(v, "backend", "iptables", "iptables-nft", "iptables-legacy", "none")
+		},
+		"bridged_forward": func(v *yaml.Node) { f.BridgedForward = p.enum(v, "bridged_forward", "accept", "leave") },
+	})
+}
+
+func (p *parser) daemon(n *yaml.Node) {
+	d := &p.cfg.Daemon
+	p.mapping(n, "daemon", map[string]func(*yaml.Node){
+		"firewall_recheck": func(v *yaml.Node) {
+			dur, err := time.ParseDuration(p.str(v, "firewall_recheck"))
+			if err != nil || dur < time.Second || dur > 24*time.Hour {
+				p.errorf(v, "firewall_recheck: want a duration between 1s and 24h, like 30s (got %q)", v.Value)
+				return
+			}
+			d.FirewallRecheck = dur
+		},
+	})
+}
+
+func (p *parser) validate() {
+	owner := map[string]Bridge{}
+	for _, b := range p.cfg.Bridges {
+		if !b.HasUplink() {
+			continue
+		}
+		key := b.UplinkString()
+		if o, ok := owner[key]; ok {
+			p.errs = append(p.errs, &Error{File: p.file, Line: b.Line,
+				Msg: fmt.Sprintf("uplink %q is given to bridges %q (line %d) and %q; a NIC can be enslaved to one bridge only", key, o.Name, o.Line, b.Name)})
+			continue
+		}
+		owner[key] = b
+		if _, isBridge := p.cfg.Bridge(b.Uplink); isBridge {
+			p.errs = append(p.errs, &Error{File: p.file, Line: b.Line,
+				Msg: fmt.Sprintf("uplink %q of bridge %q is itself a managed bridge", b.Uplink, b.Name)})
+		}
+	}
+}
+
+func (p *parser) scalar(v *yaml.Node, key string) bool {
+	if v.Kind != yaml.ScalarNode {
+		p.errorf(v, "%s must be a single value", key)
+		return false
+	}
+	return true
+}
+
+func (p *parser) str(v *yaml.Node, key string) string {
+	if !p.scalar(v, key) {
+		return ""
+	}
+	return v.Value
+}
+
+func (p *parser) boolean(v *yaml.Node, key string) bool {
+	if !p.scalar(v, key) {
+		return false
+	}
+	switch v.Value {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	p.errorf(v, "%s must be true or false, not %q", key, v.Value)
+	return false
+}
+
+func (p *parser) integer(v *yaml.Node, key string, lo, hi int) int {
+	if !p.scalar(v, key) {
+		return 0
+	}
+	i, err := strconv.Atoi(v.Value)
+	if err != nil || i < lo || i > hi {
+		p.errorf(v, "%s must be a whole number from %d to %d, not %q", key, lo, hi, v.Value)
+		return 0
+	}
+	return i
+}
+
+func (p *parser) enum(v *yaml.Node, key string, allowed ...string) string {
+	s := p.str(v, key)
+	if !slices.Contains(allowed, s) {
+		p.errorf(v, "%s must be one of %s, not %q", key, strings.Join(allowed, ", "), s)
+		return allowed[0]
+	}
+	return s
+}
+
+func (p *parser) toggle(v *yaml.Node, key string) Toggle {
+	switch p.str(v, key) {
+	case "leave":
+		return Leave
+	case "0", "false":
+		return Off
+	case "1", "true":
+		return On
+	}
+	p.errorf(v, "%s must be leave, 0 or 1 (or false/true), not %q", key, v.Value)
+	return Leave
+}

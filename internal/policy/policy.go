@@ -1,0 +1,196 @@
+// Package policy decides, purely, what the host must look like for a VM:
+// configuration plus an event in, desired state out. It reads no kernel
+// state and changes nothing; backends apply what it returns.
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/events"
+)
+
+// Action says what the event asks of the host.
+type Action string
+
+// Actions, per op.
+const (
+	// ActionHost: make the VM's bridges, uplinks, sysctls and firewall
+	// right before qemu needs them (prepare, reconnect, migrate, restore,
+	// attach, a hot-plugged NIC).
+	ActionHost Action = "host"
+	// ActionPorts: the taps exist; check they are in their bridges and
+	// record the mapping (start, started).
+	ActionPorts Action = "ports"
+	// ActionDetach: the VM's taps are gone; record that (stopped, release,
+	// an unplugged NIC).
+	ActionDetach Action = "detach"
+	// ActionNone: nothing to do (no managed NIC).
+	ActionNone Action = "none"
+)
+
+// Bridge is a managed bridge the VM needs, with its settings.
+type Bridge struct {
+	Name          string `json:"name"`
+	Uplink        string `json:"uplink"`               // NIC name, or empty
+	UplinkMAC     string `json:"uplink_mac,omitempty"` // NIC selected by MAC instead
+	STP           bool   `json:"stp"`
+	ForwardDelay  int    `json:"forward_delay"`
+	MTU           int    `json:"mtu,omitempty"`
+	MoveAddresses bool   `json:"move_addresses"`
+}
+
+// Port is one VM NIC on a managed bridge.
+type Port struct {
+	Tap     string `json:"tap"` // empty when the XML names none (prepare, stopped)
+	MAC     string `json:"mac"`
+	Bridge  string `json:"bridge"`
+	Network string `json:"network,omitempty"`
+	Alias   string `json:"alias,omitempty"`
+}
+
+// Skipped is a VM NIC virtbridge leaves alone, and why.
+type Skipped struct {
+	MAC    string `json:"mac"`
+	Type   string `json:"type"`
+	Tap    string `json:"tap,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// Sysctl is a kernel setting to enforce.
+type Sysctl struct {
+	Name  string `json:"name"` // dotted, e.g. net.ipv4.ip_forward
+	Value string `json:"value"`
+}
+
+// Firewall is the firewall intent: the backend and the bridges whose
+// bridged traffic FORWARD must accept. It always covers every managed
+// bridge, so rules of bridges dropped from the config are removed.
+type Firewall struct {
+	Backend       string   `json:"backend"`
+	AcceptBridges []string `json:"accept_bridges"`
+}
+
+// Desired is what the host must look like for one event.
+type Desired struct {
+	Domain   string    `json:"domain"`
+	UUID     string    `json:"uuid"`
+	Op       string    `json:"op"`
+	Action   Action    `json:"action"`
+	Bridges  []Bridge  `json:"bridges"`
+	Ports    []Port    `json:"ports"`
+	Skipped  []Skipped `json:"skipped"`
+	Sysctls  []Sysctl  `json:"sysctls"`
+	Firewall *Firewall `json:"firewall"`
+	Errors   []string  `json:"errors"`
+}
+
+// Decide returns the desired state for ev under cfg. It is pure and
+// deterministic: the same input gives the same output, slices never nil.
+func Decide(cfg *config.Config, ev events.Event) Desired {
+	d := Desired{
+		Domain: ev.Domain, UUID: ev.UUID, Op: string(ev.Op),
+		Bridges: []Bridge{}, Ports: []Port{}, Skipped: []Skipped{}, Sysctls: []Sysctl{}, Errors: []string{},
+	}
+	for _, nic := range ev.NICs {
+		port, skip, err := classify(cfg, nic)
+		switch {
+		case err != "":
+			d.Errors = append(d.Errors, err)
+		case skip != nil:
+			d.Skipped = append(d.Skipped, *skip)
+		default:
+			d.Ports = append(d.Ports, port)
+			if !slices.ContainsFunc(d.Bridges, func(b Bridge) bool { return b.Name == port.Bridge }) {
+				b, _ := cfg.Bridge(port.Bridge)
+				d.Bridges = append(d.Bridges, bridgeOf(b))
+			}
+		}
+	}
+	slices.SortFunc(d.Bridges, func(a, b Bridge) int { return strings.Compare(a.Name, b.Name) })
+	d.Action = action(ev.Op, len(d.Ports) > 0)
+	if d.Action == ActionHost {
+		d.Sysctls = sysctls(cfg.Sysctl)
+		if cfg.Firewall.Backend != "none" && cfg.Firewall.BridgedForward == "accept" {
+			fw := &Firewall{Backend: cfg.Firewall.Backend, AcceptBridges: []string{}}
+			for _, b := range cfg.Bridges {
+				fw.AcceptBridges = append(fw.AcceptBridges, b.Name)
+			}
+			d.Firewall = fw
+		}
+	}
+	return d
+}
+
+func action(op events.Op, managed bool) Action {
+	switch {
+	case !managed:
+		return ActionNone
+	case op.NeedsHost():
+		return ActionHost
+	case op.Ends(), op == events.OpDeviceRemoved:
+		return ActionDetach
+	case op == events.OpStart, op == events.OpStarted:
+		return ActionPorts
+	}
+	return ActionNone
+}
+
+// classify sorts a NIC into a managed port, a skipped NIC, or an error
+// (a NIC the configuration forbids).
+func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
+	skip := func(reason string) (Port, *Skipped, string) {
+		return Port{}, &Skipped{MAC: nic.MAC, Type: nic.Type, Tap: nic.Tap, Reason: reason}, ""
+	}
+	switch nic.Type {
+	case "bridge", "network":
+	case "direct":
+		return skip(fmt.Sprintf("macvtap on %q: attached to the NIC directly, no bridge involved", nic.Dev))
+	case "user":
+		return skip("user-mode networking: no host bridge involved")
+	case "ethernet":
+		return skip("type='ethernet': the tap is left to the domain's own scripts")
+	default:
+		return skip(fmt.Sprintf("interface type %q does not use a host bridge", nic.Type))
+	}
+	if nic.Bridge == "" {
+		return skip(fmt.Sprintf("libvirt network %q does not name a bridge in this XML", nic.Network))
+	}
+	if _, ok := cfg.Bridge(nic.Bridge); !ok {
+		if cfg.UnmanagedBridges == "refuse" {
+			return Port{}, nil, fmt.Sprintf("NIC %s uses bridge %q, which virtbridge does not manage "+
+				"(unmanaged_bridges: refuse in %s); add %q under bridges: there, or point the NIC at a managed bridge",
+				nic.MAC, nic.Bridge, cfg.Path, nic.Bridge)
+		}
+		return skip(fmt.Sprintf("bridge %q is not managed (not under bridges: in the config)", nic.Bridge))
+	}
+	return Port{Tap: nic.Tap, MAC: nic.MAC, Bridge: nic.Bridge, Network: nic.Network, Alias: nic.Alias}, nil, ""
+}
+
+func bridgeOf(b config.Bridge) Bridge {
+	out := Bridge{Name: b.Name, Uplink: b.Uplink, STP: b.STP, ForwardDelay: b.ForwardDelay, MTU: b.MTU, MoveAddresses: b.MoveAddresses}
+	if b.UplinkMAC != nil {
+		out.UplinkMAC = b.UplinkMAC.String()
+	}
+	return out
+}
+
+func sysctls(s config.Sysctl) []Sysctl {
+	out := []Sysctl{}
+	for _, kv := range []struct {
+		name string
+		t    config.Toggle
+	}{
+		{"net.ipv4.ip_forward", s.IPForward},
+		{"net.ipv6.conf.all.forwarding", s.IPv6Forward},
+		{"net.bridge.bridge-nf-call-iptables", s.BridgeNFCallIPTables},
+		{"net.bridge.bridge-nf-call-ip6tables", s.BridgeNFCallIP6Tables},
+	} {
+		if kv.t != config.Leave {
+			out = append(out, Sysctl{Name: kv.name, Value: kv.t.String()})
+		}
+	}
+	return out
+}

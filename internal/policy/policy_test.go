@@ -1,0 +1,132 @@
+package policy
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/events"
+)
+
+func mustConfig(t *testing.T, y string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const twoBridges = `
+bridges:
+  br-a: {uplink: uplink0}
+  br-b: {}
+sysctl: {ip_forward: 1, bridge_nf_call_iptables: 1}
+`
+
+func ev(op events.Op, nics ...events.NIC) events.Event {
+	return events.Event{Source: events.SourceHook, Op: op, Domain: "vm1", UUID: "u-1", NICs: nics}
+}
+
+var (
+	nicA     = events.NIC{MAC: "52:54:00:aa:00:01", Type: "bridge", Bridge: "br-a"}
+	nicB     = events.NIC{MAC: "52:54:00:aa:00:02", Type: "bridge", Bridge: "br-b", Tap: "vnet7"}
+	nicNet   = events.NIC{MAC: "52:54:00:aa:00:03", Type: "bridge", Bridge: "br-a", Network: "lan"}
+	nicOther = events.NIC{MAC: "52:54:00:aa:00:04", Type: "bridge", Bridge: "virbr0"}
+	nicTap   = events.NIC{MAC: "52:54:00:aa:00:05", Type: "direct", Dev: "eth1"}
+	nicUser  = events.NIC{MAC: "52:54:00:aa:00:06", Type: "user"}
+	nicNoBr  = events.NIC{MAC: "52:54:00:aa:00:07", Type: "network", Network: "default"}
+)
+
+// summary renders the parts of a Desired that tests compare, as one line.
+func summary(d Desired) string {
+	var b strings.Builder
+	b.WriteString("action=" + string(d.Action))
+	for _, br := range d.Bridges {
+		b.WriteString(" bridge=" + br.Name + "/" + br.Uplink)
+	}
+	for _, p := range d.Ports {
+		b.WriteString(" port=" + p.MAC + "@" + p.Bridge + "[" + p.Tap + "]")
+	}
+	for _, s := range d.Skipped {
+		b.WriteString(" skip=" + s.MAC)
+	}
+	for _, s := range d.Sysctls {
+		b.WriteString(" " + s.Name + "=" + s.Value)
+	}
+	if d.Firewall != nil {
+		b.WriteString(" fw=" + strings.Join(d.Firewall.AcceptBridges, ","))
+	}
+	for range d.Errors {
+		b.WriteString(" error")
+	}
+	return b.String()
+}
+
+func TestDecide(t *testing.T) {
+	cfg := mustConfig(t, twoBridges)
+	for name, tc := range map[string]struct {
+		ev   events.Event
+		want string
+	}{
+		"prepare one nic":       {ev(events.OpPrepare, nicA), "action=host bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+		"prepare two bridges":   {ev(events.OpPrepare, nicB, nicA), "action=host bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7] port=52:54:00:aa:00:01@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+		"same bridge twice":     {ev(events.OpReconnect, nicA, nicNet), "action=host bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[] port=52:54:00:aa:00:03@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+		"started":               {ev(events.OpStarted, nicB), "action=ports bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7]"},
+		"start":                 {ev(events.OpStart, nicB), "action=ports bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7]"},
+		"stopped":               {ev(events.OpStopped, nicA), "action=detach bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[]"},
+		"release":               {ev(events.OpRelease, nicA), "action=detach bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[]"},
+		"hot-plug":              {ev(events.OpDeviceAdded, nicB), "action=host bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+		"unplug":                {ev(events.OpDeviceRemoved, nicB), "action=detach bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7]"},
+		"unmanaged ignored":     {ev(events.OpPrepare, nicOther, nicTap, nicUser, nicNoBr), "action=none skip=52:54:00:aa:00:04 skip=52:54:00:aa:00:05 skip=52:54:00:aa:00:06 skip=52:54:00:aa:00:07"},
+		"no nic":                {ev(events.OpPrepare), "action=none"},
+		"mixed managed/skipped": {ev(events.OpPrepare, nicUser, nicA), "action=host bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[] skip=52:54:00:aa:00:06 net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := summary(Decide(cfg, tc.ev)); got != tc.want {
+				t.Fatalf("Decide:\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecideRefusesUnmanagedBridge(t *testing.T) {
+	cfg := mustConfig(t, twoBridges+"unmanaged_bridges: refuse\n")
+	d := Decide(cfg, ev(events.OpPrepare, nicA, nicOther))
+	if len(d.Errors) != 1 || !strings.Contains(d.Errors[0], `NIC 52:54:00:aa:00:04 uses bridge "virbr0", which virtbridge does not manage`) ||
+		!strings.Contains(d.Errors[0], "test.yaml") {
+		t.Fatalf("errors = %q", d.Errors)
+	}
+	// Only bridge NICs are refused; macvtap and user NICs stay skipped.
+	d = Decide(cfg, ev(events.OpPrepare, nicTap, nicUser))
+	if len(d.Errors) != 0 || len(d.Skipped) != 2 {
+		t.Fatalf("refuse mode touched non-bridge NICs: %+v", d)
+	}
+}
+
+func TestDecideFirewallAndSysctlSettings(t *testing.T) {
+	cfg := mustConfig(t, "bridges: {br-a: {}}\nsysctl: {ip_forward: leave}\nfirewall: {backend: none}\n")
+	d := Decide(cfg, ev(events.OpPrepare, nicA))
+	if d.Firewall != nil || len(d.Sysctls) != 0 {
+		t.Fatalf("backend none / all leave: firewall=%+v sysctls=%+v", d.Firewall, d.Sysctls)
+	}
+	cfg = mustConfig(t, "bridges: {br-a: {}}\nfirewall: {bridged_forward: leave}\n")
+	if d := Decide(cfg, ev(events.OpPrepare, nicA)); d.Firewall != nil {
+		t.Fatalf("bridged_forward leave: firewall=%+v", d.Firewall)
+	}
+}
+
+// The JSON form is what `virtbridge plan` prints: empty lists, never null.
+func TestDesiredJSONHasNoNulls(t *testing.T) {
+	d := Decide(mustConfig(t, ""), ev(events.OpStopped))
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"bridges":[]`, `"ports":[]`, `"skipped":[]`, `"errors":[]`} {
+		if !strings.Contains(string(b), key) {
+			t.Errorf("%s missing from %s", key, b)
+		}
+	}
+}
