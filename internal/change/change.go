@@ -20,6 +20,7 @@ const (
 	RuleAdded      Kind = "rule-added"
 	RuleRemoved    Kind = "rule-removed"
 	ChainCreated   Kind = "chain-created"
+	ChainRemoved   Kind = "chain-removed"
 )
 
 // Change is one change made to the host.

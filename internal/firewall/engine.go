@@ -1,0 +1,108 @@
+package firewall
+
+import (
+	"fmt"
+
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/revert"
+)
+
+
+// table is one family's filter table: the kernel's, reached through
+// iptables, or the Fake's in memory.
+type table interface {
+	// name says which, e.g. "ip6tables-nft"; it prefixes changes and errors.
+	name() string
+	// read returns the whole table (one `iptables -S`).
+	read() (*ruleset, error)
+	// do makes one change. It reports false, not an error, when the change
+	// was already made: a chain that already exists, a rule already gone.
+	do(o op) (bool, error)
+}
+
+// ensureTables makes each table hold virtbridge's rules for bridges: one
+// read per table, then only the changes plan asks for. Every change made
+// pushes its undo on rv. It returns the changes and the tables changed.
+func ensureTables(ts []table, bridges []string, rv *revert.Reverter) ([]change.Change, []table, error) {
+	var cs []change.Change
+	var changed []table
+	for _, t := range ts {
+		cur, err := t.read()
+		if err != nil {
+			return cs, changed, err
+		}
+		ops, err := plan(cur, bridges)
+		if err != nil {
+			return cs, changed, fmt.Errorf("%s: %w", t.name(), err)
+		}
+		if len(ops) > 0 {
+			changed = append(changed, t)
+		}
+		for _, o := range ops {
+			done, err := t.do(o)
+			if err != nil {
+				return cs, changed, fmt.Errorf("changing %s filter table: %s: %w", t.name(), o, err)
+			}
+			if !done {
+				continue
+			}
+			t, u := t, o.undo()
+			rv.Add(func() error {
+				if _, err := t.do(u); err != nil {
+					return fmt.Errorf("undoing in %s filter table: %s: %w", t.name(), u, err)
+				}
+				return nil
+			})
+			cs = append(cs, changeOf(t.name(), o))
+		}
+	}
+	return cs, changed, nil
+}
+
+// verifyTables reads each table back and fails if it still differs.
+func verifyTables(ts []table, bridges []string) error {
+	for _, t := range ts {
+		cur, err := t.read()
+		if err != nil {
+			return err
+		}
+		ops, err := plan(cur, bridges)
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name(), err)
+		}
+		if len(ops) > 0 {
+			return fmt.Errorf("%s filter table still differs after the changes (changed concurrently?): would %s", t.name(), describe(ops))
+		}
+	}
+	return nil
+}
+
+// checkTables lists what differs, changing nothing.
+func checkTables(ts []table, bridges []string) ([]string, error) {
+	out := []string{}
+	for _, t := range ts {
+		cur, err := t.read()
+		if err != nil {
+			return out, err
+		}
+		ops, err := plan(cur, bridges)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", t.name(), err)
+		}
+		out = append(out, problems(t.name(), ops)...)
+	}
+	return out, nil
+}
+
+func changeOf(name string, o op) change.Change {
+	obj := name + " filter " + o.chain
+	switch o.kind {
+	case opNewChain:
+		return change.Change{Kind: change.ChainCreated, Object: obj}
+	case opDelChain:
+		return change.Change{Kind: change.ChainRemoved, Object: obj}
+	case opDelete:
+		return change.Change{Kind: change.RuleRemoved, Object: obj, Before: fmt.Sprintf("-A %s %s (was rule %d)", o.chain, o.spec, o.pos)}
+	}
+	return change.Change{Kind: change.RuleAdded, Object: obj, After: o.String()}
+}

@@ -1,0 +1,142 @@
+package firewall
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// DefaultStatePath is where a Firewall remembers its last verified state.
+const DefaultStatePath = "/run/virtbridge/firewall.state"
+
+// facts identify the ruleset a verdict was reached on. They are cheap: a
+// few small /proc reads and one netlink round trip, no iptables run.
+type facts struct {
+	Boot   string `json:"boot_id"`       // a generation id means nothing across boots
+	NetNS  uint64 `json:"netns"`         // the generation is per network namespace
+	Legacy string `json:"legacy_tables"` // ip_tables_names + ip6_tables_names
+	Gen    uint32 `json:"gen"`           // nf_tables ruleset generation
+	GenOK  bool   `json:"gen_ok"`        // false: nf_tables did not answer
+}
+
+// legacyHasFilter reports whether the legacy filter table of family fam
+// exists. Reading it with iptables-legacy would create it otherwise.
+func (fx facts) legacyHasFilter(fam Family) bool {
+	return strings.Contains("\n"+fx.legacyNames(fam)+"\n", "\nfilter\n")
+}
+
+// legacyNames returns the legacy tables of family fam, one per line.
+func (fx facts) legacyNames(fam Family) string {
+	v4, v6, _ := strings.Cut(fx.Legacy, "|")
+	if fam == IPv6 {
+		return v6
+	}
+	return v4
+}
+
+// state is what the last successful Ensure found and left.
+type state struct {
+	facts
+	Backend string  `json:"backend"` // as configured
+	Variant Variant `json:"variant"` // as used
+	Spec    string  `json:"spec"`    // specHash of the rules
+}
+
+// sameHost reports whether s was recorded on the namespace and boot of fx
+// with the same legacy tables loaded.
+func (s *state) sameHost(fx facts) bool {
+	return s != nil && s.Boot == fx.Boot && s.NetNS == fx.NetNS && s.Legacy == fx.Legacy
+}
+
+// unchanged reports whether s proves that the nf_tables ruleset still
+// holds spec: same namespace, same generation, same wanted rules.
+func (s *state) unchanged(fx facts, backend, spec string) bool {
+	return s.sameHost(fx) && s.Backend == backend && s.Variant == NFT && s.Spec == spec &&
+		fx.GenOK && s.GenOK && s.Gen == fx.Gen
+}
+
+// cachedVariant returns the variant detected before, while still valid:
+// for nft while no legacy table appeared; for legacy while also nf_tables
+// did not change.
+func (s *state) cachedVariant(fx facts) (Variant, bool) {
+	if !s.sameHost(fx) || s.Backend != BackendAuto {
+		return "", false
+	}
+	if s.Variant == NFT || s.Variant == Legacy && fx.GenOK && s.GenOK && s.Gen == fx.Gen {
+		return s.Variant, true
+	}
+	return "", false
+}
+
+func specHash(v Variant, bridges []string) string {
+	h := sha256.Sum256([]byte(specVersion + "\n" + string(v) + "\n" + strings.Join(bridges, "\n")))
+	return hex.EncodeToString(h[:16])
+}
+
+// loadState reads the state file. A missing or unreadable-as-JSON file is
+// no state (it is rewritten after the next verify); other errors are
+// returned.
+func loadState(path string) (*state, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading firewall state %q: %w", path, err)
+	}
+	var s state
+	if json.Unmarshal(b, &s) != nil {
+		return nil, nil
+	}
+	return &s, nil
+}
+
+// saveState writes s atomically (rename), so a concurrent reader sees the
+// old or the new state, never a part.
+func saveState(path string, s state) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("writing firewall state %q: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("writing firewall state %q: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".firewall.state.*")
+	if err != nil {
+		return fmt.Errorf("writing firewall state %q: %w", path, err)
+	}
+	_, werr := tmp.Write(append(b, '\n'))
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("writing firewall state %q: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("writing firewall state %q: %w", path, err)
+	}
+	return nil
+}
+
+// removeState forgets the state; already gone is success.
+func removeState(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing firewall state %q: %w", path, err)
+	}
+	return nil
+}
