@@ -56,6 +56,7 @@ refuse). Exit status: 0 no errors, 1 the plan has errors, 2 bad input.
 		fmt.Fprintf(stderr, "virtbridge plan: %v\n", err)
 		return exitUsage
 	}
+	events.ResolveNetworks(&ev, events.NetworkDirs)
 	d := policy.Decide(cfg, ev)
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")

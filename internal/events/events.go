@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -103,10 +104,13 @@ type NIC struct {
 	Type    string `json:"type"`              // libvirt interface type: bridge, network, direct, user, ...
 	Bridge  string `json:"bridge,omitempty"`  // source bridge, also for a network in bridge mode
 	Network string `json:"network,omitempty"` // libvirt network name, if any
-	Tap     string `json:"tap,omitempty"`     // target dev; empty before libvirt created it
-	Model   string `json:"model,omitempty"`
-	Alias   string `json:"alias,omitempty"` // device alias, e.g. net0
-	Dev     string `json:"dev,omitempty"`   // source dev of a direct (macvtap) NIC
+	// NetworkMode is the forward mode of that network (bridge, nat, route,
+	// open, isolated, ...), once ResolveNetworks has read it.
+	NetworkMode string `json:"network_mode,omitempty"`
+	Tap         string `json:"tap,omitempty"` // target dev; empty before libvirt created it
+	Model       string `json:"model,omitempty"`
+	Alias       string `json:"alias,omitempty"` // device alias, e.g. net0
+	Dev         string `json:"dev,omitempty"`   // source dev of a direct (macvtap) NIC
 }
 
 // Event is one thing that happened to a VM.
@@ -166,7 +170,7 @@ func ParseHook(args []string, stdin io.Reader) (Event, error) {
 
 // FromDomainXML builds an Event from a domain XML document.
 func FromDomainXML(src Source, op Op, data []byte) (Event, error) {
-	if err := checkXML(data); err != nil {
+	if err := checkXML(data, "domain"); err != nil {
 		return Event{}, err
 	}
 	var dom libvirtxml.Domain
@@ -203,7 +207,7 @@ func FromDomainXML(src Source, op Op, data []byte) (Event, error) {
 // checkXML refuses what must not reach the XML parser: empty or oversized
 // input, invalid UTF-8, and DTDs (entity expansion has no place in a domain
 // definition, which libvirt never sends with one).
-func checkXML(data []byte) error {
+func checkXML(data []byte, roots ...string) error {
 	switch {
 	case len(bytes.TrimSpace(data)) == 0:
 		return inputErr("no domain XML on stdin (libvirtd sends the domain definition there)")
@@ -236,8 +240,8 @@ func checkXML(data []byte) error {
 			return inputErr("malformed domain XML: %v", err)
 		}
 		if se, ok := tok.(xml.StartElement); ok {
-			if se.Name.Local != "domain" {
-				return inputErr("root element of the XML on stdin is <%s>, want <domain>", se.Name.Local)
+			if !slices.Contains(roots, se.Name.Local) {
+				return inputErr("root element of the XML on stdin is <%s>, want <%s>", se.Name.Local, roots[0])
 			}
 			return nil
 		}

@@ -155,8 +155,11 @@ func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
 	default:
 		return skip(fmt.Sprintf("interface type %q does not use a host bridge", nic.Type))
 	}
+	if nic.Network != "" && nic.NetworkMode != "" && nic.NetworkMode != "bridge" {
+		return skip(fmt.Sprintf("libvirt network %q (forward mode %s) manages its own bridge", nic.Network, nic.NetworkMode))
+	}
 	if nic.Bridge == "" {
-		return skip(fmt.Sprintf("libvirt network %q does not name a bridge in this XML", nic.Network))
+		return skip(fmt.Sprintf("libvirt network %q: its bridge is unknown (no readable definition under /run/libvirt/network or /etc/libvirt/qemu/networks)", nic.Network))
 	}
 	if _, ok := cfg.Bridge(nic.Bridge); !ok {
 		if cfg.UnmanagedBridges == "refuse" {
