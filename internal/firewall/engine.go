@@ -7,7 +7,6 @@ import (
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
-
 // table is one family's filter table: the kernel's, reached through
 // iptables, or the Fake's in memory.
 type table interface {
