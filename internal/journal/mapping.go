@@ -1,0 +1,86 @@
+package journal
+
+import (
+	"errors"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/store"
+)
+
+// OpenStore loads the mapping store for a writer (the caller holds the host
+// lock) and journals a warning if it was corrupt and moved aside.
+func OpenStore(w *Writer, path string) (*store.Store, error) {
+	s, err := store.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return s, w.StoreRecovered(s.Recovered())
+}
+
+// AttachPorts records the VM's ports that have a tap as attached: in the
+// store, and in the journal when the mapping is new or changed, or at
+// `reconnect` (libvirtd restarted: say again what is where). Taps released
+// by the change (the NIC's old tap; a tap another VM held without a recorded
+// stop) are journaled as detached first. At `started` each port starts
+// afresh (Since = now), so call it at `started`, not also at `start`, for one
+// record per port per boot. Ports without a tap (prepare) are skipped.
+//
+// It journals before the caller saves the store (the caller holds the host
+// lock and calls Save after): a crash in between repeats a record on the
+// next call rather than losing one. Idempotent for the store; journals again
+// only where said above. It keeps going past failures and returns them
+// joined.
+func AttachPorts(w *Writer, s *store.Store, vm VM, ports []policy.Port, now time.Time) error {
+	var errs []error
+	for _, p := range ports {
+		if p.Tap == "" {
+			continue
+		}
+		var released []store.Entry
+		if vm.Op == string(events.OpStarted) {
+			if old, ok := s.Detach(vm.UUID, p.MAC); ok && old.Tap != p.Tap {
+				released = append(released, old)
+			}
+		}
+		displaced, changed, err := s.Attach(store.Entry{UUID: vm.UUID, VM: vm.Name, MAC: p.MAC, Tap: p.Tap, Bridge: p.Bridge, Since: now})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range append(released, displaced...) {
+			errs = append(errs, w.Detached(PortOf(vm, e)))
+		}
+		if changed || vm.Op == string(events.OpReconnect) {
+			e, _ := s.ByTap(p.Tap)
+			errs = append(errs, w.Attached(PortOf(vm, e)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DetachVM records that all the VM's ports are gone (stopped, release):
+// removes its entries from the store and journals each as detached. The
+// XML at `stopped` names no taps; the store remembers them. Idempotent: at
+// `release` after `stopped` nothing is left and nothing is journaled. The
+// caller saves the store afterwards.
+func DetachVM(w *Writer, s *store.Store, vm VM) error {
+	var errs []error
+	for _, e := range s.DetachVM(vm.UUID) {
+		errs = append(errs, w.Detached(PortOf(vm, e)))
+	}
+	return errors.Join(errs...)
+}
+
+// DetachNICs records that the VM's NICs with these MACs are gone (a NIC
+// unplugged): like DetachVM for those NICs only. Idempotent.
+func DetachNICs(w *Writer, s *store.Store, vm VM, macs []string) error {
+	var errs []error
+	for _, mac := range macs {
+		if e, ok := s.Detach(vm.UUID, mac); ok {
+			errs = append(errs, w.Detached(PortOf(vm, e)))
+		}
+	}
+	return errors.Join(errs...)
+}

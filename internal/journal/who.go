@@ -1,0 +1,304 @@
+package journal
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/names"
+	"github.com/virtbridge/virtbridge/internal/store"
+)
+
+// ErrUnknown means no VM is known to own the tap (at that time): the CLI
+// says so and exits 1. Errors wrapping it say why.
+var ErrUnknown = errors.New("no known owner")
+
+// TimeLayout is how errors print times: to the microsecond, as the journal
+// keeps them, so that two records in one second are told apart.
+const TimeLayout = "2006-01-02 15:04:05.000000 -0700"
+
+// Owner is the VM NIC that owns (or owned) a tap.
+type Owner struct {
+	VM     string
+	UUID   string
+	MAC    string
+	Tap    string
+	Bridge string
+	Since  time.Time // store: attached since; journal: time of the attached record
+	From   string    // "store", "journald" or the JSON-lines file's path
+}
+
+// Lookup answers `virtbridge who`. The zero value reads the default store,
+// the system journal and the default fallback file.
+type Lookup struct {
+	Store      string // store.DefaultPath if empty
+	File       string // DefaultFile if empty
+	Journalctl string // "journalctl" (from PATH) if empty; journald is skipped when it is not installed
+}
+
+func (l Lookup) withDefaults() Lookup {
+	if l.Store == "" {
+		l.Store = store.DefaultPath
+	}
+	if l.File == "" {
+		l.File = DefaultFile
+	}
+	if l.Journalctl == "" {
+		l.Journalctl = "journalctl"
+	}
+	return l
+}
+
+// Now returns the VM that owns tap now, from the mapping store (read
+// without the host lock; it changes nothing). Read-only, idempotent.
+func (l Lookup) Now(tap string) (Owner, error) {
+	l = l.withDefaults()
+	if err := names.Ifname(tap); err != nil {
+		return Owner{}, fmt.Errorf("who owns tap: %w", err)
+	}
+	s, err := store.Read(l.Store)
+	if err != nil {
+		return Owner{}, err
+	}
+	e, ok := s.ByTap(tap)
+	if !ok {
+		return Owner{}, fmt.Errorf("tap %q is not in the mapping store %s: it is not attached to a VM "+
+			"virtbridge manages (or was attached before virtbridge recorded it): %w", tap, l.Store, ErrUnknown)
+	}
+	return Owner{VM: e.VM, UUID: e.UUID, MAC: e.MAC, Tap: e.Tap, Bridge: e.Bridge, Since: e.Since, From: "store"}, nil
+}
+
+// At returns the VM that owned tap at time at: the last attached or
+// detached record of tap at or before at, in journald and in the JSON-lines
+// file (whichever is later). Attached names the owner; detached, or no
+// record, is ErrUnknown. Read-only, idempotent.
+func (l Lookup) At(ctx context.Context, tap string, at time.Time) (Owner, error) {
+	l = l.withDefaults()
+	if err := names.Ifname(tap); err != nil {
+		return Owner{}, fmt.Errorf("who owned tap: %w", err)
+	}
+	var best *PortRecord
+	var sources []string
+	if path, err := exec.LookPath(l.Journalctl); err == nil {
+		e, err := lastFromJournald(ctx, path, tap, at)
+		if err != nil {
+			return Owner{}, err
+		}
+		best, sources = later(best, e), append(sources, "journald")
+	}
+	e, err := lastFromFile(l.File, tap, at)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return Owner{}, err
+	default:
+		best, sources = later(best, e), append(sources, l.File)
+	}
+	when := at.Format(TimeLayout)
+	if best == nil {
+		if len(sources) == 0 {
+			sources = []string{"nothing: journalctl is not installed and " + l.File + " does not exist"}
+		}
+		hint := ""
+		if os.Geteuid() != 0 && slices.Contains(sources, "journald") {
+			hint = "; journalctl shows an unprivileged user only what it may read: run as root or in group systemd-journal"
+		}
+		return Owner{}, fmt.Errorf("no record of tap %q at or before %s (searched %s%s): %w",
+			tap, when, strings.Join(sources, ", "), hint, ErrUnknown)
+	}
+	if best.Kind == IDDetached {
+		return Owner{}, fmt.Errorf("tap %q was attached to no VM at %s: it was detached from vm %q (uuid %s) at %s: %w",
+			tap, when, best.Port.Name, best.Port.UUID, best.Time.Format(TimeLayout), ErrUnknown)
+	}
+	p := best.Port
+	return Owner{VM: p.Name, UUID: p.UUID, MAC: p.MAC, Tap: p.Tap, Bridge: p.Bridge, Since: best.Time, From: best.From}, nil
+}
+
+// PortRecord is one attached or detached record read back.
+type PortRecord struct {
+	Kind string // IDAttached or IDDetached
+	Time time.Time
+	Port Port
+	From string // "journald" or the file's path
+}
+
+func later(a, b *PortRecord) *PortRecord {
+	if a == nil || (b != nil && b.Time.After(a.Time)) {
+		return b
+	}
+	return a
+}
+
+// lastFromJournald asks journalctl for the newest attached/detached record
+// of tap at or before at. Matches on one field are ORed, on different
+// fields ANDed; -r -n 1 with --until gives the newest one up to until.
+func lastFromJournald(ctx context.Context, journalctl, tap string, at time.Time) (*PortRecord, error) {
+	args := []string{"-o", "json", "--all", "--no-pager", "-q", "-r", "-n", "1", "--until=" + untilArg(at),
+		FieldIdentifier + "=" + Identifier, FieldTap + "=" + tap, FieldMessageID + "=" + IDAttached, FieldMessageID + "=" + IDDetached}
+	out, err := runJournalctl(ctx, journalctl, args...)
+	if err != nil {
+		return nil, err
+	}
+	var last *PortRecord
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		if e, ok := parseEntry(line, "journald"); ok && e.Port.Tap == tap && !e.Time.After(at) {
+			last = later(last, e)
+		}
+	}
+	return last, nil
+}
+
+// untilArg renders t for journalctl's --until: "@" seconds since the epoch,
+// to the microsecond (journal timestamps are µs).
+func untilArg(t time.Time) string {
+	us := max(t.UnixMicro(), 0)
+	return fmt.Sprintf("@%d.%06d", us/1e6, us%1e6)
+}
+
+func runJournalctl(ctx context.Context, journalctl string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, journalctl, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("running %s %s: %w: %s", journalctl, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+// lastFromFile scans the JSON-lines file for the newest attached/detached
+// record of tap at or before at; later lines win ties. Lines that do not
+// parse (one cut by a crash) are skipped.
+func lastFromFile(path, tap string, at time.Time) (*PortRecord, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %q: %w", path, err)
+	}
+	defer f.Close()
+	key, _ := json.Marshal(tap) // as fileLine encodes it
+	key = key[1 : len(key)-1]
+	var last *PortRecord
+	err = eachLine(f, func(line []byte) {
+		if !bytes.Contains(line, key) {
+			return // cheap filter before decoding JSON
+		}
+		if e, ok := parseEntry(line, path); ok && e.Port.Tap == tap && !e.Time.After(at) {
+			if last == nil || !e.Time.Before(last.Time) {
+				last = e
+			}
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading %q: %w", path, err)
+	}
+	return last, nil
+}
+
+// maxLine bounds one JSON line; longer ones are skipped, not fatal.
+const maxLine = 1 << 20
+
+// eachLine calls fn with each line of r (without the newline), skipping
+// lines longer than maxLine.
+func eachLine(r io.Reader, fn func([]byte)) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var buf []byte
+	tooLong := false
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if !tooLong {
+			buf = append(buf, chunk...)
+			if len(buf) > maxLine {
+				tooLong, buf = true, buf[:0]
+			}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err != nil && !errors.Is(err, io.EOF):
+			return err
+		}
+		if !tooLong && len(buf) > 0 {
+			fn(bytes.TrimSuffix(buf, []byte("\n")))
+		}
+		buf, tooLong = buf[:0], false
+		if err != nil {
+			return nil
+		}
+	}
+}
+
+// parseEntry reads one journalctl -o json line (or a fallback file line)
+// and returns it if it is a virtbridge attached or detached record.
+func parseEntry(line []byte, from string) (*PortRecord, bool) {
+	f, ok := ParseFields(line)
+	if !ok || f[FieldIdentifier] != Identifier {
+		return nil, false
+	}
+	id := f[FieldMessageID]
+	if id != IDAttached && id != IDDetached {
+		return nil, false
+	}
+	us, err := strconv.ParseInt(f[FieldRealtime], 10, 64)
+	if err != nil {
+		return nil, false
+	}
+	return &PortRecord{
+		Kind: id,
+		Time: time.UnixMicro(us),
+		Port: Port{
+			VM:  VM{Name: f[FieldVM], UUID: f[FieldUUID], Op: f[FieldOp], Source: f[FieldSource]},
+			Tap: f[FieldTap], MAC: f[FieldMAC], Bridge: f[FieldBridge],
+		},
+		From: from,
+	}, true
+}
+
+// ParseFields decodes one line of journalctl -o json (or of the fallback
+// file) into field → value. journalctl prints a value as a string, as an
+// array of byte values when it is not printable UTF-8, as an array of those
+// when the field repeats (the first is kept), and as null when it left it
+// out.
+func ParseFields(line []byte) (map[string]string, bool) {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(line, &raw) != nil {
+		return nil, false
+	}
+	out := make(map[string]string, len(raw))
+	for k, v := range raw {
+		if s, ok := fieldValue(v); ok {
+			out[k] = s
+		}
+	}
+	return out, true
+}
+
+func fieldValue(v json.RawMessage) (string, bool) {
+	if len(v) == 0 || string(v) == "null" {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s, true
+	}
+	var raw []byte // an array of numbers decodes element by element
+	if v[0] == '[' && json.Unmarshal(v, &raw) == nil {
+		return string(raw), true
+	}
+	var many []json.RawMessage
+	if json.Unmarshal(v, &many) == nil && len(many) > 0 {
+		return fieldValue(many[0])
+	}
+	return "", false
+}

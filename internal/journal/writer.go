@@ -1,0 +1,289 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	sdjournal "github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/store"
+)
+
+// DefaultSocket is journald's native socket, the one go-systemd's journal
+// package writes to.
+const DefaultSocket = "/run/systemd/journal/socket"
+
+// DefaultFile is where records go, as JSON lines, when journald is absent.
+const DefaultFile = "/var/log/virtbridge/journal.jsonl"
+
+// NoticeSuffix names the marker file (next to the JSON-lines file) that
+// says the "no journald" notice was given; delete it to hear it again.
+const NoticeSuffix = ".noticed"
+
+// Options configure a Writer; the zero value means the defaults.
+type Options struct {
+	Socket  string           // journald's native socket; DefaultSocket if empty
+	File    string           // JSON-lines fallback; DefaultFile if empty
+	Stderr  io.Writer        // where the one-time notice goes; os.Stderr if nil
+	Timeout time.Duration    // for one send to journald; 1s if zero
+	Now     func() time.Time // the fallback file's __REALTIME_TIMESTAMP; time.Now if nil
+}
+
+// Writer sends records to journald, or appends them to the fallback file
+// when journald's socket does not answer. It is safe for concurrent use.
+type Writer struct {
+	o       Options
+	mu      sync.Mutex
+	noticed bool
+}
+
+// New returns a Writer. It opens nothing until the first record.
+func New(o Options) *Writer {
+	if o.Socket == "" {
+		o.Socket = DefaultSocket
+	}
+	if o.File == "" {
+		o.File = DefaultFile
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	if o.Timeout == 0 {
+		o.Timeout = time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Writer{o: o}
+}
+
+// File returns the JSON-lines fallback file.
+func (w *Writer) File() string { return w.o.File }
+
+// JournaldAvailable reports whether journald answers on the socket. Read-only.
+func (w *Writer) JournaldAvailable() bool {
+	if w.o.Socket == DefaultSocket {
+		return sdjournal.Enabled()
+	}
+	c, err := net.Dial("unixgram", w.o.Socket)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// Write records r: to journald if its socket answers, else (or if the send
+// fails) appended to the JSON-lines file, fsync'd. The first time the file
+// is used on this host, one line on stderr says so. Each call writes one
+// more record: it is not idempotent.
+func (w *Writer) Write(r Record) error {
+	r = capRecord(r)
+	var jerr error
+	if w.JournaldAvailable() {
+		if jerr = w.sendJournald(r); jerr == nil {
+			return nil
+		}
+	}
+	if err := w.appendFile(r); err != nil {
+		if jerr != nil {
+			return fmt.Errorf("journal record %q: %v; and %w", r.Message, jerr, err)
+		}
+		return fmt.Errorf("journal record %q (no journald at %s): %w", r.Message, w.o.Socket, err)
+	}
+	w.noticeOnce(jerr)
+	return nil
+}
+
+// Attached journals a tap attached to a VM NIC (one more record per call,
+// like every method that journals).
+func (w *Writer) Attached(p Port) error {
+	r, err := AttachedRecord(p)
+	if err != nil {
+		return err
+	}
+	return w.Write(r)
+}
+
+// Detached journals a tap detached from a VM NIC.
+func (w *Writer) Detached(p Port) error {
+	r, err := DetachedRecord(p)
+	if err != nil {
+		return err
+	}
+	return w.Write(r)
+}
+
+// Refused journals a VM operation the hook refused, and why.
+func (w *Writer) Refused(vm VM, reason string) error { return w.Write(RefusedRecord(vm, reason)) }
+
+// HostChanges journals each change, in order; it keeps going past a
+// failure and returns the errors joined.
+func (w *Writer) HostChanges(vm VM, cs []change.Change) error {
+	var errs []error
+	for _, c := range cs {
+		errs = append(errs, w.Write(HostChangeRecord(vm, c)))
+	}
+	return errors.Join(errs...)
+}
+
+// StoreRecovered journals that the mapping store was corrupt and moved
+// aside (store.Store.Recovered); nil does nothing.
+func (w *Writer) StoreRecovered(r *store.Recovery) error {
+	if r == nil {
+		return nil
+	}
+	return w.Write(StoreRecoveredRecord(r))
+}
+
+func capRecord(r Record) Record {
+	out := Record{Message: capValue(r.Message), Priority: r.Priority, Fields: make(map[string]string, len(r.Fields))}
+	for k, v := range r.Fields {
+		out.Fields[k] = capValue(v)
+	}
+	return out
+}
+
+// sendJournald sends r with go-systemd's journal package for the default
+// socket, or natively to another one (a test's, or a journald namespace's).
+// A journald that does not read (stopped, overloaded) must not hang the
+// hook: after Timeout the record goes to the file instead.
+func (w *Writer) sendJournald(r Record) error {
+	if w.o.Socket != DefaultSocket {
+		return sendNative(w.o.Socket, r, w.o.Timeout)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sdjournal.Send(r.Message, r.Priority, r.Fields) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("sending to journald at %s: %w", w.o.Socket, err)
+		}
+		return nil
+	case <-time.After(w.o.Timeout):
+		return fmt.Errorf("sending to journald at %s: no answer within %v", w.o.Socket, w.o.Timeout)
+	}
+}
+
+// sendNative writes r in journald's native protocol to socket.
+func sendNative(socket string, r Record, timeout time.Duration) error {
+	c, err := net.DialTimeout("unixgram", socket, timeout)
+	if err != nil {
+		return fmt.Errorf("sending to journald at %s: %w", socket, err)
+	}
+	defer c.Close()
+	c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(nativeEncode(r)); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return fmt.Errorf("sending to journald at %s: no answer within %v: %w", socket, timeout, err)
+		}
+		return fmt.Errorf("sending to journald at %s: %w", socket, err)
+	}
+	return nil
+}
+
+// nativeEncode encodes r as journald's native protocol: NAME=value lines,
+// or NAME, a little-endian 64-bit length and the value for values holding
+// a newline (systemd.io/JOURNAL_NATIVE_PROTOCOL).
+func nativeEncode(r Record) []byte {
+	var b bytes.Buffer
+	put := func(k, v string) {
+		if !strings.Contains(v, "\n") {
+			fmt.Fprintf(&b, "%s=%s\n", k, v)
+			return
+		}
+		b.WriteString(k + "\n")
+		binary.Write(&b, binary.LittleEndian, uint64(len(v)))
+		b.WriteString(v + "\n")
+	}
+	put(FieldPriority, strconv.Itoa(int(r.Priority)))
+	put(FieldMessage, r.Message)
+	for k, v := range r.Fields {
+		put(k, v)
+	}
+	return b.Bytes()
+}
+
+// fileLine renders r as one JSON line with journalctl -o json's field
+// names, including __REALTIME_TIMESTAMP, so that one reader reads both.
+func fileLine(r Record, now time.Time) []byte {
+	m := make(map[string]string, len(r.Fields)+3)
+	for k, v := range r.Fields {
+		m[k] = v
+	}
+	m[FieldMessage] = r.Message
+	m[FieldPriority] = strconv.Itoa(int(r.Priority))
+	m[FieldRealtime] = strconv.FormatInt(now.UnixMicro(), 10)
+	data, _ := json.Marshal(m) // strings only: cannot fail
+	return append(data, '\n')
+}
+
+// appendFile appends r to the fallback file and fsyncs it. One write per
+// record with O_APPEND keeps concurrent writers' lines whole; a line cut by
+// a crash is ended before the next one so that only it is lost.
+func (w *Writer) appendFile(r Record) error {
+	path := w.o.File
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating %q: %w", dir, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("appending to %q: %w", path, err)
+	}
+	line := fileLine(r, w.o.Now())
+	if st, err := f.Stat(); err == nil && st.Size() > 0 {
+		last := make([]byte, 1)
+		if _, err := f.ReadAt(last, st.Size()-1); err == nil && last[0] != '\n' {
+			line = append([]byte{'\n'}, line...)
+		}
+	}
+	_, err = f.Write(line)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("appending to %q: %w", path, err)
+	}
+	return nil
+}
+
+// noticeOnce tells stderr, once per host (a marker file next to the
+// fallback file) and once per Writer, that records go to the file.
+func (w *Writer) noticeOnce(jerr error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.noticed {
+		return
+	}
+	w.noticed = true
+	marker := w.o.File + NoticeSuffix
+	why := "no journald socket at " + w.o.Socket
+	if jerr != nil {
+		why = jerr.Error()
+	}
+	msg := fmt.Sprintf("virtbridge: %s; writing virtbridge journal records to %s instead "+
+		"(said once; delete %s to be told again)", why, w.o.File, marker)
+	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return // already said, by this or another process; or unwritable: say nothing rather than every time
+	}
+	fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format(time.RFC3339), msg)
+	f.Close()
+	fmt.Fprintln(w.o.Stderr, msg)
+}

@@ -1,0 +1,260 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/virtbridge/virtbridge/internal/names"
+)
+
+// Version is the format version Marshal writes and Parse reads.
+const Version = 1
+
+// MaxSize bounds the store file: far above any real host (about 200 bytes
+// per NIC), far below what could hurt the hook.
+const MaxSize = 32 << 20
+
+const maxText = 256 // VM names and UUIDs
+
+// CorruptError is a store file that cannot be what virtbridge wrote.
+type CorruptError struct{ Msg string }
+
+func (e *CorruptError) Error() string { return "corrupt mapping store: " + e.Msg }
+
+func corrupt(format string, args ...any) error {
+	return &CorruptError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// VersionError is a store written by a newer virtbridge: not corrupt, and
+// not ours to overwrite.
+type VersionError struct{ Version int }
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("mapping store has format version %d, this virtbridge reads version %d: "+
+		"it was written by a newer virtbridge; upgrade, or move the file aside", e.Version, Version)
+}
+
+type fileFormat struct {
+	Version int     `json:"version"`
+	Entries []Entry `json:"entries"`
+}
+
+// Parse decodes a store file and checks every entry; it is pure. It
+// returns the entries ordered by (UUID, MAC), MACs in canonical form, or a
+// *CorruptError or *VersionError.
+func Parse(data []byte) ([]Entry, error) {
+	if len(data) > MaxSize {
+		return nil, corrupt("%d bytes, more than the %d allowed", len(data), MaxSize)
+	}
+	var f struct {
+		Version *int            `json:"version"`
+		Entries json.RawMessage `json:"entries"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&f); err != nil {
+		return nil, corrupt("%v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, corrupt("data after the JSON object")
+	}
+	switch {
+	case f.Version == nil:
+		return nil, corrupt("no version")
+	case *f.Version > Version:
+		return nil, &VersionError{Version: *f.Version}
+	case *f.Version != Version:
+		return nil, corrupt("version %d", *f.Version)
+	}
+	var entries []Entry
+	if len(f.Entries) > 0 && string(f.Entries) != "null" {
+		if err := json.Unmarshal(f.Entries, &entries); err != nil {
+			return nil, corrupt("entries: %v", err)
+		}
+	}
+	taps := make(map[string]int, len(entries))
+	for i := range entries {
+		e, err := normalize(entries[i])
+		if err != nil {
+			return nil, corrupt("entry %d: %v", i+1, err)
+		}
+		if j, dup := taps[e.Tap]; dup {
+			return nil, corrupt("entries %d and %d both hold tap %q", j+1, i+1, e.Tap)
+		}
+		taps[e.Tap] = i
+		entries[i] = e
+	}
+	slices.SortFunc(entries, compareKey)
+	for i := 1; i < len(entries); i++ {
+		if compareKey(entries[i-1], entries[i]) == 0 {
+			return nil, corrupt("two entries for vm %q mac %s", entries[i].UUID, entries[i].MAC)
+		}
+	}
+	return entries, nil
+}
+
+func compareKey(a, b Entry) int {
+	if c := strings.Compare(a.UUID, b.UUID); c != 0 {
+		return c
+	}
+	return strings.Compare(a.MAC, b.MAC)
+}
+
+// Marshal encodes entries as a store file, deterministically.
+func Marshal(entries []Entry) []byte {
+	if entries == nil {
+		entries = []Entry{}
+	}
+	data, err := json.MarshalIndent(fileFormat{Version: Version, Entries: entries}, "", "  ")
+	if err != nil {
+		panic(fmt.Sprintf("store: marshalling entries: %v", err)) // strings and times only: cannot fail
+	}
+	return append(data, '\n')
+}
+
+// normalize checks an entry and puts its MAC in canonical form.
+func normalize(e Entry) (Entry, error) {
+	if err := checkText("vm uuid", e.UUID, false); err != nil {
+		return e, err
+	}
+	if err := checkText("vm name", e.VM, true); err != nil {
+		return e, err
+	}
+	mac, err := names.UnicastMAC(e.MAC)
+	if err != nil {
+		return e, err
+	}
+	e.MAC = mac.String()
+	if err := names.Ifname(e.Tap); err != nil {
+		return e, fmt.Errorf("tap: %w", err)
+	}
+	if err := names.Ifname(e.Bridge); err != nil {
+		return e, fmt.Errorf("bridge: %w", err)
+	}
+	e.Since = e.Since.UTC()
+	if y := e.Since.Year(); y < 1 || y > 9999 {
+		return e, fmt.Errorf("since: year %d is out of range", y)
+	}
+	return e, nil
+}
+
+func checkText(what, s string, emptyOK bool) error {
+	switch {
+	case s == "" && !emptyOK:
+		return fmt.Errorf("empty %s", what)
+	case len(s) > maxText:
+		return fmt.Errorf("%s is %d bytes long, at most %d allowed", what, len(s), maxText)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%s %q is not valid UTF-8", what, s)
+	case strings.IndexFunc(s, unicode.IsControl) >= 0:
+		return fmt.Errorf("%s %q contains a control character", what, s)
+	}
+	return nil
+}
+
+func canonicalMAC(s string) string {
+	if mac, err := names.UnicastMAC(s); err == nil {
+		return mac.String()
+	}
+	return s
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading mapping store: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading mapping store %q: %w", path, err)
+	}
+	return data, nil
+}
+
+// tempPrefix names the temp files of a store at path; a crashed writer's
+// are removed by the next Save.
+func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
+func dirOf(path string) string { return filepath.Dir(path) }
+
+// writeAtomic replaces path with data: temp file in the same directory,
+// fsync, rename, fsync of the directory. A crash at any point leaves the
+// old file or the new one.
+func writeAtomic(path string, data []byte) error {
+	dir := dirOf(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating store directory %q: %w", dir, err)
+	}
+	removeStaleTemps(path)
+	f, err := os.CreateTemp(dir, tempPrefix(path)+"*")
+	if err != nil {
+		return fmt.Errorf("saving mapping store %q: %w", path, err)
+	}
+	tmp := f.Name()
+	err = writeSync(f, data)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("saving mapping store %q: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+func writeSync(f *os.File, data []byte) error {
+	_, err := f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644) // the mapping is no secret: `virtbridge who` may run unprivileged
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// removeStaleTemps deletes temp files of earlier, crashed writers. Writers
+// hold the host lock, so no other writer is between CreateTemp and Rename;
+// if one were (a caller without the lock), its Rename would fail loudly
+// instead of installing a mixed file.
+func removeStaleTemps(path string) {
+	stale, _ := filepath.Glob(filepath.Join(dirOf(path), globEscape(tempPrefix(path))+"*"))
+	for _, p := range stale {
+		os.Remove(p)
+	}
+}
+
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("syncing directory %q: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing directory %q: %w", dir, err)
+	}
+	return nil
+}
