@@ -4,7 +4,7 @@ BIN       := bin
 FUZZTIME  ?= 30s
 export PATH := $(PATH):/usr/local/go/bin
 
-CMDS := $(BIN)/virtbridge-hook $(BIN)/virtbridge
+CMDS := $(BIN)/virtbridge-hook $(BIN)/virtbridge $(BIN)/virtbridged
 
 .PHONY: all build deps test unit fuzz vet clean
 
@@ -17,6 +17,9 @@ $(BIN)/virtbridge-hook: FORCE
 
 $(BIN)/virtbridge: FORCE
 	$(GO) build -o $@ ./cmd/virtbridge
+
+$(BIN)/virtbridged: FORCE
+	$(GO) build -o $@ ./cmd/eventd
 
 FORCE:
 
@@ -39,8 +42,11 @@ unit:
 
 # Each fuzz target for $(FUZZTIME). Not part of `make test`.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHook$$' -fuzztime $(FUZZTIME) ./internal/events
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHook$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/events
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/store
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFields$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/journal
+	$(GO) test -run '^$$' -fuzz '^FuzzAlias$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/journal
 
 clean:
 	rm -rf $(BIN)

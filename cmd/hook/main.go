@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/hook"
-	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
 func main() {
@@ -29,11 +29,12 @@ func main() {
 		os.Exit(0)
 	}
 	os.Exit(hook.Run(hook.Env{
-		Args:       os.Args[1:],
-		Stdin:      os.Stdin,
-		Stderr:     os.Stderr,
-		ConfigPath: config.PathFromEnv(),
-		LockPath:   paths.Lock(),
+		Args:        os.Args[1:],
+		Stdin:       os.Stdin,
+		Stderr:      os.Stderr,
+		ConfigPath:  config.PathFromEnv(),
+		NetworkDirs: events.NetworkDirs,
+		Engine:      newEngine,
 	}))
 }
 

@@ -43,7 +43,7 @@ func runHook(t *testing.T, cfg string, stdin string, args ...string) result {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(hookBin, args...)
-	cmd.Env = []string{"VIRTBRIDGE_CONFIG=" + cfgPath, "VIRTBRIDGE_RUN_DIR=" + dir}
+	cmd.Env = []string{"VIRTBRIDGE_CONFIG=" + cfgPath, "VIRTBRIDGE_RUN_DIR=" + dir, "VIRTBRIDGE_STATE_DIR=" + dir, "VIRTBRIDGE_LOG_DIR=" + dir}
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

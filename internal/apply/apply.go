@@ -58,6 +58,14 @@ func (h *Host) apply(d policy.Desired, alias string, rv *revert.Reverter, step f
 				return err
 			}
 		}
+		// At reconnect and hot-plug the taps already exist.
+		for _, p := range d.Ports {
+			if p.Tap != "" {
+				if err := step(h.Links.EnsurePort(p, alias, rv)); err != nil {
+					return err
+				}
+			}
+		}
 		return nil
 	case policy.ActionPorts:
 		// The taps exist; libvirt put them in their bridges. Each port is

@@ -50,6 +50,9 @@ const (
 	// (a NIC hot-plugged or unplugged); the hook never sees them.
 	OpDeviceAdded   Op = "device-added"
 	OpDeviceRemoved Op = "device-removed"
+	// OpReconcile is the daemon's full pass over a running domain: make
+	// the host right and record only what differs from the store.
+	OpReconcile Op = "reconcile"
 )
 
 // HookOps lists the ops libvirt passes to the qemu hook.
@@ -77,7 +80,7 @@ func joinOps(ops []Op) string {
 // ready when the hook returns: the bridges must exist before qemu starts.
 func (op Op) NeedsHost() bool {
 	switch op {
-	case OpPrepare, OpReconnect, OpMigrate, OpRestore, OpAttach, OpDeviceAdded:
+	case OpPrepare, OpReconnect, OpMigrate, OpRestore, OpAttach, OpDeviceAdded, OpReconcile:
 		return true
 	}
 	return false

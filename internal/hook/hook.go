@@ -9,13 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
-	"time"
+	"slices"
 
-	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/engine"
 	"github.com/virtbridge/virtbridge/internal/events"
-	"github.com/virtbridge/virtbridge/internal/lock"
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
@@ -26,19 +24,17 @@ const (
 	ExitRefused = 1 // the VM operation is refused: bad input, config, or a host that cannot be made right
 )
 
-// LockWait bounds how long the hook waits for the host lock.
-const LockWait = 20 * time.Second
-
-// Env is what the hook needs from its process: I/O and the way to reach
-// the host. Tests fill it in; cmd/hook fills it with the real things.
+// Env is what the hook needs from its process. Tests fill it in; cmd/hook
+// fills it with the real things.
 type Env struct {
 	Args       []string // argv without the program name
 	Stdin      io.Reader
 	Stderr     io.Writer
 	ConfigPath string
-	LockPath   string
-	// Host opens the backends for cfg. Nil means the hook only decides.
-	Host func(cfg *config.Config) (*apply.Host, func(), error)
+	// NetworkDirs hold libvirt's network definitions (events.NetworkDirs).
+	NetworkDirs []string
+	// Engine builds the engine that acts on the event under cfg.
+	Engine func(cfg *config.Config) (*engine.Engine, error)
 }
 
 // Run handles one hook call and returns the process exit code.
@@ -51,53 +47,29 @@ func Run(env Env) int {
 	if err != nil {
 		return refuse(env, op, "", err)
 	}
+	events.ResolveNetworks(&ev, env.NetworkDirs)
 	cfg, err := config.Load(env.ConfigPath)
 	if err != nil {
 		return refuse(env, op, ev.Domain, fmt.Errorf("%w\n(fix the config, then check it with `virtbridge check-config %s`)", err, env.ConfigPath))
 	}
-	d := policy.Decide(cfg, ev)
-	if len(d.Errors) > 0 {
-		return refuse(env, op, ev.Domain, errors.New(strings.Join(d.Errors, "; ")))
-	}
-	if d.Action == policy.ActionNone || env.Host == nil {
-		return ExitOK
-	}
-	if err := applyDesired(env, cfg, d); err != nil {
-		if cfg.OnFailure == "warn" && d.Action == policy.ActionHost {
-			fmt.Fprintf(env.Stderr, "virtbridge: warning (on_failure: warn, domain %q starts anyway): %v\n", ev.Domain, err)
-			return ExitOK
-		}
+	eng, err := env.Engine(cfg)
+	if err != nil {
 		return refuse(env, op, ev.Domain, err)
 	}
-	return ExitOK
-}
-
-func applyDesired(env Env, cfg *config.Config, d policy.Desired) error {
-	l, err := lock.Acquire(env.LockPath, LockWait)
-	if err != nil {
-		return err
+	res, err := eng.Handle(ev)
+	for _, w := range res.Warnings {
+		fmt.Fprintf(env.Stderr, "virtbridge: domain %q (%s): warning: %v\n", ev.Domain, op, w)
 	}
-	defer l.Release()
-	host, closeHost, err := env.Host(cfg)
-	if err != nil {
-		return err
+	if err == nil {
+		return ExitOK
 	}
-	defer closeHost()
-	_, err = host.Apply(d, Alias(d.Domain, d.UUID))
-	return err
-}
-
-// Alias is the interface alias given to a VM's taps, so `ip link show vnet3`
-// names the VM.
-func Alias(domain, uuid string) string {
-	a := "vm:" + domain
-	if uuid != "" {
-		a += " uuid:" + uuid
+	var re *engine.RefusedError
+	hostFailure := errors.As(err, &re) && len(res.Desired.Errors) == 0 && res.Desired.Action == policy.ActionHost
+	if cfg.OnFailure == "warn" && hostFailure {
+		fmt.Fprintf(env.Stderr, "virtbridge: domain %q (%s): warning (on_failure: warn, the VM goes on without it): %v\n", ev.Domain, op, err)
+		return ExitOK
 	}
-	if len(a) > 128 {
-		a = a[:128]
-	}
-	return a
+	return refuse(env, op, ev.Domain, err)
 }
 
 // refuse reports err on stderr, where libvirt shows it to the user, and
@@ -112,27 +84,11 @@ func refuse(env Env, op events.Op, domain string, err error) int {
 		what += fmt.Sprintf(" (%s)", op)
 	}
 	var ie *events.InputError
-	unknownOp := errors.As(err, &ie) && !isHookOp(op)
+	unknownOp := errors.As(err, &ie) && !slices.Contains(events.HookOps, op)
 	if op.MayFail() || unknownOp {
 		fmt.Fprintf(env.Stderr, "%s: refused: %v\n", what, err)
 		return ExitRefused
 	}
-	fmt.Fprintf(env.Stderr, "%s: %v (not failing the %s operation: libvirt cannot act on a failure here)\n", what, err, orUnknown(op))
+	fmt.Fprintf(env.Stderr, "%s: %v (not failing the %s operation: libvirt cannot act on a failure here)\n", what, err, op)
 	return ExitOK
-}
-
-func isHookOp(op events.Op) bool {
-	for _, o := range events.HookOps {
-		if o == op {
-			return true
-		}
-	}
-	return false
-}
-
-func orUnknown(op events.Op) string {
-	if op == "" {
-		return "unknown"
-	}
-	return string(op)
 }

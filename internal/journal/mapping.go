@@ -23,9 +23,9 @@ func OpenStore(w *Writer, path string) (*store.Store, error) {
 // store, and in the journal when the mapping is new or changed, or at
 // `reconnect` (libvirtd restarted: say again what is where). Taps released
 // by the change (the NIC's old tap; a tap another VM held without a recorded
-// stop) are journaled as detached first. At `started` each port starts
-// afresh (Since = now), so call it at `started`, not also at `start`, for one
-// record per port per boot. Ports without a tap (prepare) are skipped.
+// stop) are journaled as detached first. The same mapping seen again (the
+// daemon's started event after the hook's) keeps its Since and is not
+// journaled again. Ports without a tap (prepare) are skipped.
 //
 // It journals before the caller saves the store (the caller holds the host
 // lock and calls Save after): a crash in between repeats a record on the
@@ -38,12 +38,15 @@ func AttachPorts(w *Writer, s *store.Store, vm VM, ports []policy.Port, now time
 		if p.Tap == "" {
 			continue
 		}
+		// The NIC's previous tap, if it had another one, is released.
 		var released []store.Entry
-		if vm.Op == string(events.OpStarted) {
-			if old, ok := s.Detach(vm.UUID, p.MAC); ok && old.Tap != p.Tap {
+		for _, old := range s.ByVM(vm.UUID) {
+			if old.MAC == p.MAC && old.Tap != p.Tap {
 				released = append(released, old)
 			}
 		}
+		// An identical mapping (the daemon's started event after the
+		// hook's) keeps its Since and is not recorded again.
 		displaced, changed, err := s.Attach(store.Entry{UUID: vm.UUID, VM: vm.Name, MAC: p.MAC, Tap: p.Tap, Bridge: p.Bridge, Since: now})
 		if err != nil {
 			errs = append(errs, err)

@@ -234,9 +234,7 @@ func TestAttachPortsDetachVM(t *testing.T) {
 	want := []string{
 		"attached vnet1 br0 vm=web01 op=start", // new mapping
 		"attached vnet2 br1 vm=web01 op=start",
-		"attached vnet1 br0 vm=web01 op=started", // started always records
-		"attached vnet2 br1 vm=web01 op=started",
-		// start again: nothing changed, nothing recorded
+		// started, start again: the same mapping, nothing recorded
 		"attached vnet1 br0 vm=web01 op=reconnect", // reconnect always records
 		"attached vnet2 br1 vm=web01 op=reconnect",
 		"detached vnet1 br0 vm=web01 op=stopped",

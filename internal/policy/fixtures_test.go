@@ -23,7 +23,7 @@ bridges:
 func TestFixturePlans(t *testing.T) {
 	want := map[string]string{
 		"custom-tap/01-prepare-begin": "action=host bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0] net.ipv4.ip_forward=1 fw=br-a,br-b",
-		"custom-tap/02-start-begin":   "action=ports bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0]",
+		"custom-tap/02-start-begin":   "action=none bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0]",
 		"custom-tap/03-started-begin": "action=ports bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0]",
 		"custom-tap/04-stopped-end":   "action=detach bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0]",
 		"custom-tap/05-release-end":   "action=detach bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0]",
@@ -39,7 +39,7 @@ func TestFixturePlans(t *testing.T) {
 		"missing-bridge/03-release-end":   "action=none skip=52:54:00:aa:08:01",
 
 		"network-bridge/01-prepare-begin": "action=host bridge=br-a/uplink0 port=52:54:00:aa:04:01@br-a[] net.ipv4.ip_forward=1 fw=br-a,br-b",
-		"network-bridge/02-start-begin":   "action=ports bridge=br-a/uplink0 port=52:54:00:aa:04:01@br-a[vnet0]",
+		"network-bridge/02-start-begin":   "action=none bridge=br-a/uplink0 port=52:54:00:aa:04:01@br-a[vnet0]",
 		"network-bridge/03-started-begin": "action=ports bridge=br-a/uplink0 port=52:54:00:aa:04:01@br-a[vnet0]",
 		"network-bridge/04-stopped-end":   "action=detach bridge=br-a/uplink0 port=52:54:00:aa:04:01@br-a[]",
 		"network-bridge/05-release-end":   "action=detach bridge=br-a/uplink0 port=52:54:00:aa:04:01@br-a[]",
@@ -51,20 +51,20 @@ func TestFixturePlans(t *testing.T) {
 		"no-nic/05-release-end":   "action=none",
 
 		"one-nic/01-prepare-begin": "action=host bridge=br-a/uplink0 port=52:54:00:aa:01:01@br-a[] net.ipv4.ip_forward=1 fw=br-a,br-b",
-		"one-nic/02-start-begin":   "action=ports bridge=br-a/uplink0 port=52:54:00:aa:01:01@br-a[vnet0]",
+		"one-nic/02-start-begin":   "action=none bridge=br-a/uplink0 port=52:54:00:aa:01:01@br-a[vnet0]",
 		"one-nic/03-started-begin": "action=ports bridge=br-a/uplink0 port=52:54:00:aa:01:01@br-a[vnet0]",
 		"one-nic/04-stopped-end":   "action=detach bridge=br-a/uplink0 port=52:54:00:aa:01:01@br-a[]",
 		"one-nic/05-release-end":   "action=detach bridge=br-a/uplink0 port=52:54:00:aa:01:01@br-a[]",
 
 		"reconnect/01-prepare-begin":   "action=host bridge=br-a/uplink0 port=52:54:00:aa:09:01@br-a[] net.ipv4.ip_forward=1 fw=br-a,br-b",
-		"reconnect/02-start-begin":     "action=ports bridge=br-a/uplink0 port=52:54:00:aa:09:01@br-a[vnet0]",
+		"reconnect/02-start-begin":     "action=none bridge=br-a/uplink0 port=52:54:00:aa:09:01@br-a[vnet0]",
 		"reconnect/03-started-begin":   "action=ports bridge=br-a/uplink0 port=52:54:00:aa:09:01@br-a[vnet0]",
 		"reconnect/04-reconnect-begin": "action=host bridge=br-a/uplink0 port=52:54:00:aa:09:01@br-a[vnet0] net.ipv4.ip_forward=1 fw=br-a,br-b",
 		"reconnect/05-stopped-end":     "action=detach bridge=br-a/uplink0 port=52:54:00:aa:09:01@br-a[]",
 		"reconnect/06-release-end":     "action=detach bridge=br-a/uplink0 port=52:54:00:aa:09:01@br-a[]",
 
 		"two-nics/01-prepare-begin": "action=host bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:02:01@br-a[] port=52:54:00:aa:02:02@br-b[] net.ipv4.ip_forward=1 fw=br-a,br-b",
-		"two-nics/02-start-begin":   "action=ports bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:02:01@br-a[vnet0] port=52:54:00:aa:02:02@br-b[vnet1]",
+		"two-nics/02-start-begin":   "action=none bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:02:01@br-a[vnet0] port=52:54:00:aa:02:02@br-b[vnet1]",
 		"two-nics/03-started-begin": "action=ports bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:02:01@br-a[vnet0] port=52:54:00:aa:02:02@br-b[vnet1]",
 		"two-nics/04-stopped-end":   "action=detach bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:02:01@br-a[] port=52:54:00:aa:02:02@br-b[]",
 		"two-nics/05-release-end":   "action=detach bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:02:01@br-a[] port=52:54:00:aa:02:02@br-b[]",

@@ -22,7 +22,7 @@ const (
 	// attach, a hot-plugged NIC).
 	ActionHost Action = "host"
 	// ActionPorts: the taps exist; check they are in their bridges and
-	// record the mapping (start, started).
+	// record the mapping (started).
 	ActionPorts Action = "ports"
 	// ActionDetach: the VM's taps are gone; record that (stopped, release,
 	// an unplugged NIC).
@@ -113,15 +113,22 @@ func Decide(cfg *config.Config, ev events.Event) Desired {
 	d.Action = action(ev.Op, len(d.Ports) > 0)
 	if d.Action == ActionHost {
 		d.Sysctls = sysctls(cfg.Sysctl)
-		if cfg.Firewall.Backend != "none" && cfg.Firewall.BridgedForward == "accept" {
-			fw := &Firewall{Backend: cfg.Firewall.Backend, AcceptBridges: []string{}}
-			for _, b := range cfg.Bridges {
-				fw.AcceptBridges = append(fw.AcceptBridges, b.Name)
-			}
-			d.Firewall = fw
-		}
+		d.Firewall = FirewallIntent(cfg)
 	}
 	return d
+}
+
+// FirewallIntent is the firewall state cfg asks for, nil when virtbridge
+// leaves the firewall alone. It covers every managed bridge.
+func FirewallIntent(cfg *config.Config) *Firewall {
+	if cfg.Firewall.Backend == "none" || cfg.Firewall.BridgedForward != "accept" {
+		return nil
+	}
+	fw := &Firewall{Backend: cfg.Firewall.Backend, AcceptBridges: []string{}}
+	for _, b := range cfg.Bridges {
+		fw.AcceptBridges = append(fw.AcceptBridges, b.Name)
+	}
+	return fw
 }
 
 func action(op events.Op, managed bool) Action {
@@ -132,7 +139,9 @@ func action(op events.Op, managed bool) Action {
 		return ActionHost
 	case op.Ends(), op == events.OpDeviceRemoved:
 		return ActionDetach
-	case op == events.OpStart, op == events.OpStarted:
+	case op == events.OpStarted:
+		// Not at start as well: the taps are already there then, but one
+		// check and one attach record per port and boot is enough.
 		return ActionPorts
 	}
 	return ActionNone

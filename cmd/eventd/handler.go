@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/engine"
+	"github.com/virtbridge/virtbridge/internal/eventd"
+	"github.com/virtbridge/virtbridge/internal/events"
+)
+
+// lockWait stays well under the watchdog interval: the daemon's worker
+// must not block on the hook's lock long enough to be killed.
+const lockWait = 5 * time.Second
+
+// handler hands the daemon's events to the engine: the hook's code path.
+type handler struct {
+	eng *engine.Engine
+	log *slog.Logger
+}
+
+var _ eventd.Handler = handler{}
+
+func newHandler(cfg *config.Config) (eventd.Handler, func(), error) {
+	h := handler{eng: engine.ForHost(cfg, lockWait), log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	return h, func() {}, nil
+}
+
+func (h handler) Handle(_ context.Context, ev events.Event) error {
+	res, err := h.eng.Handle(ev)
+	h.report(ev.Domain, res, err)
+	var re *engine.RefusedError
+	if errors.As(err, &re) {
+		// Journaled; a running VM's NIC cannot be refused after the fact,
+		// and a retry would not change the answer.
+		return nil
+	}
+	return err
+}
+
+func (h handler) Reconcile(_ context.Context, running []events.Event) error {
+	res, err := h.eng.Reconcile(running)
+	h.report("", res, err)
+	return err
+}
+
+func (h handler) CheckFirewall(context.Context) error {
+	return h.eng.CheckFirewall()
+}
+
+func (h handler) report(domain string, res engine.Result, err error) {
+	for _, c := range res.Changes {
+		h.log.Info("host changed", "domain", domain, "change", c.String())
+	}
+	for _, w := range res.Warnings {
+		h.log.Warn("problem", "domain", domain, "err", w)
+	}
+	if err != nil {
+		h.log.Error("failed", "domain", domain, "err", err)
+	}
+}

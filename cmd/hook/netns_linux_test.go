@@ -1,0 +1,202 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/virtbridge/virtbridge/internal/netnstest"
+)
+
+// hypervisor is a namespace playing the host, with its uplink NIC joined
+// by a veth pair to an "upstream" namespace.
+type hypervisor struct {
+	hv, up *netnstest.NS
+	dir    string // config, run, state and log dirs of the hook
+}
+
+// newHypervisor builds the broken host of the classic how-to: the uplink
+// holds the host's addresses and default routes, ip_forward is 0,
+// bridge-nf-call-iptables is 1, FORWARD drops by policy and a trailing
+// REJECT rule.
+func newHypervisor(t *testing.T, cfg string) *hypervisor {
+	t.Helper()
+	h := &hypervisor{hv: netnstest.New(t, "vbhk"), up: netnstest.New(t, "vbup"), dir: t.TempDir()}
+	h.hv.Script(t, `
+		ip link add uplink0 type veth peer name upstream0
+		ip link set upstream0 netns `+h.up.Name+`
+		ip link set uplink0 up
+		ip addr add 10.77.0.2/24 dev uplink0
+		ip -6 addr add 2001:db8:77::2/64 dev uplink0 nodad
+		ip route add default via 10.77.0.1 dev uplink0 metric 100
+		ip -6 route add default via 2001:db8:77::1 dev uplink0 metric 100
+		sysctl -qw net.ipv4.ip_forward=0
+		sysctl -qw net.bridge.bridge-nf-call-iptables=1
+		iptables -P FORWARD DROP
+		iptables -A FORWARD -j REJECT --reject-with icmp-host-prohibited`)
+	h.up.Script(t, `
+		ip link set upstream0 up
+		ip addr add 10.77.0.1/24 dev upstream0
+		ip -6 addr add 2001:db8:77::1/64 dev upstream0 nodad`)
+	if err := os.WriteFile(filepath.Join(h.dir, "virtbridge.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// hook runs the built hook inside the hypervisor namespace with a captured
+// fixture call (testdata/hook/SHAPE/CALL.{args,xml}).
+func (h *hypervisor) hook(t *testing.T, shape, call string) result {
+	t.Helper()
+	base := filepath.Join("..", "..", "testdata", "hook", shape, call)
+	args, err := os.ReadFile(base + ".args")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := os.Open(base + ".xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	argv := append([]string{"netns", "exec", h.hv.Name, hookBin}, strings.Split(strings.TrimSpace(string(args)), "\n")...)
+	cmd := exec.Command("ip", argv...)
+	cmd.Env = []string{
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
+		"VIRTBRIDGE_CONFIG=" + filepath.Join(h.dir, "virtbridge.yaml"),
+		"VIRTBRIDGE_RUN_DIR=" + h.dir, "VIRTBRIDGE_STATE_DIR=" + h.dir, "VIRTBRIDGE_LOG_DIR=" + h.dir,
+	}
+	cmd.Stdin = stdin
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+const brA = `
+bridges:
+  br-a: {uplink: uplink0}
+sysctl: {ip_forward: 1}
+`
+
+// TestPrepareFixesTheHost runs prepare on the broken host while the
+// upstream pings the host's address every 10 ms, then proves a VM port on
+// the bridge reaches upstream through DROP policy and REJECT rule.
+func TestPrepareFixesTheHost(t *testing.T) {
+	h := newHypervisor(t, brA)
+	ping := h.up.StartPing(t, "10.77.0.2", 200)
+	if r := h.hook(t, "one-nic", "01-prepare-begin"); r.code != 0 || r.stdout != "" {
+		t.Fatalf("prepare: %+v", r)
+	}
+	lost, sent := ping.Lost(t)
+	t.Logf("pings to the host's address during prepare: %d of %d lost", lost, sent)
+	if lost > 2 {
+		t.Errorf("the host lost %d of %d pings while its address moved", lost, sent)
+	}
+
+	addr := h.hv.Run(t, "ip", "-o", "addr", "show")
+	for _, want := range []string{"br-a    inet 10.77.0.2/24", "br-a    inet6 2001:db8:77::2/64"} {
+		if !strings.Contains(addr, want) {
+			t.Errorf("address %q not on the bridge:\n%s", want, addr)
+		}
+	}
+	if strings.Contains(addr, "uplink0    inet ") || strings.Contains(addr, "uplink0    inet6 2001") {
+		t.Errorf("addresses left on the uplink:\n%s", addr)
+	}
+	if r := h.hv.Run(t, "ip", "route", "show", "default"); !strings.Contains(r, "default via 10.77.0.1 dev br-a metric 100") {
+		t.Errorf("default route not on the bridge with its metric: %q", r)
+	}
+	if r := h.hv.Run(t, "ip", "-6", "route", "show", "default"); !strings.Contains(r, "default via 2001:db8:77::1 dev br-a metric 100") {
+		t.Errorf("IPv6 default route not on the bridge with its metric: %q", r)
+	}
+	if f := h.hv.Run(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(f) != "1" {
+		t.Errorf("ip_forward = %q", f)
+	}
+
+	// A VM port: vnet0 (the fixture's tap) in the host, its peer in a VM namespace.
+	vm := netnstest.New(t, "vbvm")
+	h.hv.Script(t, "ip link add vnet0 type veth peer name eth0 netns "+vm.Name+"\nip link set vnet0 up")
+	vm.Script(t, "ip link set eth0 up\nip addr add 10.77.0.50/24 dev eth0")
+	if r := h.hook(t, "one-nic", "03-started-begin"); r.code != 0 {
+		t.Fatalf("started: %+v", r)
+	}
+	if out, err := vm.Exec("ping", "-c", "2", "-W", "2", "10.77.0.1"); err != nil {
+		t.Fatalf("the VM does not reach upstream through the bridge:\n%s\n%s", out, h.hv.Dump(t))
+	}
+	link := h.hv.Run(t, "ip", "-d", "link", "show", "vnet0")
+	if !strings.Contains(link, "master br-a") || !strings.Contains(link, "alias vm:one-nic uuid:") {
+		t.Errorf("tap not in its bridge or not named after the VM:\n%s", link)
+	}
+}
+
+// TestPrepareIsIdempotent: a second prepare changes nothing at all.
+func TestPrepareIsIdempotent(t *testing.T) {
+	h := newHypervisor(t, brA)
+	if r := h.hook(t, "two-nics", "01-prepare-begin"); r.code != 0 {
+		t.Fatalf("first prepare: %+v", r)
+	}
+	before := h.hv.Dump(t)
+	if r := h.hook(t, "two-nics", "01-prepare-begin"); r.code != 0 || r.stderr != "" {
+		t.Fatalf("second prepare: %+v", r)
+	}
+	if after := h.hv.Dump(t); after != before {
+		t.Fatalf("second prepare changed the host:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}
+
+// TestRefusalsLeaveTheHostAsItWas: each refusal exits 1 with one line that
+// names the object, and the namespace is byte-for-byte as before.
+func TestRefusalsLeaveTheHostAsItWas(t *testing.T) {
+	for _, tc := range []struct {
+		name, setup, cfg, want string
+	}{
+		{"uplink in another bridge", "ip link add br-other type bridge\nip link set uplink0 master br-other", brA,
+			`uplink0`},
+		{"non-bridge link with the bridge's name", "ip link add br-a type veth peer name br-a-peer", brA,
+			`br-a`},
+		{"uplink missing", "", "bridges:\n  br-a: {uplink: eth9}\n", `eth9`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHypervisor(t, tc.cfg)
+			h.hv.Script(t, tc.setup)
+			before := h.hv.Dump(t)
+			r := h.hook(t, "one-nic", "01-prepare-begin")
+			if r.code != 1 || !strings.Contains(r.stderr, `virtbridge: domain "one-nic" (prepare): refused: `) || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d stderr %q, want a refusal naming %q", r.code, r.stderr, tc.want)
+			}
+			t.Logf("refusal: %s", strings.TrimSpace(r.stderr))
+			if after := h.hv.Dump(t); after != before {
+				t.Fatalf("the refused prepare changed the host:\n--- before\n%s\n--- after\n%s", before, after)
+			}
+		})
+	}
+}
+
+// TestOnFailureWarn lets the VM start despite a host that cannot be fixed.
+func TestOnFailureWarn(t *testing.T) {
+	h := newHypervisor(t, "bridges:\n  br-a: {uplink: eth9}\non_failure: warn\n")
+	r := h.hook(t, "one-nic", "01-prepare-begin")
+	if r.code != 0 || !strings.Contains(r.stderr, "on_failure: warn") || !strings.Contains(r.stderr, "eth9") {
+		t.Fatalf("exit %d stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestLegacyIptables: with backend iptables-legacy the rules go to the
+// legacy tables.
+func TestLegacyIptables(t *testing.T) {
+	h := newHypervisor(t, brA+"firewall: {backend: iptables-legacy}\n")
+	if r := h.hook(t, "one-nic", "01-prepare-begin"); r.code != 0 {
+		t.Fatalf("prepare: %+v", r)
+	}
+	rules := h.hv.Run(t, "iptables-legacy", "-S", "FORWARD")
+	if !strings.HasPrefix(strings.SplitN(rules, "\n", 3)[1], "-A FORWARD -m comment --comment virtbridge -j VIRTBRIDGE-FWD") {
+		t.Fatalf("legacy FORWARD does not start with our jump:\n%s", rules)
+	}
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/paths"
+)
+
+func init() {
+	register("who", command{summary: "which VM owns a tap now, or owned it at a given time", run: runWho})
+}
+
+// timeLayouts are the forms --at accepts, besides RFC 3339.
+var timeLayouts = []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04", "15:04:05", "15:04"}
+
+func lookup() journal.Lookup {
+	return journal.Lookup{
+		Store: filepath.Join(paths.StateDir(), "ports.json"),
+		File:  filepath.Join(paths.LogDir(), "journal.jsonl"),
+	}
+}
+
+func runWho(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlags("who", "who TAP [--at TIME] [--json]", stderr)
+	at := fs.String("at", "", "answer for this past moment instead of now: RFC 3339, \"2006-01-02 15:04[:05]\", or \"15:04[:05]\" (today), local time")
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: virtbridge who TAP [--at TIME] [--json]
+
+Says which VM owns the tap (e.g. vnet3) now, from the mapping store, or owned
+it at TIME, from the journal (journald, or the JSON-lines file where journald
+is absent): name, UUID, MAC and bridge. Tap names are recycled, so --at is
+the way to answer audit questions. Exit status: 0 found, 1 no owner known,
+2 bad usage.
+
+`)
+		fs.PrintDefaults()
+	}
+	tap, rest := splitFirstArg(args)
+	if code, ok := parseFlags(fs, rest); !ok {
+		return code
+	}
+	if tap == "" && fs.NArg() == 1 {
+		tap = fs.Arg(0)
+	} else if tap == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	var (
+		owner journal.Owner
+		err   error
+	)
+	if *at == "" {
+		owner, err = lookup().Now(tap)
+	} else {
+		t, perr := parseTime(*at, time.Now())
+		if perr != nil {
+			fmt.Fprintf(stderr, "virtbridge who: %v\n", perr)
+			return exitUsage
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		owner, err = lookup().At(ctx, tap, t)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "virtbridge who: %v\n", err)
+		if errors.Is(err, journal.ErrUnknown) {
+			return exitFound
+		}
+		return exitUsage
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(map[string]any{
+			"tap": owner.Tap, "vm": owner.VM, "uuid": owner.UUID, "mac": owner.MAC,
+			"bridge": owner.Bridge, "since": owner.Since, "source": owner.From,
+		})
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "%s: vm %q (uuid %s) mac %s on bridge %s, attached %s [%s]\n",
+		owner.Tap, owner.VM, owner.UUID, owner.MAC, owner.Bridge, owner.Since.Local().Format(time.DateTime), owner.From)
+	return exitOK
+}
+
+// splitFirstArg lets the tap come before the flags (`who vnet3 --at 14:02`),
+// which the flag package alone would not allow.
+func splitFirstArg(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
+
+// parseTime reads --at in local time; a time of day alone means today.
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range timeLayouts {
+		t, err := time.ParseInLocation(layout, s, time.Local)
+		if err != nil {
+			continue
+		}
+		if !strings.Contains(layout, "2006") {
+			y, m, d := now.Date()
+			t = time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), 0, time.Local)
+		}
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--at %q: want RFC 3339 (2026-11-30T14:02:00Z), \"2026-11-30 14:02[:05]\" or \"14:02[:05]\"", s)
+}

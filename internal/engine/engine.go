@@ -1,0 +1,151 @@
+// Package engine is the one path from an event to the host: policy decides,
+// apply changes the host under the host lock, the mapping store and the
+// journal record it. The hook and the event daemon both go through it.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/apply"
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/lock"
+	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/store"
+)
+
+// Engine handles events for one host.
+type Engine struct {
+	Config    *config.Config
+	Journal   *journal.Writer
+	StorePath string
+	LockPath  string
+	LockWait  time.Duration
+	// OpenHost opens the backends; called only when the host must change,
+	// with the lock held. The returned func closes them.
+	OpenHost func() (*apply.Host, func(), error)
+}
+
+// RefusedError is a VM operation the policy or the host refused.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Result is what Handle did.
+type Result struct {
+	Desired policy.Desired
+	Changes []change.Change
+	// Warnings are problems that did not fail the event: journal or store
+	// trouble, a tap that could not be checked after start.
+	Warnings []error
+}
+
+// Handle makes the host right for ev and records what changed. A refusal
+// (a NIC the policy forbids, a host that cannot be made right) is a
+// *RefusedError, journaled; the host is left as it was. Handle is
+// idempotent: the same event twice changes nothing the second time.
+func (e *Engine) Handle(ev events.Event) (Result, error) {
+	r := Result{Desired: policy.Decide(e.Config, ev)}
+	d := r.Desired
+	vm := journal.VMOf(ev)
+	if len(d.Errors) > 0 {
+		err := &RefusedError{Err: errors.New(strings.Join(d.Errors, "; "))}
+		r.warn(e.Journal.Refused(vm, err.Error()))
+		return r, err
+	}
+	gone := ev.Op.Ends() || ev.Op == events.OpDeviceRemoved
+	if d.Action == policy.ActionNone && !gone {
+		return r, nil
+	}
+	if gone && !e.storeHolds(ev.UUID) {
+		return r, nil // nothing of this VM was recorded: nothing to detach
+	}
+	l, err := lock.Acquire(e.LockPath, e.LockWait)
+	if err != nil {
+		return r, err
+	}
+	defer l.Release()
+	if d.Action == policy.ActionHost || d.Action == policy.ActionPorts {
+		err := e.applyHost(ev, vm, &r)
+		if err != nil && d.Action == policy.ActionHost {
+			return r, err
+		}
+		// After start the taps exist whatever happened: record them even
+		// if one could not be checked.
+		r.warn(err)
+	}
+	r.warn(e.record(ev, vm, d))
+	return r, nil
+}
+
+// storeHolds reports whether the store has entries of the VM, reading it
+// without the lock: the hook's stop path stays cheap for unmanaged VMs.
+func (e *Engine) storeHolds(uuid string) bool {
+	s, err := store.Read(e.StorePath)
+	if err != nil {
+		return true // let the locked path load, recover and report it
+	}
+	return len(s.ByVM(uuid)) > 0
+}
+
+func (e *Engine) applyHost(ev events.Event, vm journal.VM, r *Result) error {
+	host, closeHost, err := e.OpenHost()
+	if err != nil {
+		return err
+	}
+	defer closeHost()
+	changes, err := host.Apply(r.Desired, journal.Alias(ev.Domain, ev.UUID))
+	r.Changes = changes
+	r.warn(e.Journal.HostChanges(vm, changes))
+	if err != nil {
+		err = &RefusedError{Err: err}
+		r.warn(e.Journal.Refused(vm, err.Error()))
+		return err
+	}
+	return nil
+}
+
+// record brings the mapping store in line with the event and journals the
+// difference: ports with a tap are attached; at stop every port of the VM
+// is detached; after an unplug, the VM's ports whose MAC left its live XML.
+func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error {
+	s, err := journal.OpenStore(e.Journal, e.StorePath)
+	if s == nil {
+		return fmt.Errorf("loading the mapping store: %w", err)
+	}
+	errs := []error{err}
+	switch {
+	case ev.Op.Ends():
+		errs = append(errs, journal.DetachVM(e.Journal, s, vm))
+	case ev.Op == events.OpDeviceRemoved:
+		present := map[string]bool{}
+		for _, n := range ev.NICs {
+			present[n.MAC] = true
+		}
+		var gone []string
+		for _, x := range s.ByVM(ev.UUID) {
+			if !present[x.MAC] {
+				gone = append(gone, x.MAC)
+			}
+		}
+		errs = append(errs, journal.DetachNICs(e.Journal, s, vm, gone))
+	default:
+		errs = append(errs, journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
+	}
+	if err := s.Save(); err != nil {
+		errs = append(errs, fmt.Errorf("saving the mapping store: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Result) warn(err error) {
+	if err != nil {
+		r.Warnings = append(r.Warnings, err)
+	}
+}

@@ -1,0 +1,227 @@
+package engine
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/apply"
+	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/firewall"
+	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/sysctl"
+)
+
+// rig is an engine over fake backends, with the journal written to its
+// JSON-lines file (no journald socket at the path given).
+type rig struct {
+	eng   *Engine
+	links *links.Fake
+	sys   *sysctl.Fake
+	fw    *firewall.Fake
+	file  string
+}
+
+func newRig(t *testing.T, cfgYAML string) *rig {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(cfgYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	r := &rig{links: links.NewFake(), sys: sysctl.NewFake(map[string]string{
+		"net.ipv4.ip_forward": "0", "net.bridge.bridge-nf-call-iptables": "1",
+	}), fw: firewall.NewFake(), file: filepath.Join(dir, "journal.jsonl")}
+	r.links.AddLink("uplink0", "veth", "52:54:00:00:00:99", "", "10.77.0.2/24")
+	r.links.AddRoute("uplink0", "default via 10.77.0.1 metric 100")
+	r.eng = &Engine{
+		Config:    cfg,
+		Journal:   journal.New(journal.Options{Socket: filepath.Join(dir, "no-journald"), File: r.file, Stderr: &strings.Builder{}}),
+		StorePath: filepath.Join(dir, "ports.json"),
+		LockPath:  filepath.Join(dir, "lock"),
+		LockWait:  time.Second,
+		OpenHost: func() (*apply.Host, func(), error) {
+			return &apply.Host{Links: r.links, Sysctls: r.sys, Firewall: r.fw}, func() {}, nil
+		},
+	}
+	return r
+}
+
+// records returns the journal records written so far, as
+// "MESSAGE_KIND TAP VM" lines (host changes as "change KIND OBJECT").
+func (r *rig) records(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open(r.file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]string
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("bad journal line %q: %v", sc.Text(), err)
+		}
+		switch m["MESSAGE_ID"] {
+		case journal.IDAttached:
+			out = append(out, "attached "+m["VIRTBRIDGE_TAP"]+" "+m["VIRTBRIDGE_VM"]+" "+m["VIRTBRIDGE_BRIDGE"]+" "+m["VIRTBRIDGE_OP"])
+		case journal.IDDetached:
+			out = append(out, "detached "+m["VIRTBRIDGE_TAP"]+" "+m["VIRTBRIDGE_VM"]+" "+m["VIRTBRIDGE_OP"])
+		case journal.IDRefused:
+			out = append(out, "refused "+m["VIRTBRIDGE_VM"])
+		case journal.IDHostChange:
+			out = append(out, "change "+m["VIRTBRIDGE_CHANGE"]+" "+m["VIRTBRIDGE_OBJECT"])
+		}
+	}
+	return out
+}
+
+const rigConfig = "bridges:\n  br-a: {uplink: uplink0}\n  br-b: {}\nsysctl: {ip_forward: 1}\n"
+
+func event(op events.Op, taps ...string) events.Event {
+	ev := events.Event{Source: events.SourceHook, Op: op, Domain: "web01", UUID: "00000000-0000-0000-0000-0000000000a1",
+		NICs: []events.NIC{
+			{MAC: "52:54:00:aa:02:01", Type: "bridge", Bridge: "br-a"},
+			{MAC: "52:54:00:aa:02:02", Type: "bridge", Bridge: "br-b"},
+		}}
+	for i, tap := range taps {
+		ev.NICs[i].Tap = tap
+	}
+	return ev
+}
+
+func TestLifecycleRecordsEveryPortOnce(t *testing.T) {
+	r := newRig(t, rigConfig)
+	steps := []struct {
+		ev   events.Event
+		want []string
+	}{
+		{event(events.OpPrepare), []string{
+			"change bridge-created br-a", "change uplink-enslaved uplink0",
+			"change route-moved default via 10.77.0.1 metric 100", "change address-moved 10.77.0.2/24",
+			"change bridge-created br-b", "change sysctl-changed net.ipv4.ip_forward",
+			"change chain-created iptables-fake filter VIRTBRIDGE-FWD",
+			"change rule-added iptables-fake filter VIRTBRIDGE-FWD", "change rule-added iptables-fake filter VIRTBRIDGE-FWD",
+			"change rule-added iptables-fake filter FORWARD",
+			"change chain-created ip6tables-fake filter VIRTBRIDGE-FWD",
+			"change rule-added ip6tables-fake filter VIRTBRIDGE-FWD", "change rule-added ip6tables-fake filter VIRTBRIDGE-FWD",
+			"change rule-added ip6tables-fake filter FORWARD"}},
+		{event(events.OpPrepare), nil}, // idempotent
+		{event(events.OpStart, "vnet0", "vnet1"), nil},
+		{event(events.OpStarted, "vnet0", "vnet1"), []string{
+			"change alias-set vnet0", "change alias-set vnet1",
+			"attached vnet0 web01 br-a started", "attached vnet1 web01 br-b started"}},
+		{event(events.OpStarted, "vnet0", "vnet1"), nil}, // idempotent
+		{event(events.OpStopped), []string{"detached vnet0 web01 stopped", "detached vnet1 web01 stopped"}},
+		{event(events.OpRelease), nil},
+	}
+	// libvirt creates the taps in their bridges.
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "br-b")
+	seen := 0
+	for i, s := range steps {
+		res, err := r.eng.Handle(s.ev)
+		if err != nil || len(res.Warnings) > 0 {
+			t.Fatalf("step %d (%s): err %v warnings %v", i, s.ev.Op, err, res.Warnings)
+		}
+		all := r.records(t)
+		got := all[seen:]
+		seen = len(all)
+		if !equalKinds(got, s.want) {
+			t.Fatalf("step %d (%s) journaled:\n%s\nwant:\n%s", i, s.ev.Op, strings.Join(got, "\n"), strings.Join(s.want, "\n"))
+		}
+	}
+	if got := r.links.Link("vnet0"); got.Master != "br-a" || !strings.HasPrefix(got.Alias, "vm:web01 uuid:") {
+		t.Fatalf("vnet0 = %+v", got)
+	}
+	if fw := r.fw.String(); !strings.Contains(fw, "-i br-a -o br-a") || !strings.Contains(fw, "-i br-b -o br-b") {
+		t.Fatalf("firewall:\n%s", fw)
+	}
+}
+
+// equalKinds compares records by prefix, so objects can carry details.
+func equalKinds(got, want []string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if !strings.HasPrefix(got[i], want[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestFailureRevertsAndIsJournaled(t *testing.T) {
+	r := newRig(t, rigConfig)
+	before := r.links.String()
+	r.links.FailOn("route-add")
+	_, err := r.eng.Handle(event(events.OpPrepare))
+	var re *RefusedError
+	if !errors.As(err, &re) || !errors.Is(err, links.ErrInjected) {
+		t.Fatalf("Handle = %v, want a RefusedError wrapping the injected failure", err)
+	}
+	if after := r.links.String(); after != before {
+		t.Fatalf("links not reverted:\n--- before\n%s--- after\n%s", before, after)
+	}
+	if got := r.records(t); len(got) == 0 || got[len(got)-1] != "refused web01" {
+		t.Fatalf("journal = %q, want a refusal last", got)
+	}
+}
+
+func TestUnmanagedRefusedWithoutTouchingTheHost(t *testing.T) {
+	r := newRig(t, "bridges: {br-a: {uplink: uplink0}}\nunmanaged_bridges: refuse\n")
+	before := r.links.String()
+	_, err := r.eng.Handle(event(events.OpPrepare))
+	if err == nil || !strings.Contains(err.Error(), `uses bridge "br-b", which virtbridge does not manage`) {
+		t.Fatalf("Handle = %v", err)
+	}
+	if r.links.String() != before {
+		t.Fatal("a refused VM changed the links")
+	}
+	if got := r.records(t); len(got) != 1 || got[0] != "refused web01" {
+		t.Fatalf("journal = %q", got)
+	}
+}
+
+func TestUnplugDetachesOnlyTheGoneNIC(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "")
+	if _, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1")); err != nil {
+		t.Fatal(err)
+	}
+	ev := event(events.OpDeviceRemoved, "vnet0")
+	ev.Source = events.SourceEventd
+	ev.NICs = ev.NICs[:1] // net1 (vnet1) left the live XML
+	if _, err := r.eng.Handle(ev); err != nil {
+		t.Fatal(err)
+	}
+	got := r.records(t)
+	if last := got[len(got)-1]; last != "detached vnet1 web01 device-removed" {
+		t.Fatalf("last record %q", last)
+	}
+}
+
+func TestNoManagedNICIsANoOp(t *testing.T) {
+	r := newRig(t, rigConfig)
+	ev := events.Event{Source: events.SourceHook, Op: events.OpRelease, Domain: "x", UUID: "u",
+		NICs: []events.NIC{{MAC: "52:54:00:00:00:01", Type: "user"}}}
+	if _, err := r.eng.Handle(ev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(r.eng.LockPath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a no-op event took the host lock (lock file: %v)", err)
+	}
+}

@@ -1,0 +1,44 @@
+package engine
+
+import (
+	"path/filepath"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/apply"
+	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/firewall"
+	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/paths"
+	"github.com/virtbridge/virtbridge/internal/sysctl"
+)
+
+// ForHost returns an engine over the real backends, acting on the calling
+// process's network namespace (the one libvirtd and its hook run in), with
+// the lock, store and journal files under internal/paths. lockWait bounds
+// the wait for the host lock.
+func ForHost(cfg *config.Config, lockWait time.Duration) *Engine {
+	return &Engine{
+		Config:    cfg,
+		Journal:   journal.New(journal.Options{File: filepath.Join(paths.LogDir(), "journal.jsonl")}),
+		StorePath: filepath.Join(paths.StateDir(), "ports.json"),
+		LockPath:  paths.Lock(),
+		LockWait:  lockWait,
+		OpenHost:  openHost,
+	}
+}
+
+func openHost() (*apply.Host, func(), error) {
+	l, err := links.New()
+	if err != nil {
+		return nil, nil, err
+	}
+	h := &apply.Host{
+		Links:   l,
+		Sysctls: sysctl.New(""),
+		Firewall: firewall.New(firewall.Options{
+			StatePath: filepath.Join(paths.RunDir(), "firewall.state"),
+		}),
+	}
+	return h, l.Close, nil
+}

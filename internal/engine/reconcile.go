@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/lock"
+	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/revert"
+)
+
+// Reconcile makes the host match the policy for every running domain (the
+// daemon passes their live XML) and brings the mapping store in line:
+// ports of running VMs are attached, taps put back into bridges that were
+// deleted and re-created, and the entries of VMs (or NICs) that went away
+// while nobody watched are journaled as detached. One VM's failure does not
+// stop the pass: errors are joined. Idempotent: a host that matches
+// changes nothing and journals nothing.
+func (e *Engine) Reconcile(running []events.Event) (Result, error) {
+	var r Result
+	l, err := lock.Acquire(e.LockPath, e.LockWait)
+	if err != nil {
+		return r, err
+	}
+	defer l.Release()
+	host, closeHost, err := e.OpenHost()
+	if err != nil {
+		return r, err
+	}
+	defer closeHost()
+	s, err := journal.OpenStore(e.Journal, e.StorePath)
+	if s == nil {
+		return r, fmt.Errorf("loading the mapping store: %w", err)
+	}
+	r.warn(err)
+	var errs []error
+	alive := map[string]map[string]bool{} // uuid → MACs of its NICs
+	for _, ev := range running {
+		ev.Op = events.OpReconcile
+		macs := map[string]bool{}
+		for _, n := range ev.NICs {
+			macs[n.MAC] = true
+		}
+		alive[ev.UUID] = macs
+		d := policy.Decide(e.Config, ev)
+		vm := journal.VMOf(ev)
+		if len(d.Errors) > 0 {
+			// A running VM cannot be refused; say so once per pass.
+			errs = append(errs, fmt.Errorf("domain %q: %v", ev.Domain, d.Errors))
+			continue
+		}
+		if d.Action != policy.ActionHost {
+			continue
+		}
+		changes, err := host.Apply(d, journal.Alias(ev.Domain, ev.UUID))
+		r.Changes = append(r.Changes, changes...)
+		r.warn(e.Journal.HostChanges(vm, changes))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("domain %q: %w", ev.Domain, err))
+			continue
+		}
+		r.warn(journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
+	}
+	gone := journal.VM{Op: string(events.OpReconcile), Source: string(events.SourceEventd)}
+	for _, x := range s.All() {
+		if macs, ok := alive[x.UUID]; !ok || !macs[x.MAC] {
+			gone.Name, gone.UUID = x.VM, x.UUID
+			r.warn(journal.DetachNICs(e.Journal, s, gone, []string{x.MAC}))
+		}
+	}
+	if err := s.Save(); err != nil {
+		errs = append(errs, fmt.Errorf("saving the mapping store: %w", err))
+	}
+	return r, errors.Join(errs...)
+}
+
+// CheckFirewall re-applies the firewall intent of the configuration (a rule
+// someone deleted comes back). On nf_tables hosts an unchanged ruleset costs
+// one netlink round trip. Idempotent.
+func (e *Engine) CheckFirewall() error {
+	fw := policy.FirewallIntent(e.Config)
+	if fw == nil || len(e.Config.Bridges) == 0 {
+		return nil
+	}
+	l, err := lock.Acquire(e.LockPath, e.LockWait)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	host, closeHost, err := e.OpenHost()
+	if err != nil {
+		return err
+	}
+	defer closeHost()
+	if host.Firewall == nil {
+		return nil
+	}
+	var rv revert.Reverter
+	changes, err := host.Firewall.Ensure(*fw, &rv)
+	if err != nil {
+		return errors.Join(err, rv.Fail())
+	}
+	rv.Success()
+	return e.Journal.HostChanges(journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes)
+}

@@ -1,0 +1,201 @@
+package eventd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"libvirt.org/go/libvirt"
+
+	"github.com/virtbridge/virtbridge/internal/events"
+)
+
+func TestBackoff(t *testing.T) {
+	b := backoff{min: 500 * time.Millisecond, max: 10 * time.Second}
+	var got []string
+	for range 8 {
+		got = append(got, b.next().String())
+	}
+	b.reset()
+	got = append(got, b.next().String())
+	want := "500ms 1s 2s 4s 8s 10s 10s 10s 500ms"
+	if strings.Join(got, " ") != want {
+		t.Errorf("backoff = %s, want %s", strings.Join(got, " "), want)
+	}
+}
+
+func TestOptionsDefaults(t *testing.T) {
+	if _, err := (Options{}).withDefaults(); err == nil {
+		t.Error("Options without a Handler accepted")
+	}
+	o, err := Options{Handler: newRecorder(), BackoffMin: 3 * time.Second, BackoffMax: time.Second}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%s %v %v %v %v %v", o.URI, o.FirewallRecheck, o.Debounce, o.BackoffMin, o.BackoffMax, o.RetryMax)
+	if want := "qemu:///system 30s 200ms 3s 3s 1m0s"; got != want {
+		t.Errorf("defaults = %s, want %s", got, want)
+	}
+}
+
+func TestLifecycleOp(t *testing.T) {
+	for _, tc := range []struct {
+		ev   libvirt.DomainEventLifecycle
+		want string
+	}{
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_STARTED, Detail: int(libvirt.DOMAIN_EVENT_STARTED_BOOTED)}, "started/booted"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_STARTED, Detail: int(libvirt.DOMAIN_EVENT_STARTED_RESTORED)}, "started/restored"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_STARTED, Detail: int(libvirt.DOMAIN_EVENT_STARTED_MIGRATED)}, "started/migrated"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_STOPPED, Detail: int(libvirt.DOMAIN_EVENT_STOPPED_DESTROYED)}, "stopped/destroyed"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_STOPPED, Detail: int(libvirt.DOMAIN_EVENT_STOPPED_SHUTDOWN)}, "stopped/shutdown"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_STOPPED, Detail: 99}, "stopped/detail-99"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_DEFINED}, "ignored"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_SUSPENDED}, "ignored"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_RESUMED}, "ignored"},
+		{libvirt.DomainEventLifecycle{Event: libvirt.DOMAIN_EVENT_SHUTDOWN}, "ignored"},
+	} {
+		got := "ignored"
+		if op, sub, ok := lifecycleOp(&tc.ev); ok {
+			got = string(op) + "/" + sub
+		}
+		if got != tc.want {
+			t.Errorf("lifecycleOp(%v) = %s, want %s", tc.ev, got, tc.want)
+		}
+	}
+}
+
+// TestLiveEventWithoutXML: a stopped event is built from what the callback
+// copied, without asking libvirt (the conn has no connection: any libvirt
+// call would crash the test).
+func TestLiveEventWithoutXML(t *testing.T) {
+	s := &conn{}
+	ev, ok, err := s.liveEvent(rawEvent{op: events.OpStopped, subOp: "destroyed", domain: "vm1", uuid: "u-1"})
+	if err != nil || !ok {
+		t.Fatalf("liveEvent(stopped) = %v, %v", ok, err)
+	}
+	want := `{"source":"eventd","op":"stopped","subop":"destroyed","domain":"vm1","uuid":"u-1","nics":null}`
+	if got := jsonText(t, ev); got != want {
+		t.Errorf("liveEvent(stopped) =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestEnqueueNeverBlocks: libvirt's callbacks run on its event loop; a
+// full queue drops the event and asks for a full reconcile instead.
+func TestEnqueueNeverBlocks(t *testing.T) {
+	o, _ := Options{Handler: newRecorder()}.withDefaults()
+	d := newDaemon(o)
+	done := make(chan struct{})
+	go func() {
+		for range rawQueue + 10 {
+			d.enqueue(rawEvent{op: events.OpStarted})
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("enqueue blocked on a full queue")
+	}
+	if len(d.raw) != rawQueue || !d.overflow.Load() {
+		t.Errorf("queue %d, overflow %v; want %d and true", len(d.raw), d.overflow.Load(), rawQueue)
+	}
+}
+
+func TestLibvirtErrorMessage(t *testing.T) {
+	le := libvirt.Error{Code: libvirt.ERR_NO_DOMAIN, Message: "Domain not found: no domain with matching uuid"}
+	err := fmt.Errorf("looking up domain u-1: %w", lv(le))
+	if got := err.Error(); got != "looking up domain u-1: Domain not found: no domain with matching uuid" {
+		t.Errorf("message %q", got)
+	}
+	if !errors.Is(err, libvirt.ERR_NO_DOMAIN) {
+		t.Errorf("errors.Is does not reach the libvirt code")
+	}
+	plain := errors.New("not libvirt")
+	if lv(plain) != plain {
+		t.Errorf("lv changed a non-libvirt error")
+	}
+}
+
+// TestRunWithoutLibvirtd: with libvirtd unreachable the daemon keeps
+// running, pings the watchdog, says why it is not ready, calls no Handler
+// method but CheckFirewall, and stops within 2 s. Needs no privileges.
+func TestRunWithoutLibvirtd(t *testing.T) {
+	rec := newRecorder()
+	uri := socketURI(filepath.Join(t.TempDir(), "no-sock"))
+	stop := runDaemon(t, Options{URI: uri, Handler: rec, Log: testLog(t), NoLinkWatch: true,
+		Notify: rec.notify, Watchdog: 20 * time.Millisecond, FirewallRecheck: 100 * time.Millisecond,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+	time.Sleep(700 * time.Millisecond)
+	stop()
+	var watchdog, unreachable, ready, stopping int
+	rec.mu.Lock()
+	for _, s := range rec.states {
+		switch {
+		case s.state == "WATCHDOG=1":
+			watchdog++
+		case strings.HasPrefix(s.state, "STATUS=libvirtd at "+uri+" unreachable"):
+			unreachable++
+		case strings.Contains(s.state, "READY=1"):
+			ready++
+		case strings.HasPrefix(s.state, "STOPPING=1"):
+			stopping++
+		}
+	}
+	rec.mu.Unlock()
+	if watchdog < 10 || unreachable < 3 || ready != 0 || stopping != 1 {
+		t.Errorf("WATCHDOG=1 ×%d, unreachable ×%d, READY=1 ×%d, STOPPING=1 ×%d; want ≥10, ≥3, 0, 1", watchdog, unreachable, ready, stopping)
+	}
+	for _, c := range rec.snapshot() {
+		if c.kind != "firewall" {
+			t.Errorf("Handler called without libvirtd: %s", c)
+		}
+	}
+	if n := len(rec.snapshot()); n < 3 {
+		t.Errorf("CheckFirewall called %d times in 700 ms at a 100 ms period, want it to go on without libvirtd", n)
+	}
+}
+
+// TestSdNotify sends to a NOTIFY_SOCKET as systemd makes it and reads the
+// watchdog period from the environment.
+func TestSdNotify(t *testing.T) {
+	p := filepath.Join(tempSocketDir(t), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: p, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t.Setenv("NOTIFY_SOCKET", p)
+	if err := sdNotify("READY=1\nSTATUS=hello"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 512)
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1\nSTATUS=hello" {
+		t.Errorf("read %q, %v", buf[:n], err)
+	}
+
+	for _, tc := range []struct {
+		usec, pid string
+		want      time.Duration
+		err       bool
+	}{
+		{"", "", 0, false},
+		{"200000", "", 100 * time.Millisecond, false},
+		{"200000", fmt.Sprint(os.Getpid()), 100 * time.Millisecond, false},
+		{"200000", "1", 0, false}, // meant for another process
+		{"soon", "", 0, true},
+	} {
+		t.Setenv("WATCHDOG_USEC", tc.usec)
+		t.Setenv("WATCHDOG_PID", tc.pid)
+		got, err := watchdogFromEnv()
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("WATCHDOG_USEC=%q WATCHDOG_PID=%q: %v, %v; want %v, error %v", tc.usec, tc.pid, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package eventd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+
+	"github.com/virtbridge/virtbridge/internal/config"
+)
+
+// Exit codes of virtbridged.
+const (
+	ExitOK      = 0
+	ExitFailure = 1 // configuration, handler or (with --once) reconcile failed
+	ExitUsage   = 2 // bad flags
+)
+
+// NewHandlerFunc builds the daemon's Handler from the configuration. The
+// returned func releases what the Handler holds; Main calls it once the
+// daemon has stopped.
+type NewHandlerFunc func(cfg *config.Config) (Handler, func(), error)
+
+const usage = `usage: virtbridged [--config FILE] [--uri URI] [--once]
+
+virtbridged keeps a libvirt/KVM host's VM networking right between hook
+calls. It listens to libvirt's domain events (VM started or stopped, NIC
+hot-plugged or unplugged, which calls no hook) and to the kernel's link
+changes, and for each makes the host match the configuration, as the
+virtbridge qemu hook does at VM start: bridges, uplinks, sysctls, firewall.
+
+When the connection to libvirtd drops it reconnects (0.5 s to 10 s apart)
+and reconciles every running VM, since events sent meanwhile are lost; it
+keeps running while libvirtd is down. It also reconciles when links change
+(a bridge deleted, an uplink pulled out), and re-checks the firewall every
+daemon.firewall_recheck (30 s by default).
+
+Under systemd (Type=notify) it sends READY=1 after the first successful
+reconcile, STATUS= lines, WATCHDOG=1 when WatchdogSec= is set, and
+STOPPING=1 on SIGTERM or SIGINT, then exits within a second or two. Logs go
+to stderr. The host lock it shares with the hook is taken by the engine.
+
+With --once it reconciles every running VM once and exits: 0 when the host
+matches the configuration, 1 otherwise (for cron, CI and operators).
+
+Flags:
+`
+
+// Main is virtbridged's main function: it parses args (without the
+// program name), loads the configuration, builds the Handler with
+// newHandler and runs the daemon until SIGTERM or SIGINT (or, with --once,
+// reconciles once). Logs go to stderr. It returns the exit code.
+func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
+	fs := flag.NewFlagSet("virtbridged", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", config.PathFromEnv(), "configuration `file` ($"+config.EnvPath+" overrides the default)")
+	uri := fs.String("uri", DefaultURI, "libvirt connection `URI`")
+	once := fs.Bool("once", false, "reconcile every running VM once and exit")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "virtbridged: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return ExitUsage
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		log.Error("loading configuration; check it with `virtbridge check-config`", "err", err)
+		return ExitFailure
+	}
+	h, release, err := newHandler(cfg)
+	if err != nil {
+		log.Error("setting up", "err", err)
+		return ExitFailure
+	}
+	if release != nil {
+		defer release()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// After the first signal the default action is back: a second one
+	// kills a daemon that does not stop.
+	context.AfterFunc(ctx, stop)
+	opts := Options{URI: *uri, Handler: h, Log: log, FirewallRecheck: cfg.Daemon.FirewallRecheck}
+	if *once {
+		err = Once(ctx, opts)
+	} else {
+		err = Run(ctx, opts)
+	}
+	if err != nil {
+		log.Error("virtbridged failed", "err", err)
+		return ExitFailure
+	}
+	return ExitOK
+}

@@ -1,0 +1,261 @@
+package links
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/vishvananda/netlink"
+)
+
+// createBridge creates r.b in one RTM_NEWLINK with its STP state, forward
+// delay, admin up, and its MAC given explicitly: the uplink's MAC (the host
+// address keeps its MAC, so the neighbours' ARP and ND caches stay right)
+// or, without uplink, a random locally administered one. A MAC given at
+// creation is NET_ADDR_SET, so the kernel never re-derives it from ports.
+// The MTU is set afterwards by ensureMTU (see there).
+func (m *Manager) createBridge(r *run) error {
+	mac := net.HardwareAddr(nil)
+	if r.up != nil {
+		mac = r.up.Attrs().HardwareAddr
+	} else {
+		mac = randomMAC()
+	}
+	spec := newBridge{name: r.b.Name, mac: mac, up: true,
+		opts: bridgeOpts{stp: r.b.STP, delayCS: uint32(r.b.ForwardDelay) * userHZ}}
+	if err := m.step("bridge-create", r.b.Name); err != nil {
+		return err
+	}
+	if err := m.addBridge(spec); err != nil {
+		return fmt.Errorf("creating bridge %q: %w", r.b.Name, err)
+	}
+	name := r.b.Name
+	r.rv.Add(func() error {
+		l, err := m.h.LinkByName(name)
+		if isNotFound(err) {
+			return nil
+		}
+		if err == nil {
+			err = m.h.LinkDel(l)
+		}
+		return m.wrap(fmt.Sprintf("deleting bridge %q", name), err)
+	})
+	r.new = true
+	r.record(change.BridgeCreated, name, "", fmt.Sprintf("stp %s, forward_delay %d, mac %s, up",
+		onOff(r.b.STP), r.b.ForwardDelay, mac))
+	return m.reread(r)
+}
+
+// randomMAC is what the kernel would pick (eth_hw_addr_random): a random
+// unicast, locally administered address.
+func randomMAC() net.HardwareAddr {
+	b := make([]byte, 6)
+	rand.Read(b)
+	b[0] = b[0]&^1 | 2
+	return b
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func upDown(b bool) string {
+	if b {
+		return "up"
+	}
+	return "down"
+}
+
+// reread refreshes r.br.
+func (m *Manager) reread(r *run) error {
+	l, err := m.h.LinkByName(r.b.Name)
+	if err != nil {
+		return fmt.Errorf("reading bridge %q: %w", r.b.Name, err)
+	}
+	r.br = l
+	return nil
+}
+
+// reapplyBridge re-applies STP, forward delay, the pinned MAC and admin up
+// on an existing bridge, each only when it differs.
+func (m *Manager) reapplyBridge(r *run) error {
+	idx, name := r.br.Attrs().Index, r.b.Name
+	cur, err := m.bridgeOptsOf(idx)
+	if err != nil {
+		return fmt.Errorf("reading STP and forward delay of bridge %q: %w", name, err)
+	}
+	want := bridgeOpts{stp: r.b.STP, delayCS: uint32(r.b.ForwardDelay) * userHZ}
+	// The kernel refuses a delay outside 2..30 s while STP is on, so STP
+	// goes off before the delay changes, and the delay changes before STP
+	// goes on (one message applies the delay first).
+	if cur.stp && !want.stp {
+		if err := m.setOpt(r, cur, bridgeOpts{stp: false, delayCS: cur.delayCS}); err != nil {
+			return err
+		}
+		cur.stp = false
+	}
+	if cur != want {
+		if err := m.setOpt(r, cur, want); err != nil {
+			return err
+		}
+	}
+	if err := m.pinMAC(r); err != nil {
+		return err
+	}
+	if r.br.Attrs().Flags&net.FlagUp == 0 {
+		if err := m.setUp(r, r.br, change.BridgeUpdated); err != nil {
+			return err
+		}
+	}
+	return m.reread(r)
+}
+
+// setOpt changes STP and/or the delay from cur to want, with its undo.
+func (m *Manager) setOpt(r *run, cur, want bridgeOpts) error {
+	name, idx := r.b.Name, r.br.Attrs().Index
+	var delay *uint32
+	var stp *bool
+	var before, after []string
+	if cur.delayCS != want.delayCS {
+		delay = &want.delayCS
+		before = append(before, fmt.Sprintf("forward_delay %d", cur.delaySeconds()))
+		after = append(after, fmt.Sprintf("forward_delay %d", want.delaySeconds()))
+	}
+	if cur.stp != want.stp {
+		stp = &want.stp
+		before = append(before, "stp "+onOff(cur.stp))
+		after = append(after, "stp "+onOff(want.stp))
+	}
+	if err := m.step("bridge-update", name); err != nil {
+		return err
+	}
+	if err := m.setBridgeOpts(idx, delay, stp); err != nil {
+		return fmt.Errorf("setting %s on bridge %q: %w", strings.Join(after, ", "), name, err)
+	}
+	r.rv.Add(func() error {
+		// STP goes off before the old delay comes back (see reapplyBridge).
+		old := cur
+		if want.stp && !old.stp {
+			if err := m.setBridgeOpts(idx, nil, &old.stp); err != nil {
+				return m.wrap("restoring STP of bridge "+name, err)
+			}
+		}
+		return m.wrap("restoring STP and forward delay of bridge "+name, m.setBridgeOpts(idx, &old.delayCS, &old.stp))
+	})
+	r.record(change.BridgeUpdated, name, strings.Join(before, ", "), strings.Join(after, ", "))
+	return nil
+}
+
+// pinMAC makes the bridge's MAC the uplink's (or, without uplink, its
+// current one) and NET_ADDR_SET, so the kernel stops re-deriving it from
+// the lowest port MAC each time a port comes or goes.
+func (m *Manager) pinMAC(r *run) error {
+	cur := r.br.Attrs().HardwareAddr
+	want := cur
+	if r.up != nil {
+		want = r.up.Attrs().HardwareAddr
+	}
+	before := "mac " + cur.String()
+	if bytes.Equal(cur, want) {
+		// netlink does not report addr_assign_type; sysfs does, when there
+		// is one for this namespace. Unknown: leave it (re-setting the same
+		// MAC flushes the bridge's neighbour entries every time).
+		set, known := m.macSet(r.br)
+		if !known || set {
+			return nil
+		}
+		before += " (not pinned: follows the ports)"
+	}
+	if err := m.step("bridge-update", r.b.Name); err != nil {
+		return err
+	}
+	if err := m.h.LinkSetHardwareAddr(r.br, want); err != nil {
+		return fmt.Errorf("setting the MAC of bridge %q to %s: %w", r.b.Name, want, err)
+	}
+	br := r.br
+	r.rv.Add(func() error {
+		return m.wrap("restoring the MAC of bridge "+r.b.Name, m.h.LinkSetHardwareAddr(br, cur))
+	})
+	r.record(change.BridgeUpdated, r.b.Name, before, "mac "+want.String()+" (pinned)")
+	return nil
+}
+
+// macSet reads /sys/class/net/NAME/addr_assign_type in the Manager's sysfs.
+// It trusts the file only if the same directory shows the link's ifindex
+// and MAC, i.e. the sysfs belongs to the Manager's namespace.
+func (m *Manager) macSet(l netlink.Link) (set, known bool) {
+	if m.sysfs == "" {
+		return false, false
+	}
+	dir := filepath.Join(m.sysfs, "class", "net", l.Attrs().Name)
+	read := func(f string) string {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if read("ifindex") != strconv.Itoa(l.Attrs().Index) || read("address") != l.Attrs().HardwareAddr.String() {
+		return false, false
+	}
+	switch read("addr_assign_type") {
+	case "3": // NET_ADDR_SET
+		return true, true
+	case "0", "1", "2": // PERM, RANDOM, STOLEN
+		return false, true
+	}
+	return false, false
+}
+
+// setUp brings l up, with its undo.
+func (m *Manager) setUp(r *run, l netlink.Link, kind change.Kind) error {
+	name := l.Attrs().Name
+	if err := m.step("link-up", name); err != nil {
+		return err
+	}
+	if err := m.h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("setting %q up: %w", name, err)
+	}
+	r.rv.Add(func() error { return m.wrap(fmt.Sprintf("setting %q down again", name), m.h.LinkSetDown(l)) })
+	r.record(kind, name, "down", "up")
+	return nil
+}
+
+// ensureMTU sets the bridge's MTU when r.b.MTU is set and differs. It runs
+// after the uplink is enslaved because enslaving re-derives the MTU of a
+// bridge whose MTU was never set through ndo_change_mtu (an IFLA_MTU given
+// at creation does not count), and a set through it (this one) makes the
+// kernel keep it when ports come and go.
+func (m *Manager) ensureMTU(r *run) error {
+	if r.b.MTU == 0 {
+		return nil
+	}
+	if err := m.reread(r); err != nil {
+		return err
+	}
+	old := r.br.Attrs().MTU
+	if old == r.b.MTU {
+		return nil
+	}
+	if err := m.step("bridge-update", r.b.Name); err != nil {
+		return err
+	}
+	if err := m.h.LinkSetMTU(r.br, r.b.MTU); err != nil {
+		return fmt.Errorf("setting the MTU of bridge %q to %d: %w", r.b.Name, r.b.MTU, err)
+	}
+	if !r.new { // a created bridge is undone whole
+		br := r.br
+		r.rv.Add(func() error { return m.wrap("restoring the MTU of bridge "+r.b.Name, m.h.LinkSetMTU(br, old)) })
+	}
+	r.record(change.BridgeUpdated, r.b.Name, fmt.Sprintf("mtu %d", old), fmt.Sprintf("mtu %d", r.b.MTU))
+	return nil
+}

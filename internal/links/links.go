@@ -1,0 +1,91 @@
+// Package links is the link backend of virtbridge: it makes bridges exist
+// with their settings, enslaves the uplink NIC and moves the host's
+// addresses and routes from the uplink to the bridge without breaking the
+// host's connectivity, and keeps VM taps in their bridges with an alias.
+//
+// Manager (Linux) does it over rtnetlink in one network namespace; Fake does
+// the same on a model kept in memory, for the unit tests of its consumers.
+// Both follow the same rules and refuse the same things, and every refusal
+// wraps one of the Err* values below so callers classify with errors.Is.
+package links
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ConfigPath is the configuration file named in messages that tell the
+// operator what to fix.
+const ConfigPath = "/etc/virtbridge/virtbridge.yaml"
+
+// Refusals. Every error EnsureBridge or EnsurePort returns for a state it
+// will not change wraps one of these.
+var (
+	// ErrNotBridge: a link with the bridge's name exists and is no bridge.
+	ErrNotBridge = errors.New("not a bridge")
+	// ErrUplinkMissing: the configured uplink does not exist.
+	ErrUplinkMissing = errors.New("uplink missing")
+	// ErrUplinkAmbiguous: several links carry the configured uplink MAC.
+	ErrUplinkAmbiguous = errors.New("uplink ambiguous")
+	// ErrUplinkBusy: the uplink is enslaved to another master (bridge, bond,
+	// team, VRF) or is itself a bridge.
+	ErrUplinkBusy = errors.New("uplink in use")
+	// ErrUplinkWireless: the uplink is an 802.11 station.
+	ErrUplinkWireless = errors.New("uplink is wireless")
+	// ErrUnmovable: the uplink's addresses or routes cannot be moved to
+	// the bridge as they are (routes through nexthop objects).
+	ErrUnmovable = errors.New("uplink routes cannot be moved")
+	// ErrTapMissing: the VM's tap does not exist.
+	ErrTapMissing = errors.New("tap missing")
+	// ErrBridgeMissing: EnsurePort was asked for a bridge that does not
+	// exist (EnsureBridge was not run first).
+	ErrBridgeMissing = errors.New("bridge missing")
+)
+
+// wirelessAdvice is what the operator reads when the uplink is 802.11.
+const wirelessAdvice = "802.11 drops frames whose source MAC is not the station's own; route or NAT instead"
+
+// PortInfo describes one port of a bridge, for the CLI.
+type PortInfo struct {
+	Name  string `json:"name"`
+	Kind  string `json:"kind"` // netlink kind: "tuntap", "veth", "device", ...
+	MAC   string `json:"mac"`
+	Alias string `json:"alias,omitempty"`
+	Up    bool   `json:"up"`
+}
+
+// BridgeInfo describes a bridge as the kernel has it, for the CLI.
+type BridgeInfo struct {
+	Name         string `json:"name"`
+	Exists       bool   `json:"exists"`
+	IsBridge     bool   `json:"is_bridge"`
+	Kind         string `json:"kind,omitempty"` // what the link is when it is no bridge
+	Up           bool   `json:"up"`
+	STP          bool   `json:"stp"`
+	ForwardDelay int    `json:"forward_delay"` // seconds
+	MTU          int    `json:"mtu"`
+	MAC          string `json:"mac"`
+	// Uplink is the first port (by name) that is not a tap: the NIC that
+	// connects the bridge to the outside network. Empty if none.
+	Uplink string `json:"uplink,omitempty"`
+	// Addresses are the bridge's IPv4 and global IPv6 addresses.
+	Addresses []string `json:"addresses"`
+	// UplinkAddresses are the IPv4 and global IPv6 addresses still on the
+	// uplink: after a move there should be none.
+	UplinkAddresses []string `json:"uplink_addresses"`
+}
+
+func wirelessError(bridge, uplink string) error {
+	return fmt.Errorf("uplink %q of bridge %q is a wireless (802.11) interface and cannot be bridged: "+
+		"%s: %w", uplink, bridge, wirelessAdvice, ErrUplinkWireless)
+}
+
+func busyError(bridge, uplink, owner string) error {
+	return fmt.Errorf("uplink %q of bridge %q is already enslaved to %q; release it first "+
+		"(ip link set %s nomaster) or make %q the uplink of bridge %q in %s: %w",
+		uplink, bridge, owner, uplink, owner, bridge, ConfigPath, ErrUplinkBusy)
+}
+
+// macCarrier tells the link kinds that carry a MAC of another link without
+// owning it: they never count as the owner of an uplink_mac.
+func macCarrier(kind string) bool { return kind == "bridge" || kind == "vlan" }
