@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/journaltest"
+	"github.com/virtbridge/virtbridge/internal/netnstest"
+)
+
+func TestMain(m *testing.M) { os.Exit(journaltest.Main(m)) }
+
+// fixtureCall is one captured hook call with its tap names replaced, so
+// that test packages running at the same time never share a tap name in
+// the shared journal.
+type fixtureCall struct {
+	args  []string
+	stdin string
+}
+
+func loadCall(t *testing.T, shape, call string, taps map[string]string) fixtureCall {
+	t.Helper()
+	base := filepath.Join("..", "..", "testdata", "hook", shape, call)
+	args, err := os.ReadFile(base + ".args")
+	if err != nil {
+		t.Fatal(err)
+	}
+	xml, err := os.ReadFile(base + ".xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(xml)
+	for from, to := range taps {
+		s = strings.ReplaceAll(s, "'"+from+"'", "'"+to+"'")
+	}
+	return fixtureCall{strings.Split(strings.TrimSpace(string(args)), "\n"), s}
+}
+
+// TestJournalAndWho drives the real hook, inside a namespace, through a VM
+// with two NICs started and stopped, then a second VM taking one of its tap
+// names; journald must hold every field, and `virtbridge who` must name the
+// right VM now and at a past moment.
+func TestJournalAndWho(t *testing.T) {
+	j := journaltest.Require(t)
+	ns := netnstest.New(t, "vbjr")
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "virtbridge-hook")
+	if out, err := exec.Command("go", "build", "-o", hook, "../hook").CombinedOutput(); err != nil {
+		t.Fatalf("building the hook: %v\n%s", err, out)
+	}
+	cfg := filepath.Join(dir, "virtbridge.yaml")
+	if err := os.WriteFile(cfg, []byte("bridges:\n  br-a: {}\n  br-b: {}\nfirewall: {backend: none}\nsysctl: {ip_forward: leave}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "VIRTBRIDGE_CONFIG=" + cfg,
+		"VIRTBRIDGE_RUN_DIR=" + dir, "VIRTBRIDGE_STATE_DIR=" + dir, "VIRTBRIDGE_LOG_DIR=" + dir}
+	runHook := func(c fixtureCall) {
+		t.Helper()
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, hook}, c.args...)...)
+		cmd.Env, cmd.Stdin = env, strings.NewReader(c.stdin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("hook %v: %v\n%s", c.args, err, out)
+		}
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	suffix := hex.EncodeToString(b)
+	tapA, tapB := "vbj"+suffix+"a", "vbj"+suffix+"b"
+	taps := map[string]string{"vnet0": tapA, "vnet1": tapB}
+
+	// web: two NICs on br-a and br-b; libvirt creates the taps in the bridges.
+	runHook(loadCall(t, "two-nics", "01-prepare-begin", taps))
+	ns.Script(t, fmt.Sprintf(`
+		ip tuntap add %[1]s mode tap
+		ip link set %[1]s master br-a up
+		ip tuntap add %[2]s mode tap
+		ip link set %[2]s master br-b up`, tapA, tapB))
+	runHook(loadCall(t, "two-nics", "03-started-begin", taps))
+	attachedAt := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	runHook(loadCall(t, "two-nics", "04-stopped-end", taps))
+	runHook(loadCall(t, "two-nics", "05-release-end", taps))
+	gapAt := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	// db: one NIC, given the tap name web had on br-a.
+	runHook(loadCall(t, "one-nic", "01-prepare-begin", map[string]string{"vnet0": tapA}))
+	runHook(loadCall(t, "one-nic", "03-started-begin", map[string]string{"vnet0": tapA}))
+
+	entries := j.WaitEntries(t, 5, "SYSLOG_IDENTIFIER=virtbridge", "VIRTBRIDGE_TAP="+tapA, "VIRTBRIDGE_TAP="+tapB)
+	var got []string
+	for _, e := range entries {
+		got = append(got, fmt.Sprintf("%s %s %s %s %s %s %s %s %s", e["MESSAGE_ID"], e["PRIORITY"], e["VIRTBRIDGE_OP"],
+			e["VIRTBRIDGE_VM"], e["VIRTBRIDGE_UUID"], e["VIRTBRIDGE_TAP"], e["VIRTBRIDGE_MAC"], e["VIRTBRIDGE_BRIDGE"], e["VIRTBRIDGE_SOURCE"]))
+	}
+	const webUUID, dbUUID = "5b0c0000-0000-4000-8000-000000000002", "5b0c0000-0000-4000-8000-000000000001"
+	want := []string{
+		journal.IDAttached + " 6 started two-nics " + webUUID + " " + tapA + " 52:54:00:aa:02:01 br-a hook",
+		journal.IDAttached + " 6 started two-nics " + webUUID + " " + tapB + " 52:54:00:aa:02:02 br-b hook",
+		journal.IDDetached + " 6 stopped two-nics " + webUUID + " " + tapA + " 52:54:00:aa:02:01 br-a hook",
+		journal.IDDetached + " 6 stopped two-nics " + webUUID + " " + tapB + " 52:54:00:aa:02:02 br-b hook",
+		journal.IDAttached + " 6 started one-nic " + dbUUID + " " + tapA + " 52:54:00:aa:01:01 br-a hook",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("journal:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	msg := entries[0]["MESSAGE"]
+	if want := fmt.Sprintf(`%s attached: vm "two-nics" (uuid %s) mac 52:54:00:aa:02:01 on bridge br-a`, tapA, webUUID); msg != want {
+		t.Errorf("MESSAGE = %q, want %q", msg, want)
+	}
+	if alias := ns.Run(t, "ip", "-d", "link", "show", tapA); !strings.Contains(alias, "alias vm:one-nic uuid:"+dbUUID) {
+		t.Errorf("tap alias does not name the VM now on it:\n%s", alias)
+	}
+
+	// virtbridge who, through the CLI entry point, reading the same store.
+	t.Setenv("VIRTBRIDGE_STATE_DIR", dir)
+	t.Setenv("VIRTBRIDGE_LOG_DIR", dir)
+	who := func(args ...string) (int, string) {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"who"}, args...), nil, &out, &errb)
+		return code, out.String() + errb.String()
+	}
+	if code, out := who(tapA); code != 0 || !strings.Contains(out, `vm "one-nic" (uuid `+dbUUID+`) mac 52:54:00:aa:01:01 on bridge br-a`) {
+		t.Errorf("who %s now: exit %d %q", tapA, code, out)
+	}
+	if code, out := who(tapA, "--at", attachedAt.Format(time.RFC3339Nano)); code != 0 || !strings.Contains(out, `vm "two-nics"`) {
+		t.Errorf("who %s at the time web ran: exit %d %q", tapA, code, out)
+	}
+	if code, out := who(tapA, "--at", gapAt.Format(time.RFC3339Nano)); code != exitFound || !strings.Contains(out, "detached") {
+		t.Errorf("who %s between the two VMs: exit %d %q, want 1 and a detached answer", tapA, code, out)
+	}
+	if code, out := who(tapB); code != exitFound || !strings.Contains(out, "not in the mapping store") {
+		t.Errorf("who %s now (nobody): exit %d %q", tapB, code, out)
+	}
+	if code, out := who(tapA, "--json"); code != 0 || !strings.Contains(out, `"vm": "one-nic"`) {
+		t.Errorf("who --json: exit %d %q", code, out)
+	}
+
+	// virtbridge status, run in the namespace: brctl show with names.
+	cli := filepath.Join(dir, "virtbridge")
+	if out, err := exec.Command("go", "build", "-o", cli, ".").CombinedOutput(); err != nil {
+		t.Fatalf("building the CLI: %v\n%s", err, out)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, cli, "status", "--config", cfg)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"br-a: up, mtu 1500, stp off, forward delay 0s",
+		fmt.Sprintf("%-15s vm %q (uuid %s) mac 52:54:00:aa:01:01", tapA, "one-nic", dbUUID),
+		fmt.Sprintf("%-15s tuntap, no VM recorded", tapB),
+		"uplink:    none",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
