@@ -1,15 +1,13 @@
 package links
 
 import (
-	"os/exec"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/netnstest"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
@@ -22,56 +20,6 @@ const moreRoutes = `
 	ip route add 10.99.0.0/24 via 10.66.0.1 dev uplink metric 30
 	ip route add 10.88.0.0/24 via 10.77.0.1 dev uplink src 10.77.0.2 metric 20 mtu 1400
 	ip -6 route add 2001:db8:88::/64 via 2001:db8:77::1 dev uplink src 2001:db8:77::2 metric 50`
-
-var pingStatsRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-
-// pinger runs `ping -i 0.01` in a namespace and counts the lost replies.
-type pinger struct {
-	name string
-	cmd  *exec.Cmd
-	out  strings.Builder
-}
-
-func startPing(t *testing.T, ns, name string, args ...string) *pinger {
-	t.Helper()
-	p := &pinger{name: name}
-	argv := append([]string{"netns", "exec", ns, "ping", "-n", "-q", "-i", "0.01", "-c", "300", "-W", "1"}, args...)
-	p.cmd = exec.Command("ip", argv...)
-	p.cmd.Env = []string{"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
-		}
-	})
-	return p
-}
-
-// lost waits for ping to end (300 pings at 10 ms, then 1 s for the last
-// replies) and returns how many of the packets sent got no reply.
-func (p *pinger) lost(t *testing.T) (lost, sent int) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-done
-		t.Fatalf("%s: ping did not end in 30s:\n%s", p.name, p.out.String())
-	}
-	m := pingStatsRE.FindStringSubmatch(p.out.String())
-	if m == nil {
-		t.Fatalf("%s: no statistics in ping output:\n%s", p.name, p.out.String())
-	}
-	tx, _ := strconv.Atoi(m[1])
-	rx, _ := strconv.Atoi(m[2])
-	return tx - rx, tx
-}
 
 func upBridge() policy.Bridge {
 	return policy.Bridge{Name: "br-up", Uplink: "uplink", MoveAddresses: true}
@@ -97,10 +45,13 @@ func TestEnsureBridgeMovesWithoutLoss(t *testing.T) {
 	before6 := l.host.Run(t, "ip", "-6", "route", "show")
 	upMAC := strings.TrimSpace(l.host.Run(t, "cat", "/sys/class/net/uplink/address"))
 
-	pings := []*pinger{
-		startPing(t, l.up.Name, "upstream -> 10.77.0.2", "10.77.0.2"),
-		startPing(t, l.up.Name, "upstream -> 2001:db8:77::2", "-6", "2001:db8:77::2"),
-		startPing(t, l.host.Name, "host -> 10.77.0.1", "10.77.0.1"),
+	pings := []struct {
+		name string
+		p    *netnstest.Pinger
+	}{
+		{"upstream -> 10.77.0.2", l.up.StartPing(t, "10.77.0.2", 300)},
+		{"upstream -> 2001:db8:77::2", l.up.StartPing(t, "2001:db8:77::2", 300)},
+		{"host -> 10.77.0.1", l.host.StartPing(t, "10.77.0.1", 300)},
 	}
 	time.Sleep(500 * time.Millisecond) // let 50 pings go before and about 250 after
 	var rv revert.Reverter
@@ -116,10 +67,10 @@ func TestEnsureBridgeMovesWithoutLoss(t *testing.T) {
 		t.Logf("  %s", c)
 	}
 	for _, p := range pings {
-		lost, sent := p.lost(t)
+		lost, sent := p.p.Lost(t)
 		t.Logf("%s: %d of %d pings lost (one every 10 ms)", p.name, lost, sent)
 		if lost > 3 {
-			t.Errorf("%s: %d pings lost, want at most 3:\n%s", p.name, lost, p.out.String())
+			t.Errorf("%s: %d pings lost, want at most 3", p.name, lost)
 		}
 	}
 	k := kinds(cs)
