@@ -30,8 +30,16 @@ func newHandler(cfg *config.Config) (eventd.Handler, func(), error) {
 	return h, func() {}, nil
 }
 
-func (h handler) Handle(_ context.Context, ev events.Event) error {
-	res, err := h.eng.Handle(ev)
+// engine returns the engine for one call: its wait for the host lock ends
+// with ctx, so that SIGTERM is not held up by a hook holding the lock.
+func (h handler) engine(ctx context.Context) *engine.Engine {
+	e := *h.eng
+	e.Stop = ctx.Done()
+	return &e
+}
+
+func (h handler) Handle(ctx context.Context, ev events.Event) error {
+	res, err := h.engine(ctx).Handle(ev)
 	h.report(ev.Domain, res, err)
 	var re *engine.RefusedError
 	if errors.As(err, &re) {
@@ -42,14 +50,14 @@ func (h handler) Handle(_ context.Context, ev events.Event) error {
 	return err
 }
 
-func (h handler) Reconcile(_ context.Context, running []events.Event) error {
-	res, err := h.eng.Reconcile(running)
+func (h handler) Reconcile(ctx context.Context, running []events.Event) error {
+	res, err := h.engine(ctx).Reconcile(running)
 	h.report("", res, err)
 	return err
 }
 
-func (h handler) CheckFirewall(context.Context) error {
-	return h.eng.CheckFirewall()
+func (h handler) CheckFirewall(ctx context.Context) error {
+	return h.engine(ctx).CheckFirewall()
 }
 
 func (h handler) report(domain string, res engine.Result, err error) {

@@ -26,6 +26,9 @@ type Engine struct {
 	StorePath string
 	LockPath  string
 	LockWait  time.Duration
+	// Stop, when closed, ends a wait for the host lock early: a daemon
+	// that shuts down does not wait LockWait for a hook. Nil never does.
+	Stop <-chan struct{}
 	// OpenHost opens the backends; called only when the host must change,
 	// with the lock held. The returned func closes them.
 	OpenHost func() (*apply.Host, func(), error)
@@ -66,7 +69,7 @@ func (e *Engine) Handle(ev events.Event) (Result, error) {
 	if gone && !e.storeHolds(ev.UUID) {
 		return r, nil // nothing of this VM was recorded: nothing to detach
 	}
-	l, err := lock.Acquire(e.LockPath, e.LockWait)
+	l, err := lock.AcquireUntil(e.LockPath, e.LockWait, e.Stop)
 	if err != nil {
 		return r, err
 	}

@@ -225,3 +225,34 @@ func TestNoManagedNICIsANoOp(t *testing.T) {
 		t.Fatalf("a no-op event took the host lock (lock file: %v)", err)
 	}
 }
+
+// A VM restarted while nobody recorded its stop: its NIC's old tap gets one
+// detach record, the new tap one attach record.
+func TestNewTapWithoutStopDetachesOldTapOnce(t *testing.T) {
+	r := newRig(t, rigConfig)
+	for _, tap := range []string{"vnet0", "vnet1", "vnet5", "vnet6"} {
+		br := map[bool]string{true: "br-a", false: "br-b"}[tap == "vnet0" || tap == "vnet5"]
+		r.links.AddLink(tap, "tuntap", "fe:54:00:00:00:0"+tap[4:], br)
+	}
+	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1")); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.records(t))
+	if res, err := r.eng.Handle(event(events.OpStarted, "vnet5", "vnet6")); err != nil || len(res.Warnings) > 0 {
+		t.Fatal(err, res.Warnings)
+	}
+	var got []string
+	for _, rec := range r.records(t)[before:] {
+		if !strings.HasPrefix(rec, "change") {
+			got = append(got, rec)
+		}
+	}
+	want := []string{"detached vnet0 web01 started", "attached vnet5 web01 br-a started",
+		"detached vnet1 web01 started", "attached vnet6 web01 br-b started"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

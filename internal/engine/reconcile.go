@@ -21,7 +21,7 @@ import (
 // changes nothing and journals nothing.
 func (e *Engine) Reconcile(running []events.Event) (Result, error) {
 	var r Result
-	l, err := lock.Acquire(e.LockPath, e.LockWait)
+	l, err := lock.AcquireUntil(e.LockPath, e.LockWait, e.Stop)
 	if err != nil {
 		return r, err
 	}
@@ -85,7 +85,7 @@ func (e *Engine) CheckFirewall() error {
 	if fw == nil || len(e.Config.Bridges) == 0 {
 		return nil
 	}
-	l, err := lock.Acquire(e.LockPath, e.LockWait)
+	l, err := lock.AcquireUntil(e.LockPath, e.LockWait, e.Stop)
 	if err != nil {
 		return err
 	}

@@ -38,13 +38,6 @@ func AttachPorts(w *Writer, s *store.Store, vm VM, ports []policy.Port, now time
 		if p.Tap == "" {
 			continue
 		}
-		// The NIC's previous tap, if it had another one, is released.
-		var released []store.Entry
-		for _, old := range s.ByVM(vm.UUID) {
-			if old.MAC == p.MAC && old.Tap != p.Tap {
-				released = append(released, old)
-			}
-		}
 		// An identical mapping (the daemon's started event after the
 		// hook's) keeps its Since and is not recorded again.
 		displaced, changed, err := s.Attach(store.Entry{UUID: vm.UUID, VM: vm.Name, MAC: p.MAC, Tap: p.Tap, Bridge: p.Bridge, Since: now})
@@ -52,7 +45,9 @@ func AttachPorts(w *Writer, s *store.Store, vm VM, ports []policy.Port, now time
 			errs = append(errs, err)
 			continue
 		}
-		for _, e := range append(released, displaced...) {
+		// displaced holds the NIC's previous tap, if it had another one,
+		// and any other holder of this tap.
+		for _, e := range displaced {
 			errs = append(errs, w.Detached(PortOf(vm, e)))
 		}
 		if changed || vm.Op == string(events.OpReconnect) {

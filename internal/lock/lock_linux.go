@@ -18,10 +18,19 @@ type Lock struct{ f *os.File }
 // ErrTimeout is returned when the lock stayed busy for the whole wait.
 var ErrTimeout = errors.New("timed out")
 
+// ErrStopped is returned when the wait for the lock was stopped.
+var ErrStopped = errors.New("stopped")
+
 // Acquire takes the exclusive lock on path, creating the file and its
 // directory if needed, waiting at most wait. The kernel drops the lock when
 // the process dies, so a crashed holder never blocks the next one.
 func Acquire(path string, wait time.Duration) (*Lock, error) {
+	return AcquireUntil(path, wait, nil)
+}
+
+// AcquireUntil is Acquire that also gives up, with ErrStopped, as soon as
+// stop is closed (a daemon shutting down); a nil stop never is.
+func AcquireUntil(path string, wait time.Duration, stop <-chan struct{}) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating lock directory: %w", err)
 	}
@@ -45,7 +54,12 @@ func Acquire(path string, wait time.Duration) (*Lock, error) {
 			return nil, fmt.Errorf("waiting %v for the host lock %s (held by another virtbridge process; "+
 				"`fuser -v %s` shows which): %w", wait, path, path, ErrTimeout)
 		}
-		time.Sleep(delay)
+		select {
+		case <-stop:
+			f.Close()
+			return nil, fmt.Errorf("waiting for the host lock %s: %w", path, ErrStopped)
+		case <-time.After(delay):
+		}
 		delay = min(2*delay, 50*time.Millisecond)
 	}
 }
