@@ -1,0 +1,84 @@
+package doctor
+
+import (
+	"fmt"
+
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/engine"
+	"github.com/virtbridge/virtbridge/internal/events"
+)
+
+// Engine is what Fix drives; *engine.Engine is one (engine.ForHost for
+// the host: same backends, lock, store and journal as the hook).
+type Engine interface {
+	Handle(ev events.Event) (engine.Result, error)
+	Reconcile(running []events.Event) (engine.Result, error)
+}
+
+var _ Engine = (*engine.Engine)(nil)
+
+// FixResult is what Fix changed and what it could not fix.
+type FixResult struct {
+	Changes []change.Change `json:"changes"`
+	Errors  []string        `json:"errors"`
+}
+
+// Fix applies the fixes virtbridge owns, through the engine, so that each
+// runs under the host lock, in one transaction, and is journaled:
+//
+//   - for each managed bridge, what the hook does at a VM's prepare: the
+//     bridge with its settings and enslaved uplink (addresses and routes
+//     moved), the sysctls and the firewall rules of the config. It hands
+//     the engine an event of op reconcile from the CLI with one NIC on the
+//     bridge and no tap, so the policy decides exactly as for a VM, and
+//     the store, which records taps only, is left as it is;
+//   - when running is not nil (libvirt answered), the daemon's reconcile
+//     over the running VMs: taps put back into their bridges, the mapping
+//     store brought in line (entries of VMs gone journaled as detached).
+//
+// One bridge's failure does not stop the others; errors are collected.
+// Idempotent: on a host that is right it changes nothing.
+func Fix(e Engine, cfg *config.Config, running []events.Event) FixResult {
+	res := FixResult{Changes: []change.Change{}, Errors: []string{}}
+	for _, b := range cfg.Bridges {
+		ev := events.Event{Source: events.SourceCLI, Op: events.OpReconcile,
+			NICs: []events.NIC{{Type: "bridge", Bridge: b.Name}}}
+		r, err := e.Handle(ev)
+		res.add(r, err, "bridge "+b.Name)
+	}
+	if running != nil {
+		for i := range running {
+			running[i].Source = events.SourceCLI
+		}
+		r, err := e.Reconcile(running)
+		res.add(r, err, "reconciling running VMs")
+	}
+	return res
+}
+
+func (res *FixResult) add(r engine.Result, err error, what string) {
+	res.Changes = append(res.Changes, r.Changes...)
+	if err != nil {
+		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", what, err))
+	}
+	for _, w := range r.Warnings {
+		res.Errors = append(res.Errors, fmt.Sprintf("%s: warning: %v", what, w))
+	}
+}
+
+// RunningEvents returns the running domains as events for Fix, from the
+// domains Run saw; ok is false when libvirt could not be read.
+func RunningEvents(s Sources) ([]events.Event, bool) {
+	vms, err := readVMs(s)
+	if err != nil || s.Domains == nil {
+		return nil, false
+	}
+	out := []events.Event{}
+	for _, v := range vms {
+		if v.Active && v.evErr == nil {
+			out = append(out, v.ev)
+		}
+	}
+	return out, true
+}

@@ -1,0 +1,104 @@
+package doctor
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/virtbridge/virtbridge/internal/links"
+)
+
+// HostLinks reads the links of one network namespace over netlink, bridge
+// settings through internal/links, and which links are 802.11 from sysfs.
+type HostLinks struct {
+	// NS is the namespace to read; nil means the calling process's.
+	NS *netns.NsHandle
+	// SysRoot is a sysfs mounted in that namespace; "" means /sys. (sysfs
+	// shows the namespace it was mounted in: `ip netns exec` remounts it.)
+	SysRoot string
+}
+
+var _ Links = HostLinks{}
+
+// Links returns every link with its addresses; it changes nothing.
+func (h HostLinks) Links() ([]Link, error) {
+	ns := netns.None()
+	if h.NS != nil {
+		ns = *h.NS
+	}
+	nh, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink: %w", err)
+	}
+	defer nh.Close()
+	lm, err := links.NewAt(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer lm.Close()
+	ls, err := nh.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	names := map[int]string{}
+	for _, l := range ls {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	out := make([]Link, 0, len(ls))
+	for _, l := range ls {
+		a := l.Attrs()
+		dl := Link{Name: a.Name, Index: a.Index, Kind: l.Type(), Master: names[a.MasterIndex],
+			Up: a.Flags&net.FlagUp != 0, MTU: a.MTU, MAC: a.HardwareAddr.String(), Wireless: h.wireless(a.Name)}
+		if dl.Addresses, err = addresses(nh, l); err != nil {
+			return nil, err
+		}
+		if dl.Kind == "bridge" {
+			info, err := lm.BridgeState(a.Name)
+			if err != nil {
+				return nil, err
+			}
+			dl.STP, dl.ForwardDelay = info.STP, info.ForwardDelay
+		}
+		out = append(out, dl)
+	}
+	return out, nil
+}
+
+// addresses returns l's IPv4 and global, permanent IPv6 addresses: the
+// ones the links backend moves from an uplink to its bridge (link-local
+// addresses belong to every link; SLAAC and temporary ones the kernel
+// makes again on the bridge).
+func addresses(nh *netlink.Handle, l netlink.Link) ([]string, error) {
+	as, err := nh.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses of %q: %w", l.Attrs().Name, err)
+	}
+	out := []string{}
+	for _, a := range as {
+		if a.IP.To4() != nil || a.Scope == unix.RT_SCOPE_UNIVERSE && !a.IP.IsLinkLocalUnicast() &&
+			a.Flags&unix.IFA_F_PERMANENT != 0 && a.Flags&unix.IFA_F_TEMPORARY == 0 {
+			out = append(out, a.IPNet.String())
+		}
+	}
+	return out, nil
+}
+
+// wireless tells an 802.11 interface by the sysfs entries cfg80211 (phy80211)
+// and wireless extensions (wireless) give it.
+func (h HostLinks) wireless(name string) bool {
+	root := h.SysRoot
+	if root == "" {
+		root = "/sys"
+	}
+	for _, e := range []string{"phy80211", "wireless"} {
+		if _, err := os.Stat(filepath.Join(root, "class", "net", name, e)); err == nil {
+			return true
+		}
+	}
+	return false
+}

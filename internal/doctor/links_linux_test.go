@@ -1,0 +1,124 @@
+package doctor
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/virtbridge/virtbridge/internal/netnstest"
+)
+
+// uplinkNS is a namespace with uplink0 (a veth holding the host's
+// addresses) and br0, a bridge with the kernel's STP defaults.
+func uplinkNS(t *testing.T) *netnstest.NS {
+	t.Helper()
+	ns := netnstest.New(t, "vbdl")
+	ns.Script(t, `
+		ip link add uplink0 type veth peer name peer0
+		ip link set uplink0 up
+		ip addr add 10.77.0.2/24 dev uplink0
+		ip -6 addr add 2001:db8:77::2/64 dev uplink0 nodad
+		ip link add br0 type bridge stp_state 1 forward_delay 1500
+		ip link set br0 up`)
+	return ns
+}
+
+// TestHostLinks reads a namespace over netlink: kinds, masters, the
+// addresses that say where the host is reachable (no link-local), and the
+// bridge's STP settings.
+func TestHostLinks(t *testing.T) {
+	ns := uplinkNS(t)
+	ns.Script(t, "ip link set peer0 master br0")
+	ls, err := HostLinks{NS: &ns.Handle, SysRoot: t.TempDir()}.Links()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, ok := linkByName(ls, "uplink0")
+	if !ok || up.Kind != "veth" || !up.Up || up.MTU != 1500 || up.Wireless {
+		t.Fatalf("uplink0 = %+v", up)
+	}
+	if !slices.Equal(up.Addresses, []string{"10.77.0.2/24", "2001:db8:77::2/64"}) {
+		t.Errorf("uplink0 addresses %q, want the IPv4 and the global IPv6 one", up.Addresses)
+	}
+	br, _ := linkByName(ls, "br0")
+	if br.Kind != "bridge" || !br.STP || br.ForwardDelay != 15 {
+		t.Errorf("br0 = %+v, want a bridge with STP and a 15 s forward delay", br)
+	}
+	if p, _ := linkByName(ls, "peer0"); p.Master != "br0" {
+		t.Errorf("peer0 master %q, want br0", p.Master)
+	}
+}
+
+// nsSources checks the namespace's links against config y.
+func nsSources(t *testing.T, ns *netnstest.NS, y string, sys string, m Managers) Sources {
+	return Sources{ConfigPath: "test.yaml", Config: mustConfig(t, y),
+		Links: HostLinks{NS: &ns.Handle, SysRoot: sys}, Managers: m}
+}
+
+// TestUplinkWireless: an 802.11 uplink (sysfs says phy80211) cannot be
+// bridged, whether or not the bridge exists.
+func TestUplinkWireless(t *testing.T) {
+	ns := uplinkNS(t)
+	sys := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(sys, "class", "net", "uplink0", "phy80211"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := Run(nsSources(t, ns, "bridges: {br-w: {uplink: uplink0}}\n", sys, nil))
+	want(t, one(t, r, "uplink-wireless", "uplink0"), Fail, "wireless (802.11)", "source MAC is not the station's own", "routed or NAT")
+}
+
+// TestUplinkManaged: NetworkManager (its per-device state file) or
+// systemd-networkd (its per-link state file) managing the uplink.
+func TestUplinkManaged(t *testing.T) {
+	ns := uplinkNS(t)
+	ls, err := HostLinks{NS: &ns.Handle}.Links()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := linkByName(ls, "uplink0")
+	idx := strconv.Itoa(up.Index)
+	const cfg = "bridges: {br0: {uplink: uplink0}}\n"
+
+	nm, nd := t.TempDir(), t.TempDir()
+	m := &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: nd}
+	want(t, one(t, Run(nsSources(t, ns, cfg, "", m)), "uplink-manager", "uplink0"), OK, "not managed")
+
+	writeHook(t, filepath.Join(nm, "devices", idx), "# NetworkManager device state\n[device]\nmanaged=true\nconnection-uuid=1f3e\n", 0o644)
+	m = &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: nd}
+	want(t, one(t, Run(nsSources(t, ns, cfg, "", m)), "uplink-manager", "uplink0"), Warn,
+		"managed by NetworkManager", "take the NIC out of the bridge", "nmcli device set uplink0 managed no")
+
+	writeHook(t, filepath.Join(nm, "devices", idx), "[device]\nmanaged=false\n", 0o644)
+	writeHook(t, filepath.Join(nd, idx), "# This is private data. Do not parse.\nADMIN_STATE=configured\nOPER_STATE=routable\nNETWORK_FILE=/etc/systemd/network/10-uplink.network\n", 0o644)
+	m = &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: nd}
+	want(t, one(t, Run(nsSources(t, ns, cfg, "", m)), "uplink-manager", "uplink0"), Warn,
+		"systemd-networkd (configured, /etc/systemd/network/10-uplink.network)", "Bridge=br0")
+
+	writeHook(t, filepath.Join(nd, idx), "ADMIN_STATE=unmanaged\n", 0o644)
+	m = &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: nd}
+	want(t, one(t, Run(nsSources(t, ns, cfg, "", m)), "uplink-manager", "uplink0"), OK)
+}
+
+// TestParseNmcli reads terse nmcli output, escapes included.
+func TestParseNmcli(t *testing.T) {
+	got := parseNmcli([]byte("eth0:connected\nbr0:connected (externally)\nlo:unmanaged\nod\\:d:disconnected\n\n"))
+	want := map[string]string{"eth0": "connected", "br0": "connected (externally)", "lo": "unmanaged", "od:d": "disconnected"}
+	if len(got) != len(want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %q, want %q", k, got[k], v)
+		}
+	}
+	m := &HostManagers{nmRead: true, nm: got, NetworkdLinksDir: t.TempDir()}
+	for dev, managed := range map[string]bool{"eth0": true, "br0": false, "lo": false, "absent": false} {
+		by, _ := m.ManagedBy(Link{Name: dev, Index: 1 << 20})
+		if (by != "") != managed || managed && !strings.Contains(by, "NetworkManager") {
+			t.Errorf("%s: ManagedBy = %q, want managed %v", dev, by, managed)
+		}
+	}
+}
