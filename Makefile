@@ -2,11 +2,13 @@
 GO        ?= go
 BIN       := bin
 FUZZTIME  ?= 30s
+PREFIX    ?= /usr/local
+DESTDIR   ?=
 export PATH := $(PATH):/usr/local/go/bin
 
 CMDS := $(BIN)/virtbridge-hook $(BIN)/virtbridge $(BIN)/virtbridged
 
-.PHONY: all build deps test unit fuzz vet clean
+.PHONY: all build deps test unit fuzz vet clean package install uninstall
 
 all: build
 
@@ -49,5 +51,16 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAlias$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/journal
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTable$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./internal/doctor
 
+# dist/*.deb, dist/*.rpm and dist/man/ (nfpm v2.45.2 via `go run` from the Go module proxy).
+package: build
+	GO="$(GO)" ./packaging/build.sh
+
+# Hosts without packages; DESTDIR only stages files (no hook, no firewall, no systemctl).
+install: build
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BIN="$(BIN)" ./packaging/install.sh install
+
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" ./packaging/install.sh uninstall
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

@@ -13,8 +13,10 @@ packages=(
   qemu-system-x86 ipxe-qemu seabios dnsmasq-base
   # namespaces, links, firewall, traffic proofs
   iproute2 iputils-ping iptables nftables tcpdump
-  # journald and journalctl for the mapping journal
+  # journald and journalctl for the mapping journal; systemd-analyze
   systemd
+  # package tests: rpm queries, dpkg-deb; man pages for systemd-analyze verify
+  rpm man-db
 )
 
 # Seen on this kind of machine: a package's maintainer script left /dev/null

@@ -100,12 +100,12 @@ func noHook(r *Report, dir string, hooks []hookFile) {
 	main := filepath.Join(dir, "qemu")
 	f := Finding{Section: SectionInstall, Check: "hook", Status: Fail, Object: main, Why: why,
 		Message: "no qemu hook installed",
-		Fix:     fmt.Sprintf("install -D -m 0755 virtbridge-hook %s, then %s", main, reload)}
+		Fix:     "run `virtbridge install-hook --reload`"}
 	if len(hooks) > 0 {
 		f.Object = hooks[0].path
 		f.Message = "another hook is installed, and none of virtbridge's"
-		f.Fix = fmt.Sprintf("install -D -m 0755 virtbridge-hook %s (libvirt ≥ 6.5 runs it after qemu), then %s",
-			filepath.Join(dir, "qemu.d", "virtbridge"), reload)
+		f.Fix = "run `virtbridge install-hook --reload`: it keeps the other hook in " +
+			filepath.Join(dir, "qemu.d") + ", where libvirt ≥ 6.5 runs it after virtbridge's"
 	}
 	r.add(f)
 }

@@ -52,7 +52,7 @@ func TestInstallHook(t *testing.T) {
 		object string
 		says   []string
 	}{
-		{"no hook", func(*testing.T, string) {}, Fail, "qemu", []string{"no qemu hook installed", "install -D -m 0755 virtbridge-hook"}},
+		{"no hook", func(*testing.T, string) {}, Fail, "qemu", []string{"no qemu hook installed", "virtbridge install-hook --reload"}},
 		{"virtbridge's binary", func(t *testing.T, d string) { copyFile(t, bin, filepath.Join(d, "qemu")) }, OK, "qemu",
 			[]string{"virtbridge's hook, executable"}},
 		{"not executable", func(t *testing.T, d string) {
@@ -72,7 +72,7 @@ func TestInstallHook(t *testing.T) {
 		}, Fail, "qemu", []string{"not virtbridge's hook"}},
 		{"another hook only", func(t *testing.T, d string) {
 			writeHook(t, filepath.Join(d, "qemu"), "#!/bin/sh\n# passthrough helper\nexit 0\n", 0o755)
-		}, Fail, "qemu", []string{"another hook is installed", "qemu.d/virtbridge"}},
+		}, Fail, "qemu", []string{"another hook is installed", "install-hook --reload`: it keeps the other hook in"}},
 		{"a link to virtbridge's binary, as install-hook makes it", func(t *testing.T, d string) {
 			if err := os.Symlink(bin, filepath.Join(d, "qemu")); err != nil {
 				t.Fatal(err)
