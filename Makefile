@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/local/go/bin
 
 CMDS := $(BIN)/virtbridge-hook $(BIN)/virtbridge $(BIN)/virtbridged
 
-.PHONY: all build deps test unit fuzz vet clean package install uninstall
+.PHONY: all build deps test unit fuzz vet clean package install uninstall demo demo-down
 
 all: build
 
@@ -30,13 +30,26 @@ deps:
 
 vet:
 	$(GO) vet ./...
-	@test -z "$$(gofmt -l cmd internal)" || { gofmt -l cmd internal; echo "gofmt: files above need formatting"; exit 1; }
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 
 # The whole suite. As root it installs what it needs and runs the privileged
 # tests (network namespaces, real iptables, journald, libvirtd); as a normal
 # user those skip with a message.
 test: deps build vet
 	$(GO) test -count=1 -timeout 40m ./...
+
+# The README's first command. As root on Debian 12: installs the lab's packages,
+# builds, then shows a VM on a host broken like the classic how-to reaching the
+# outside network, inside namespaces of its own. The lab is torn down at the end,
+# on failure and on Ctrl-C. DEMOFLAGS=--keep leaves it up (then: make demo-down).
+demo: deps build
+	$(GO) build -o $(BIN)/vbdemo ./cmd/vbdemo
+	$(BIN)/vbdemo --bin $(BIN) $(DEMOFLAGS)
+
+# Removes what `make demo DEMOFLAGS=--keep` left up.
+demo-down:
+	$(GO) build -o $(BIN)/vbdemo ./cmd/vbdemo
+	$(BIN)/vbdemo --down
 
 # Unprivileged unit tests only, fast.
 unit:

@@ -4,7 +4,7 @@
 // A Lab owns a private network namespace (the "hypervisor", vbhv-<tag>), a
 // private mount namespace inside it in which /etc/libvirt, /run/libvirt,
 // /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt, /etc/virtbridge,
-// /run/virtbridge and /var/lib/virtbridge are replaced by directories of the
+// /run/virtbridge, /var/lib/virtbridge and /var/log/virtbridge are replaced by directories of the
 // lab, and optionally a second network namespace (the "upstream",
 // vbup-<tag>) joined to the first by a veth pair and serving DHCP with
 // dnsmasq. libvirtd, virtlogd and every qemu they start live in those

@@ -92,6 +92,9 @@ var privateDirs = []struct{ path, sub string }{
 	{"/etc/virtbridge", "etc-virtbridge"},
 	{"/run/virtbridge", "run-virtbridge"},
 	{"/var/lib/virtbridge", "var-lib-virtbridge"},
+	// The JSON-lines journal of a hook or daemon running in the lab
+	// without journald must not land in the machine's own directory.
+	{"/var/log/virtbridge", "var-log-virtbridge"},
 }
 
 var tagRE = regexp.MustCompile(`^[a-z0-9]{1,12}$`)

@@ -22,6 +22,7 @@ var hostDirs = []string{
 	"/etc/virtbridge",
 	"/run/virtbridge",
 	"/var/lib/virtbridge",
+	"/var/log/virtbridge",
 }
 
 // requiredTools are the programs a Lab runs; Upstream labs also run dnsmasq.
