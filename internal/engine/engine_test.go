@@ -256,3 +256,17 @@ func TestNewTapWithoutStopDetachesOldTapOnce(t *testing.T) {
 		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// A running VM whose tap vanished (it is being destroyed) is a warning for
+// the reconcile pass, not a failure that would make the daemon retry.
+func TestReconcileToleratesAVanishingTap(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
+	res, err := r.eng.Reconcile([]events.Event{event(events.OpReconnect, "vnet0", "vnet9")})
+	if err != nil {
+		t.Fatalf("Reconcile = %v, want only a warning", err)
+	}
+	if len(res.Warnings) != 1 || !errors.Is(res.Warnings[0], links.ErrTapMissing) {
+		t.Fatalf("warnings = %v", res.Warnings)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/lock"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
@@ -58,6 +59,12 @@ func (e *Engine) Reconcile(running []events.Event) (Result, error) {
 		changes, err := host.Apply(d, journal.Alias(ev.Domain, ev.UUID))
 		r.Changes = append(r.Changes, changes...)
 		r.warn(e.Journal.HostChanges(vm, changes))
+		if errors.Is(err, links.ErrTapMissing) {
+			// The VM is going away (its tap vanished before libvirt
+			// listed it as stopped); its stopped event follows.
+			r.warn(fmt.Errorf("domain %q: %w", ev.Domain, err))
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("domain %q: %w", ev.Domain, err))
 			continue
