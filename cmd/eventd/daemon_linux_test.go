@@ -58,7 +58,7 @@ func TestWiresRunningVMAndHotplug(t *testing.T) {
 		t.Errorf("at READY=1:\n%s\nwant:\n%s", got, wired)
 	}
 	if !hasForwardJump(t, l) {
-		t.Errorf("at READY=1 FORWARD has no jump to virtbridge's chain:\n%s", hv(t, l, "iptables", "-w", "-S"))
+		t.Errorf("at READY=1 FORWARD has no jump to virtbridge's chain:\n%s", l.RunHV(t, "iptables", "-w", "-S"))
 	}
 	waitRecord(t, l, j, v, fmt.Sprintf("attached vm=vm1 tap=%s mac=%s bridge=br-a op=reconcile source=eventd", tap, mac1), 10*time.Second)
 
@@ -100,7 +100,7 @@ func hotplugOnNewBridge(t *testing.T, l *lab.Lab, j *journaltest.Journald, v vm,
 
 	addBridge(t, l, "br-b")
 	begin := time.Now()
-	virsh(t, l, attach...)
+	l.RunVirsh(t, attach...)
 	attached := time.Now()
 	tap := tapOf(t, l, v.name, mac)
 	rec := waitRecord(t, l, j, v, fmt.Sprintf("attached vm=%s tap=%s mac=%s bridge=br-b op=device-added source=eventd", v.name, tap, mac), 10*time.Second)
@@ -195,11 +195,11 @@ func TestCatchesUpAfterDowntime(t *testing.T) {
 	}
 	stopDaemon(t, d, n)
 
-	virsh(t, l, "attach-interface", v2.name, "--type", "bridge", "--source", "br-a", "--model", "e1000", "--mac", macNew)
+	l.RunVirsh(t, "attach-interface", v2.name, "--type", "bridge", "--source", "br-a", "--model", "e1000", "--mac", macNew)
 	tapNew := tapOf(t, l, v2.name, macNew)
-	virsh(t, l, "destroy", v3.name)
-	virsh(t, l, "destroy", v6.name)
-	virsh(t, l, "start", "--paused", v6.name)
+	l.RunVirsh(t, "destroy", v3.name)
+	l.RunVirsh(t, "destroy", v6.name)
+	l.RunVirsh(t, "start", "--paused", v6.name)
 	tap6b := tapOf(t, l, v6.name, mac6)
 	if got, want := wiring(t, l, tapNew, tap6b), tapNew+" tun up master=br-a\n"+tap6b+" tun up master=br-a"; got != want {
 		t.Fatalf("plugged while the daemon was down:\n%s\nwant:\n%s", got, want)
@@ -255,7 +255,7 @@ func TestRepairsDrift(t *testing.T) {
 
 	pid := d.cmd.Process.Pid
 	since := time.Now()
-	hv(t, l, "ip", "link", "del", "br-a")
+	l.RunHV(t, "ip", "link", "del", "br-a")
 	// The host address that moved to the bridge went with it; the daemon
 	// cannot know it any more.
 	took := waitWiring(t, l, 5*time.Second, fmt.Sprintf("br-a bridge up\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias()),
@@ -268,15 +268,15 @@ func TestRepairsDrift(t *testing.T) {
 	// that only the firewall re-check can restore the jump.
 	time.Sleep(time.Second)
 	if !hasForwardJump(t, l) {
-		t.Fatalf("FORWARD has no jump to virtbridge's chain:\n%s", hv(t, l, "iptables", "-w", "-S"))
+		t.Fatalf("FORWARD has no jump to virtbridge's chain:\n%s", l.RunHV(t, "iptables", "-w", "-S"))
 	}
 	since = time.Now()
-	hv(t, l, "iptables", "-w", "-D", "FORWARD", "-m", "comment", "--comment", "virtbridge", "-j", "VIRTBRIDGE-FWD")
+	l.RunHV(t, "iptables", "-w", "-D", "FORWARD", "-m", "comment", "--comment", "virtbridge", "-j", "VIRTBRIDGE-FWD")
 	deleted := time.Now()
 	for !hasForwardJump(t, l) {
 		if time.Since(deleted) > 4*time.Second {
 			t.Fatalf("jump to virtbridge's chain not restored 4 s after its deletion, with firewall_recheck: 2s:\n%s",
-				hv(t, l, "iptables", "-w", "-S"))
+				l.RunHV(t, "iptables", "-w", "-S"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -366,7 +366,7 @@ func TestStopsWhileWaitingForHostLock(t *testing.T) {
 
 	holdLock(t, l)
 	// Drift: the daemon's reconcile now waits for the lock.
-	hv(t, l, "ip", "link", "set", "upa0", "nomaster")
+	l.RunHV(t, "ip", "link", "set", "upa0", "nomaster")
 	waitLockWaiter(t, d.cmd.Process.Pid)
 	stopDaemon(t, d, n)
 }

@@ -89,7 +89,7 @@ func startLab(t *testing.T) (*lab.Lab, *journaltest.Journald) {
 		{"link", "add", "upb0", "type", "veth", "peer", "name", "upb0p"},
 		{"link", "set", "upb0", "up"},
 	} {
-		hv(t, l, "ip", args...)
+		l.RunHV(t, "ip", args...)
 	}
 	return l, j
 }
@@ -112,32 +112,8 @@ daemon:
 // hook) would leave it: no uplink, no alias on its ports.
 func addBridge(t *testing.T, l *lab.Lab, name string) {
 	t.Helper()
-	hv(t, l, "ip", "link", "add", name, "type", "bridge")
-	hv(t, l, "ip", "link", "set", name, "up")
-}
-
-// hv runs a command in the lab's hypervisor namespaces, failing t on error.
-func hv(t *testing.T, l *lab.Lab, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := l.ExecHV(ctx, name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
-// virsh runs virsh in the lab, failing t on error.
-func virsh(t *testing.T, l *lab.Lab, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := l.Virsh(ctx, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	l.RunHV(t, "ip", "link", "add", name, "type", "bridge")
+	l.RunHV(t, "ip", "link", "set", name, "up")
 }
 
 // vm is a running lab domain.
@@ -157,20 +133,9 @@ func startVM(t *testing.T, l *lab.Lab, name, mac, bridge string) vm {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := l.DestroyUndefine(ctx, name); err != nil {
-			t.Errorf("removing VM: %v", err)
-		}
-	})
-	if err := l.Define(ctx, x); err != nil {
-		t.Fatal(err)
-	}
-	virsh(t, l, "start", "--paused", name)
-	return vm{name: name, uuid: strings.TrimSpace(virsh(t, l, "domuuid", name))}
+	l.DefineForTest(t, name, x)
+	l.RunVirsh(t, "start", "--paused", name)
+	return vm{name: name, uuid: strings.TrimSpace(l.RunVirsh(t, "domuuid", name))}
 }
 
 // tapOf returns the tap libvirt made for the VM's NIC with mac.
@@ -234,7 +199,7 @@ func (k ipLink) String() string {
 func wiring(t *testing.T, l *lab.Lab, names ...string) string {
 	t.Helper()
 	var links []ipLink
-	if err := json.Unmarshal([]byte(hv(t, l, "ip", "-j", "-d", "addr", "show")), &links); err != nil {
+	if err := json.Unmarshal([]byte(l.RunHV(t, "ip", "-j", "-d", "addr", "show")), &links); err != nil {
 		t.Fatalf("parsing ip -j addr show: %v", err)
 	}
 	var lines []string
@@ -274,7 +239,7 @@ const forwardJump = "-A FORWARD -m comment --comment virtbridge -j VIRTBRIDGE-FW
 // virtbridge's chain.
 func hasForwardJump(t *testing.T, l *lab.Lab) bool {
 	t.Helper()
-	return slices.Contains(strings.Split(hv(t, l, "iptables", "-w", "-S", "FORWARD"), "\n"), forwardJump)
+	return slices.Contains(strings.Split(l.RunHV(t, "iptables", "-w", "-S", "FORWARD"), "\n"), forwardJump)
 }
 
 // iptablesVariant names the variant of the lab's iptables command as the
@@ -282,7 +247,7 @@ func hasForwardJump(t *testing.T, l *lab.Lab) bool {
 // iptables-legacy.
 func iptablesVariant(t *testing.T, l *lab.Lab) string {
 	t.Helper()
-	if strings.Contains(hv(t, l, "iptables", "-V"), "nf_tables") {
+	if strings.Contains(l.RunHV(t, "iptables", "-V"), "nf_tables") {
 		return "iptables-nft"
 	}
 	return "iptables-legacy"

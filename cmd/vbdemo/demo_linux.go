@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/journald"
 	"github.com/virtbridge/virtbridge/internal/lab"
 )
 
@@ -33,7 +34,7 @@ type demo struct {
 	hook, cli string // absolute paths of the built binaries
 	keep      bool
 
-	jd      *journald
+	jd      *journald.Hold
 	l       *lab.Lab
 	uuid    string
 	tap     string
@@ -77,8 +78,8 @@ func (d *demo) setUp(ctx context.Context) error {
 		return fmt.Errorf("journald: %w", err)
 	case jd == nil:
 		d.note("journald: not installed; virtbridge writes its records to the lab's /var/log/virtbridge/journal.jsonl")
-	case jd.started():
-		d.note("journald: started systemd-journald (pid %d) for the demo", jd.cmd.Process.Pid)
+	case jd.Pid() != 0:
+		d.note("journald: started systemd-journald (pid %d) for the demo", jd.Pid())
 	default:
 		d.note("journald: using the one running on this machine")
 	}
@@ -245,10 +246,10 @@ func (d *demo) finish(ok bool) error {
 			d.note("lab down in %v: its namespaces, processes and mounts are gone", time.Since(begin).Round(time.Millisecond))
 		}
 	}
-	if d.jd.started() {
-		d.note("stopping the demo's journald (pid %d)", d.jd.cmd.Process.Pid)
+	if d.jd.Pid() != 0 {
+		d.note("stopping the demo's journald (pid %d)", d.jd.Pid())
 	}
-	errs = append(errs, d.jd.release(d.note))
+	errs = append(errs, releaseJournald(d.jd, d.note))
 	return errors.Join(errs...)
 }
 
@@ -267,7 +268,7 @@ func (d *demo) printKept() {
 		fmt.Fprintf(d.w, "  %-58s # %s\n", row[0], row[1])
 	}
 	what := "namespaces, processes, mounts"
-	if d.jd.started() {
+	if d.jd.Pid() != 0 {
 		what += ", the demo's journald"
 	}
 	fmt.Fprintf(d.w, "Tear it down (%s):\n  %-58s # runs %s --down\n",

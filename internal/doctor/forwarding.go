@@ -242,7 +242,7 @@ func dockerFinding(t Table, nfOn, ours bool) Finding {
 	f := Finding{Section: SectionForwarding, Check: "docker", Object: t.Name() + " " + firewall.DockerUser, Status: OK}
 	jumpsOurs := false
 	for _, spec := range t.Rules[firewall.DockerUser] {
-		if target(spec) == firewall.Chain {
+		if firewall.Target(spec) == firewall.Chain {
 			jumpsOurs = true
 		}
 	}

@@ -1,15 +1,14 @@
 package doctor
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/virtbridge/virtbridge/internal/firewall"
 )
 
 // HostTables reads the filter tables of the calling process's network
@@ -39,7 +38,7 @@ func (h HostTables) Tables() ([]Table, error) {
 			if fam == "ipv6" {
 				cmd = "ip6tables-" + v
 			}
-			path, err := h.look(cmd)
+			path, err := firewall.LookPath(h.BinDir, cmd)
 			if err != nil {
 				continue // not installed
 			}
@@ -67,21 +66,6 @@ func (h HostTables) families() []string {
 	return []string{"ipv4", "ipv6"}
 }
 
-func (h HostTables) look(name string) (string, error) {
-	if h.BinDir != "" {
-		return exec.LookPath(filepath.Join(h.BinDir, name))
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		if p, err := exec.LookPath(filepath.Join(d, name)); err == nil {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
-}
-
 // legacyFilter reports whether the namespace has a legacy filter table.
 func (h HostTables) legacyFilter(fam string) bool {
 	dir := h.ProcNet
@@ -100,12 +84,6 @@ func (h HostTables) legacyFilter(fam string) bool {
 }
 
 func readTable(path, variant, family string) (Table, error) {
-	cmd := exec.Command(path, "-t", "filter", "-S", "--wait", "5")
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return Table{}, fmt.Errorf("running %q: %w: %s", cmd.Args, err, strings.TrimSpace(stderr.String()))
-	}
-	return ParseTable(variant, family, stdout.String())
+	f, err := firewall.ReadFilter(path, 5)
+	return tableOf(variant, family, f, err)
 }

@@ -5,19 +5,16 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/virtbridge/virtbridge/internal/firewall"
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
 // Table is the filter table of one iptables variant and family, as
-// `iptables -t filter -S` prints it.
+// `iptables -t filter -S` prints it (firewall.ParseFilter).
 type Table struct {
 	Variant string // "nft" or "legacy"
 	Family  string // "ipv4" or "ipv6"
-	// Chains in the order printed; Policy holds the built-in ones'.
-	Chains []string
-	Policy map[string]string
-	// Rules holds each chain's rules, as printed after "-A CHAIN ".
-	Rules map[string][]string
+	firewall.Filter
 }
 
 // Name is the command of the table's variant and family: iptables-nft,
@@ -56,71 +53,18 @@ type Firewall interface {
 
 // ParseTable reads `iptables -t filter -S` output of a variant and family.
 func ParseTable(variant, family, out string) (Table, error) {
-	t := Table{Variant: variant, Family: family, Policy: map[string]string{}, Rules: map[string][]string{}}
-	for i, line := range strings.Split(out, "\n") {
-		if line == "" {
-			continue
-		}
-		f := strings.SplitN(line, " ", 3)
-		switch {
-		case len(f) == 3 && f[0] == "-P":
-			t.Chains = append(t.Chains, f[1])
-			t.Policy[f[1]] = f[2]
-		case len(f) == 2 && f[0] == "-N":
-			t.Chains = append(t.Chains, f[1])
-		case len(f) == 3 && f[0] == "-A":
-			t.Rules[f[1]] = append(t.Rules[f[1]], f[2])
-		default:
-			return t, fmt.Errorf("%s: line %d of iptables -S output: unexpected %q", t.Name(), i+1, line)
-		}
-	}
-	if !t.has("FORWARD") {
-		return t, fmt.Errorf("%s: no FORWARD chain in iptables -S output", t.Name())
+	f, err := firewall.ParseFilter(out)
+	return tableOf(variant, family, f, err)
+}
+
+// tableOf makes the table of a variant and family from the parsed filter
+// table, naming the table in err.
+func tableOf(variant, family string, f firewall.Filter, err error) (Table, error) {
+	t := Table{Variant: variant, Family: family, Filter: f}
+	if err != nil {
+		return t, fmt.Errorf("%s: %w", t.Name(), err)
 	}
 	return t, nil
-}
-
-// specTokens splits a rule as iptables -S prints it: words separated by
-// spaces, "double quotes" around words with spaces, backslash escapes.
-func specTokens(spec string) []string {
-	var out []string
-	var cur strings.Builder
-	quoted, inWord := false, false
-	for i := 0; i < len(spec); i++ {
-		c := spec[i]
-		switch {
-		case c == '\\' && i+1 < len(spec):
-			i++
-			cur.WriteByte(spec[i])
-			inWord = true
-		case c == '"':
-			quoted, inWord = !quoted, true
-		case c == ' ' && !quoted:
-			if inWord {
-				out = append(out, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if inWord {
-		out = append(out, cur.String())
-	}
-	return out
-}
-
-// target is the -j (or -g) target of a rule.
-func target(spec string) string {
-	tok := specTokens(spec)
-	for i := 0; i+1 < len(tok); i++ {
-		if tok[i] == "-j" || tok[i] == "-g" {
-			return tok[i+1]
-		}
-	}
-	return ""
 }
 
 // ifaceMatches reports whether iptables' interface pattern (a trailing '+'
@@ -138,7 +82,10 @@ func ifaceMatches(pattern, name string) bool {
 // them (an accepting rule must not be partial); otherwise any rule that
 // might select some counts (a dropping rule is dangerous if it might).
 func matchesBridged(spec string, bridges []string, strict bool) bool {
-	tok := specTokens(spec)
+	tok, err := firewall.SplitRule(spec)
+	if err != nil {
+		return !strict // cannot tell: it might select some
+	}
 	for i := 0; i < len(tok); i++ {
 		switch t := tok[i]; t {
 		case "-j", "-g":
@@ -220,7 +167,7 @@ func (v verdict) blocked() bool {
 func forwardVerdict(t Table, chain string, bridges []string) verdict {
 	v := verdict{policy: t.Policy["FORWARD"]}
 	for i, spec := range t.Rules["FORWARD"] {
-		switch tgt := target(spec); {
+		switch tgt := firewall.Target(spec); {
 		case tgt == chain:
 			v.acceptedBy, v.ours, v.rule = i+1, true, spec
 			return v

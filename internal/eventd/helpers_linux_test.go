@@ -325,30 +325,6 @@ func runDaemon(t *testing.T, opts Options) (stop func()) {
 	return stop
 }
 
-// hv runs a command in the lab's hypervisor namespaces, failing t on error.
-func hv(t *testing.T, l *lab.Lab, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := l.ExecHV(ctx, name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
-// virsh runs virsh in the lab, failing t on error.
-func virsh(t *testing.T, l *lab.Lab, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := l.Virsh(ctx, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // hotplugXML renders a one-NIC VM whose NICs can be unplugged without a
 // guest OS. On the "pc" machine (lab.DomainXML) PCI unplug goes through
 // ACPI and waits for the guest to eject the device, which a disk-less VM
@@ -387,26 +363,15 @@ func hotplugXML(t *testing.T, name, mac, bridge string) string {
 // as they can.
 func startVM(t *testing.T, l *lab.Lab, name, mac, bridge string) {
 	t.Helper()
-	x := hotplugXML(t, name, mac, bridge)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := l.DestroyUndefine(ctx, name); err != nil {
-			t.Errorf("removing VM: %v", err)
-		}
-	})
-	if err := l.DefineStart(ctx, x); err != nil {
-		t.Fatal(err)
-	}
+	l.DefineForTest(t, name, hotplugXML(t, name, mac, bridge))
+	l.RunVirsh(t, "start", name)
 }
 
 // ifaces returns `virsh domiflist` of a domain as "mac tap bridge model"
 // lines keyed by MAC: what libvirt itself says, to check events against.
 func ifaces(t *testing.T, l *lab.Lab, domain string) map[string]string {
 	t.Helper()
-	out := virsh(t, l, "domiflist", domain)
+	out := l.RunVirsh(t, "domiflist", domain)
 	m := map[string]string{}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)

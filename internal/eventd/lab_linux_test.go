@@ -20,8 +20,8 @@ import (
 func TestEventsFromLab(t *testing.T) {
 	l, uri := startLab(t)
 	for _, br := range []string{"br-a", "br-b"} {
-		hv(t, l, "ip", "link", "add", br, "type", "bridge")
-		hv(t, l, "ip", "link", "set", br, "up")
+		l.RunHV(t, "ip", "link", "add", br, "type", "bridge")
+		l.RunHV(t, "ip", "link", "set", br, "up")
 	}
 	hvns, err := netns.GetFromName(l.HVNetns())
 	if err != nil {
@@ -42,7 +42,7 @@ func TestEventsFromLab(t *testing.T) {
 
 	// Stop: domain and UUID, no NICs.
 	n := rec.len()
-	virsh(t, l, "destroy", "vm1")
+	l.RunVirsh(t, "destroy", "vm1")
 	c, _ := rec.waitFor(t, n, 10*time.Second, "handle stopped", isHandle(events.OpStopped, "vm1"))
 	if got := c.String(); got != "handle stopped/destroyed vm1 []" || c.ev.UUID != uuid {
 		t.Errorf("stopped event = %s (uuid %s), want handle stopped/destroyed vm1 [] (uuid %s)", got, c.ev.UUID, uuid)
@@ -65,7 +65,7 @@ func checkStarted(t *testing.T, l *lab.Lab, rec *recorder) string {
 	c, _ := rec.waitFor(t, n, 15*time.Second, "handle started", isHandle(events.OpStarted, "vm1"))
 	t.Logf("start: Handle %v after virsh define+start began (which took %v)",
 		c.at.Sub(begin).Round(time.Millisecond), started.Sub(begin).Round(time.Millisecond))
-	uuid := strings.TrimSpace(virsh(t, l, "domuuid", "vm1"))
+	uuid := strings.TrimSpace(l.RunVirsh(t, "domuuid", "vm1"))
 	if c.ev.Source != events.SourceEventd || c.ev.SubOp != "booted" || c.ev.UUID != uuid {
 		t.Errorf("started event: source %q subop %q uuid %q, want eventd, booted, %s", c.ev.Source, c.ev.SubOp, c.ev.UUID, uuid)
 	}
@@ -83,7 +83,7 @@ func checkHotplug(t *testing.T, l *lab.Lab, rec *recorder, uuid string) {
 	const mac = "52:54:00:ee:00:09"
 	n := rec.len()
 	begin := time.Now()
-	virsh(t, l, "attach-interface", "vm1", "--type", "bridge", "--source", "br-b", "--model", "e1000", "--mac", mac)
+	l.RunVirsh(t, "attach-interface", "vm1", "--type", "bridge", "--source", "br-b", "--model", "e1000", "--mac", mac)
 	attached := time.Now()
 	c, _ := rec.waitFor(t, n, 10*time.Second, "handle device-added", isHandle(events.OpDeviceAdded, "vm1"))
 	t.Logf("hot-plug: virsh attach-interface took %v; Handle %v after it returned, %v after it began",
@@ -98,7 +98,7 @@ func checkHotplug(t *testing.T, l *lab.Lab, rec *recorder, uuid string) {
 
 	n = rec.len()
 	begin = time.Now()
-	virsh(t, l, "detach-interface", "vm1", "--type", "bridge", "--mac", mac)
+	l.RunVirsh(t, "detach-interface", "vm1", "--type", "bridge", "--mac", mac)
 	c, _ = rec.waitFor(t, n, 10*time.Second, "handle device-removed", isHandle(events.OpDeviceRemoved, "vm1"))
 	t.Logf("unplug: Handle %v after virsh detach-interface began", c.at.Sub(begin).Round(time.Millisecond))
 	left := ifaces(t, l, "vm1")
@@ -118,7 +118,7 @@ func checkDrift(t *testing.T, l *lab.Lab, rec *recorder) {
 	rec.settle(t, time.Second, 15*time.Second)
 	n := rec.len()
 	deleted := time.Now()
-	hv(t, l, "ip", "link", "del", "br-b")
+	l.RunHV(t, "ip", "link", "del", "br-b")
 	c, _ := rec.waitFor(t, n, 5*time.Second, "reconcile after a link deletion", isReconcile)
 	took := c.at.Sub(deleted)
 	t.Logf("drift: Reconcile %v after the bridge was deleted (debounce %v)", took.Round(time.Millisecond), DefaultDebounce)
@@ -136,7 +136,7 @@ func checkDrift(t *testing.T, l *lab.Lab, rec *recorder) {
 // the event came before the reconnect), and get device events again.
 func TestReconnectAfterLibvirtdRestarts(t *testing.T) {
 	l, uri := startLab(t)
-	hv(t, l, "ip", "link", "add", "br-a", "type", "bridge")
+	l.RunHV(t, "ip", "link", "add", "br-a", "type", "bridge")
 	startVM(t, l, "vm2", "52:54:00:ee:02:01", "br-a")
 	rec := newRecorder()
 	runDaemon(t, Options{URI: uri, Handler: rec, Log: testLog(t), NoLinkWatch: true, Notify: rec.notify})
@@ -156,7 +156,7 @@ func TestReconnectAfterLibvirtdRestarts(t *testing.T) {
 		}
 		restarted := time.Now()
 		early := fmt.Sprintf("52:54:00:ee:02:%d1", i+2)
-		virsh(t, l, "attach-interface", "vm2", "--type", "bridge", "--source", "br-a", "--model", "e1000", "--mac", early)
+		l.RunVirsh(t, "attach-interface", "vm2", "--type", "bridge", "--source", "br-a", "--model", "e1000", "--mac", early)
 
 		rc, ri := rec.waitFor(t, n, 30*time.Second, fmt.Sprintf("reconcile after restart %d", i+1), isReconcile)
 		t.Logf("restart %d: libvirtd restart took %v; Reconcile %v after it returned",
@@ -169,7 +169,7 @@ func TestReconnectAfterLibvirtdRestarts(t *testing.T) {
 
 		// The callbacks are registered on the new connection.
 		late := fmt.Sprintf("52:54:00:ee:02:%d2", i+2)
-		virsh(t, l, "attach-interface", "vm2", "--type", "bridge", "--source", "br-a", "--model", "e1000", "--mac", late)
+		l.RunVirsh(t, "attach-interface", "vm2", "--type", "bridge", "--source", "br-a", "--model", "e1000", "--mac", late)
 		c, _ := rec.waitFor(t, ri, 10*time.Second, "device-added after the reconnect", func(c call) bool {
 			return c.kind == "handle" && c.ev.Op == events.OpDeviceAdded && len(c.ev.NICs) == 1 && c.ev.NICs[0].MAC == late
 		})
@@ -179,7 +179,7 @@ func TestReconnectAfterLibvirtdRestarts(t *testing.T) {
 		// Free the PCIe ports for the next round.
 		for _, mac := range []string{early, late} {
 			m := rec.len()
-			virsh(t, l, "detach-interface", "vm2", "--type", "bridge", "--mac", mac)
+			l.RunVirsh(t, "detach-interface", "vm2", "--type", "bridge", "--mac", mac)
 			rec.waitFor(t, m, 10*time.Second, "device-removed", isHandle(events.OpDeviceRemoved, "vm2"))
 		}
 	}
@@ -190,7 +190,7 @@ func TestReconnectAfterLibvirtdRestarts(t *testing.T) {
 // `virtbridged --once`.
 func TestOnce(t *testing.T) {
 	l, uri := startLab(t)
-	hv(t, l, "ip", "link", "add", "br-a", "type", "bridge")
+	l.RunHV(t, "ip", "link", "add", "br-a", "type", "bridge")
 	startVM(t, l, "vm3", "52:54:00:ee:03:01", "br-a")
 	want := fmt.Sprintf("reconcile [vm3/reconnect [net0 52:54:00:ee:03:01 bridge br-a %s e1000]]",
 		strings.Fields(ifaces(t, l, "vm3")["52:54:00:ee:03:01"])[1])

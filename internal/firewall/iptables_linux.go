@@ -36,9 +36,14 @@ func (b binaries) find(v Variant, f Family, suffix string) (string, error) {
 	return "", fmt.Errorf("%s not found: install the iptables package or change firewall.backend", name)
 }
 
-func (b binaries) look(name string) (string, error) {
-	if b.dir != "" {
-		return exec.LookPath(filepath.Join(b.dir, name))
+func (b binaries) look(name string) (string, error) { return LookPath(b.dir, name) }
+
+// LookPath finds the command name (iptables-nft, ip6tables-legacy-save,
+// ...): only in dir when dir is set, else in PATH and then in the sbin
+// directories.
+func LookPath(dir, name string) (string, error) {
+	if dir != "" {
+		return exec.LookPath(filepath.Join(dir, name))
 	}
 	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
@@ -78,15 +83,22 @@ type iptTable struct {
 func (t *iptTable) name() string { return t.fam.command() + "-" + string(t.v) }
 
 func (t *iptTable) read() (*ruleset, error) {
-	out, err := run(t.path, "-t", filterTable, "-S", "--wait", strconv.Itoa(t.wait))
+	f, err := ReadFilter(t.path, t.wait)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s filter table: %w", t.name(), err)
 	}
-	r, err := parseRuleset(out)
+	return rulesetOf(f), nil
+}
+
+// ReadFilter reads the filter table with the iptables command at path
+// (`path -t filter -S`), waiting at most wait seconds for the xtables lock.
+// It changes nothing; legacy iptables creates the table when it is missing.
+func ReadFilter(path string, wait int) (Filter, error) {
+	out, err := run(path, "-t", filterTable, "-S", "--wait", strconv.Itoa(wait))
 	if err != nil {
-		return nil, fmt.Errorf("reading %s filter table: %w", t.name(), err)
+		return Filter{}, err
 	}
-	return r, nil
+	return ParseFilter(out)
 }
 
 func (t *iptTable) do(o op) (bool, error) {
@@ -101,7 +113,7 @@ func (t *iptTable) do(o op) (bool, error) {
 		}
 		t.ipt = ipt
 	}
-	spec, err := tokens(o.spec)
+	spec, err := SplitRule(o.spec)
 	if err != nil {
 		return false, err
 	}

@@ -78,7 +78,7 @@ func planJump(parent string, rules []string) []op {
 	var jumps []int
 	canon := 0
 	for i, s := range rules {
-		if target(s) == Chain {
+		if Target(s) == Chain {
 			jumps = append(jumps, i)
 			if s == jumpSpec {
 				canon++
@@ -124,7 +124,7 @@ func planRemove(cur *ruleset) []op {
 	var ops []op
 	for _, c := range cur.chains {
 		for _, s := range cur.rules[c] {
-			if target(s) == Chain {
+			if Target(s) == Chain {
 				ops = append(ops, op{kind: opDelete, chain: c, spec: s, why: "jump to " + Chain + " in " + c + " is left over"})
 			}
 		}

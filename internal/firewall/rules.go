@@ -76,9 +76,19 @@ func newRuleset() *ruleset {
 	return r
 }
 
-// parseRuleset reads `iptables -t filter -S` output.
-func parseRuleset(out string) (*ruleset, error) {
-	r := &ruleset{policy: map[string]string{}, rules: map[string][]string{}}
+// Filter is a filter table as `iptables -t filter -S` prints it, for
+// readers (ReadFilter, ParseFilter).
+type Filter struct {
+	Chains []string            // in the order printed: built-in chains first
+	Policy map[string]string   // built-in chain -> policy
+	Rules  map[string][]string // chain -> rule specs in order, as printed after "-A CHAIN "
+}
+
+// ParseFilter reads `iptables -t filter -S` output. It refuses a line it
+// does not know, a rule of a chain not declared before it, and a table
+// without FORWARD.
+func ParseFilter(out string) (Filter, error) {
+	r := Filter{Policy: map[string]string{}, Rules: map[string][]string{}}
 	for i, line := range strings.Split(out, "\n") {
 		if line == "" {
 			continue
@@ -86,20 +96,34 @@ func parseRuleset(out string) (*ruleset, error) {
 		f := strings.SplitN(line, " ", 3)
 		switch {
 		case len(f) == 3 && f[0] == "-P":
-			r.chains = append(r.chains, f[1])
-			r.policy[f[1]] = f[2]
+			r.Chains = append(r.Chains, f[1])
+			r.Policy[f[1]] = f[2]
 		case len(f) == 2 && f[0] == "-N":
-			r.chains = append(r.chains, f[1])
-		case len(f) == 3 && f[0] == "-A" && r.has(f[1]):
-			r.rules[f[1]] = append(r.rules[f[1]], f[2])
+			r.Chains = append(r.Chains, f[1])
+		case len(f) == 3 && f[0] == "-A" && slices.Contains(r.Chains, f[1]):
+			r.Rules[f[1]] = append(r.Rules[f[1]], f[2])
 		default:
-			return nil, fmt.Errorf("parsing iptables -S output line %d: unexpected %q", i+1, line)
+			return Filter{}, fmt.Errorf("parsing iptables -S output line %d: unexpected %q", i+1, line)
 		}
 	}
-	if !r.has(forward) {
-		return nil, fmt.Errorf("parsing iptables -S output: no %s chain", forward)
+	if !slices.Contains(r.Chains, forward) {
+		return Filter{}, fmt.Errorf("parsing iptables -S output: no %s chain", forward)
 	}
 	return r, nil
+}
+
+// parseRuleset reads `iptables -t filter -S` output.
+func parseRuleset(out string) (*ruleset, error) {
+	f, err := ParseFilter(out)
+	if err != nil {
+		return nil, err
+	}
+	return rulesetOf(f), nil
+}
+
+// rulesetOf takes over a parsed table.
+func rulesetOf(f Filter) *ruleset {
+	return &ruleset{chains: f.Chains, policy: f.Policy, rules: f.Rules}
 }
 
 func (r *ruleset) has(chain string) bool { return slices.Contains(r.chains, chain) }
@@ -194,7 +218,7 @@ func (r *ruleset) apply(o *op) error {
 func (r *ruleset) referenced(chain string) bool {
 	for _, c := range r.chains {
 		for _, s := range r.rules[c] {
-			if target(s) == chain {
+			if Target(s) == chain {
 				return true
 			}
 		}
@@ -202,12 +226,14 @@ func (r *ruleset) referenced(chain string) bool {
 	return false
 }
 
-// target returns the chain or verdict a rule spec jumps or goes to.
-func target(spec string) string {
+// Target returns the chain or verdict a rule spec, as `iptables -S` prints
+// it after "-A CHAIN ", jumps or goes to; "" when there is none or the spec
+// does not split (SplitRule).
+func Target(spec string) string {
 	if !strings.Contains(spec, "-j ") && !strings.Contains(spec, "-g ") {
 		return ""
 	}
-	t, err := tokens(spec)
+	t, err := SplitRule(spec)
 	if err != nil {
 		return ""
 	}
@@ -223,9 +249,10 @@ func target(spec string) string {
 	return ""
 }
 
-// tokens splits a rule spec printed by `iptables -S` back into arguments,
-// undoing the double quotes and backslash escapes of xtables_save_string.
-func tokens(spec string) ([]string, error) {
+// SplitRule splits a rule spec printed by `iptables -S` back into
+// arguments, undoing the double quotes and backslash escapes of
+// xtables_save_string. An unterminated quote is an error.
+func SplitRule(spec string) ([]string, error) {
 	var out []string
 	var cur strings.Builder
 	quoted, inWord := false, false

@@ -10,16 +10,16 @@ import (
 func TestTokensUndoSaveString(t *testing.T) {
 	for _, s := range []string{"virtbridge", "virtbridge: bridged traffic of br0", `a "quoted" \ back'slash`, "x-y_z", "a  b"} {
 		spec := "-m comment --comment " + saveString(s) + " -j ACCEPT"
-		got, err := tokens(spec)
+		got, err := SplitRule(spec)
 		want := []string{"-m", "comment", "--comment", s, "-j", "ACCEPT"}
 		if err != nil || !slices.Equal(got, want) {
-			t.Errorf("tokens(%q) = %q, %v; want %q", spec, got, err, want)
+			t.Errorf("SplitRule(%q) = %q, %v; want %q", spec, got, err, want)
 		}
 	}
 	if saveString("virtbridge") != "virtbridge" || saveString("a b") != `"a b"` {
 		t.Errorf("saveString quotes unlike iptables: %s %s", saveString("virtbridge"), saveString("a b"))
 	}
-	if _, err := tokens(`-m comment --comment "open`); err == nil {
+	if _, err := SplitRule(`-m comment --comment "open`); err == nil {
 		t.Error("unterminated quote: no error")
 	}
 }
@@ -32,8 +32,8 @@ func TestTarget(t *testing.T) {
 		"-s 10.0.0.0/8":                       "",
 		acceptSpec("br0"):                     "ACCEPT",
 	} {
-		if got := target(spec); got != want {
-			t.Errorf("target(%q) = %q, want %q", spec, got, want)
+		if got := Target(spec); got != want {
+			t.Errorf("Target(%q) = %q, want %q", spec, got, want)
 		}
 	}
 }

@@ -13,29 +13,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/virtbridge/virtbridge/internal/journald"
 )
 
 // Socket is journald's native socket.
-const Socket = "/run/systemd/journal/socket"
-
-// Binaries probed for journald (Debian 12 package systemd).
-var journaldPaths = []string{"/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"}
-
-const (
-	startLock = "/run/lock/virtbridge-journaltest.start"
-	usersLock = "/run/lock/virtbridge-journaltest.users"
-	runDir    = "/run/systemd/journal"
-)
+const Socket = journald.Socket
 
 // Journald is the journald that tests write to.
 type Journald struct {
@@ -45,14 +34,11 @@ type Journald struct {
 }
 
 var (
-	once     sync.Once
-	shared   *Journald
-	skip     string // why tests must skip, if they must
-	fail     error  // why journald could not be started
-	users    *os.File
-	proc     *exec.Cmd
-	exited   chan error
-	stopping atomic.Bool // terminate asked journald to exit
+	once   sync.Once
+	shared *Journald
+	skip   string // why tests must skip, if they must
+	fail   error  // why journald could not be started
+	hold   *journald.Hold
 )
 
 // Main runs the tests and then stops journald if this binary started it.
@@ -88,179 +74,35 @@ func setup() {
 		skip = "skipped: needs root to run systemd-journald (run `sudo make test`)"
 		return
 	}
-	bin := ""
-	for _, p := range journaldPaths {
-		if _, err := os.Stat(p); err == nil {
-			bin = p
-			break
-		}
-	}
+	bin := journald.Binary()
 	if bin == "" {
-		skip = "skipped: systemd-journald not found in " + strings.Join(journaldPaths, " or ") + " (apt-get install systemd)"
+		skip = "skipped: systemd-journald not found in " + strings.Join(journald.Paths, " or ") + " (apt-get install systemd)"
 		return
 	}
 	if _, err := exec.LookPath("journalctl"); err != nil {
 		skip = "skipped: journalctl not found (apt-get install systemd)"
 		return
 	}
-	shared, fail = acquire(bin)
+	h, err := journald.Join(journald.Options{Bin: bin, LogPattern: "journaltest-journald-*.log"})
+	if err != nil {
+		fail = err
+		return
+	}
+	hold = h
+	shared = &Journald{Socket: Socket, Pid: h.Pid(), Owned: h.Pid() != 0}
 }
 
-// acquire joins the users of a running journald, or starts one.
-func acquire(bin string) (*Journald, error) {
-	start, err := lock(startLock, syscall.LOCK_EX, 2*time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	defer start.Close()
-	users, err = lock(usersLock, syscall.LOCK_SH, 2*time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	if answers(Socket) {
-		return &Journald{Socket: Socket}, nil
-	}
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
-		return nil, err
-	}
-	pid, err := startJournald(bin)
-	if err != nil {
-		return nil, err
-	}
-	return &Journald{Socket: Socket, Pid: pid, Owned: true}, nil
-}
-
-// startJournald starts bin from a goroutine locked to its OS thread, so
-// that the parent-death signal (sent when the forking thread exits) comes
-// only when this test binary dies: a crashed test leaves no journald.
-func startJournald(bin string) (int, error) {
-	logf, err := os.CreateTemp("", "journaltest-journald-*.log")
-	if err != nil {
-		return 0, err
-	}
-	started := make(chan error, 1)
-	exited = make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine, after journald
-		cmd := exec.Command(bin)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		proc = cmd
-		started <- nil
-		err := cmd.Wait()
-		logf.Close()
-		if stopping.Load() {
-			os.Remove(logf.Name()) // kept when journald exited on its own
-		}
-		exited <- err
-	}()
-	if err := <-started; err != nil {
-		return 0, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !answers(Socket) {
-		select {
-		case err := <-exited:
-			out, _ := os.ReadFile(logf.Name())
-			return 0, fmt.Errorf("%s exited at start: %v: %s", bin, err, out)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			terminate()
-			out, _ := os.ReadFile(logf.Name())
-			return 0, fmt.Errorf("%s does not answer on %s after 10s: %s", bin, Socket, out)
-		}
-	}
-	return proc.Process.Pid, nil
-}
-
-// stop leaves the users; the binary that started journald then waits for
-// the other users to leave and stops it.
+// stop leaves the users of journald; when this binary started it, it waits
+// for the other users to leave and stops it.
 func stop() error {
-	if users == nil {
-		return nil
+	err := hold.Release(nil)
+	if err != nil && hold.Pid() != 0 {
+		// The others outstayed the wait: this binary is ending, and its
+		// journald would die with it anyway.
+		err = errors.Join(err, hold.Stop())
+		os.RemoveAll(journald.RunDir)
 	}
-	if shared == nil || !shared.Owned {
-		users.Close()
-		return nil
-	}
-	start, err := lock(startLock, syscall.LOCK_EX, 10*time.Minute)
-	if err == nil {
-		defer start.Close()
-		// Converts our shared lock: waits until no other binary uses journald.
-		err = flockWait(users, syscall.LOCK_EX, 10*time.Minute)
-	}
-	defer users.Close()
-	terr := terminate()
-	// No journald answered when we started ours: leave none of its dead
-	// sockets behind (a crashed test binary may have left them).
-	os.RemoveAll(runDir)
-	return errors.Join(err, terr)
-}
-
-// terminate stops the journald we started: SIGTERM (journald closes its
-// files cleanly), then SIGKILL after 10s.
-func terminate() error {
-	if proc == nil {
-		return nil
-	}
-	pid := proc.Process.Pid
-	stopping.Store(true)
-	proc.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-		return nil
-	case <-time.After(10 * time.Second):
-	}
-	proc.Process.Kill()
-	select {
-	case <-exited:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("journald (pid %d) still running after SIGKILL", pid)
-	}
-}
-
-func answers(socket string) bool {
-	c, err := net.Dial("unixgram", socket)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
-func lock(path string, how int, wait time.Duration) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening lock %s: %w", path, err)
-	}
-	if err := flockWait(f, how, wait); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-func flockWait(f *os.File, how int, wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	for {
-		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			return fmt.Errorf("locking %s: %w", f.Name(), err)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("locking %s: still held by another test binary after %v", f.Name(), wait)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return err
 }
 
 // Entries returns the journal entries matching the journalctl matches

@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"testing"
+
+	"github.com/virtbridge/virtbridge/internal/journald"
 )
 
 func TestMain(m *testing.M) { os.Exit(Main(m)) }
@@ -14,7 +16,7 @@ func TestMain(m *testing.M) { os.Exit(Main(m)) }
 // back through Entries.
 func TestRequire(t *testing.T) {
 	j := Require(t)
-	if !answers(j.Socket) {
+	if !journald.Answers(j.Socket) {
 		t.Fatalf("journald %+v does not answer", j)
 	}
 	b := make([]byte, 8)
