@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/local/go/bin
 
 CMDS := $(BIN)/virtbridge-hook $(BIN)/virtbridge $(BIN)/virtbridged
 
-.PHONY: all build deps test unit fuzz vet clean package install uninstall demo demo-down
+.PHONY: all build deps test unit fuzz vet clean package install uninstall demo demo-down bench
 
 all: build
 
@@ -54,6 +54,11 @@ demo-down:
 # Unprivileged unit tests only, fast.
 unit:
 	$(GO) test -count=1 -short ./...
+
+# Benchmarks, as root (~6 min): the hook, the daemon and VM start against a
+# shell hook and the exec floor; rewrites docs/BENCHMARKS.md. Not part of `make test`.
+bench: deps build
+	$(GO) run ./bench/cmd/vbbench
 
 # Each fuzz target for $(FUZZTIME). Not part of `make test`.
 fuzz:
