@@ -19,6 +19,11 @@ type table interface {
 	do(o op) (bool, error)
 }
 
+// batcher is a table that can make several changes in one atomic step.
+type batcher interface {
+	batch(ops []op) error
+}
+
 // ensureTables makes each table hold virtbridge's rules for bridges: one
 // read per table, then only the changes plan asks for. Every change made
 // pushes its undo on rv. It returns the changes and the tables changed.
@@ -36,6 +41,24 @@ func ensureTables(ts []table, bridges []string, rv *revert.Reverter) ([]change.C
 		}
 		if len(ops) > 0 {
 			changed = append(changed, t)
+		}
+		// One atomic iptables-restore for the whole change set when the
+		// table can; the op-by-op path below handles what it refuses
+		// (a chain made meanwhile, a rule already gone).
+		if b, ok := t.(batcher); ok && len(ops) > 1 && b.batch(ops) == nil {
+			undo := make([]op, len(ops))
+			for i, o := range ops {
+				undo[len(ops)-1-i] = o.undo()
+				cs = append(cs, changeOf(t.name(), o))
+			}
+			t, b := t, b
+			rv.Add(func() error {
+				if err := b.batch(undo); err != nil {
+					return fmt.Errorf("undoing in %s filter table: %w", t.name(), err)
+				}
+				return nil
+			})
+			continue
 		}
 		for _, o := range ops {
 			done, err := t.do(o)

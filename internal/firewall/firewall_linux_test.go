@@ -125,6 +125,48 @@ func TestUndoRestoresKernelTables(t *testing.T) {
 	}
 }
 
+// TestBatchAndItsUndo: with iptables-restore at hand a table's changes go
+// in one batch; when the other family then fails (batch and one-by-one
+// alike), undoing restores both tables exactly.
+func TestBatchAndItsUndo(t *testing.T) {
+	for _, v := range variants {
+		t.Run(string(v), func(t *testing.T) {
+			l := newLab(t, v)
+			l.addRestore(t, v)
+			f := l.firewall(true)
+			l.both(t, v, "-I", "FORWARD", "1", "-j", "LOG")
+			before := l.show(t, v)
+			l.calls(t)
+			l.failOn(t, fmt.Sprintf("ip6tables-%[1]s-restore\nip6tables-%[1]s -t filter", v))
+			var rv revert.Reverter
+			_, err := f.Ensure(policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0", "br1"}}, &rv)
+			if err == nil || !strings.Contains(err.Error(), "injected failure") {
+				t.Fatalf("Ensure: %v, want the injected failure", err)
+			}
+			if calls := strings.Join(l.calls(t), "\n"); !strings.Contains(calls, "iptables-"+string(v)+"-restore --noflush") {
+				t.Fatalf("IPv4 changes were not batched:\n%s", calls)
+			}
+			if got := l.ipt(t, v, IPv4, "-S", "VIRTBRIDGE-FWD"); !strings.Contains(got, "br1") {
+				t.Fatalf("the IPv4 batch did not apply:\n%s", got)
+			}
+			l.failOn(t, "")
+			if err := rv.Fail(); err != nil {
+				t.Fatal(err)
+			}
+			if after := l.show(t, v); after != before {
+				t.Errorf("after undo:\n%s\nwant\n%s", after, before)
+			}
+			// Without failures the batch path reaches the same state twice.
+			mustEnsure(t, f, policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}})
+			first := l.show(t, v)
+			mustEnsure(t, f, policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}})
+			if again := l.show(t, v); again != first || !strings.Contains(first, "-i br0 -o br0") {
+				t.Errorf("second Ensure changed the tables or br0 is missing:\n%s\n---\n%s", first, again)
+			}
+		})
+	}
+}
+
 // TestRemoveAndCheck: Check reports what is wrong, Remove takes away every
 // trace of virtbridge in both variants and nothing else.
 func TestRemoveAndCheck(t *testing.T) {

@@ -30,11 +30,26 @@ var commands = []string{
 }
 
 // newLab makes the lab with wrappers for the given variants (default both).
+// Without iptables-restore wrappers the Firewall changes rules one command
+// at a time; addRestore makes it batch them.
 func newLab(t testing.TB, variants ...Variant) *lab {
 	t.Helper()
 	ns := netnstest.New(t, "vbfw")
 	dir := t.TempDir()
 	l := &lab{ns: ns, dir: dir, log: filepath.Join(dir, "calls.log"), fail: filepath.Join(dir, "fail"), state: filepath.Join(dir, "firewall.state")}
+	l.wrap(t, commands, variants)
+	return l
+}
+
+// addRestore adds iptables-restore wrappers for the variants.
+func (l *lab) addRestore(t testing.TB, variants ...Variant) {
+	t.Helper()
+	l.wrap(t, []string{"iptables-nft-restore", "ip6tables-nft-restore", "iptables-legacy-restore", "ip6tables-legacy-restore"}, variants)
+}
+
+func (l *lab) wrap(t testing.TB, commands []string, variants []Variant) {
+	t.Helper()
+	ns, dir := l.ns, l.dir
 	for _, c := range commands {
 		if len(variants) > 0 && !slices.ContainsFunc(variants, func(v Variant) bool { return strings.Contains(c, "-"+string(v)) }) {
 			continue
@@ -52,7 +67,6 @@ exec ip netns exec %s %s "$@"
 			t.Fatal(err)
 		}
 	}
-	return l
 }
 
 // firewall returns a Firewall working in the lab's namespace.
