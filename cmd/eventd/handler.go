@@ -11,6 +11,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/engine"
 	"github.com/virtbridge/virtbridge/internal/eventd"
 	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/journal"
 )
 
 // lockWait stays well under the watchdog interval: the daemon's worker
@@ -26,7 +27,7 @@ type handler struct {
 var _ eventd.Handler = handler{}
 
 func newHandler(cfg *config.Config) (eventd.Handler, func(), error) {
-	h := handler{eng: engine.ForHost(cfg, lockWait), log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	h := handler{eng: engine.ForHost(cfg, lockWait), log: slog.New(journal.LogHandler("virtbridged", os.Stderr))}
 	return h, func() {}, nil
 }
 

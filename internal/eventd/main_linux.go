@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/journal"
 )
 
 // Exit codes of virtbridged.
@@ -42,7 +44,10 @@ daemon.firewall_recheck (30 s by default).
 Under systemd (Type=notify) it sends READY=1 after the first successful
 reconcile, STATUS= lines, WATCHDOG=1 when WatchdogSec= is set, and
 STOPPING=1 on SIGTERM or SIGINT, then exits within a second or two. Logs go
-to stderr. The host lock it shares with the hook is taken by the engine.
+to stderr as text or, when systemd connects stderr to the journal, to
+journald as structured entries (SYSLOG_IDENTIFIER=virtbridged, one
+VIRTBRIDGE_<KEY> field per detail). The host lock it shares with the hook is
+taken by the engine.
 
 With --once it reconciles every running VM once and exits: 0 when the host
 matches the configuration, 1 otherwise (for cron, CI and operators).
@@ -53,7 +58,8 @@ Flags:
 // Main is virtbridged's main function: it parses args (without the
 // program name), loads the configuration, builds the Handler with
 // newHandler and runs the daemon until SIGTERM or SIGINT (or, with --once,
-// reconciles once). Logs go to stderr. It returns the exit code.
+// reconciles once). Logs go to stderr, or to journald under systemd. It
+// returns the exit code.
 func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
 	fs := flag.NewFlagSet("virtbridged", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -76,6 +82,10 @@ func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
 		return ExitUsage
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if f, ok := stderr.(*os.File); ok {
+		// Under systemd: structured journald entries.
+		log = slog.New(journal.LogHandler("virtbridged", f))
+	}
 
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
