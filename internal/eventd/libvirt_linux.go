@@ -250,7 +250,11 @@ func (s *conn) close(log *slog.Logger, limit time.Duration) {
 func (s *conn) liveEvent(raw rawEvent) (ev events.Event, ok bool, err error) {
 	base := events.Event{Source: events.SourceEventd, Op: raw.op, SubOp: raw.subOp, Extra: raw.alias, Domain: raw.domain, UUID: raw.uuid}
 	if raw.op == events.OpStopped {
-		return base, true, nil
+		// A stopped event read after the domain already runs again (a
+		// quick restart) is stale: detaching now would drop the new run's
+		// ports; its started event records the new taps.
+		running, err := s.active(raw.uuid)
+		return base, !running, err
 	}
 	xml, ok, err := s.liveXML(raw.uuid)
 	if err != nil || !ok {
@@ -271,24 +275,45 @@ func (s *conn) liveEvent(raw rawEvent) (ev events.Event, ok bool, err error) {
 	return ev, true, nil
 }
 
+// active reports whether the domain with that UUID exists and runs.
+func (s *conn) active(uuid string) (bool, error) {
+	d, err := s.running(uuid)
+	if d != nil {
+		d.Free()
+	}
+	return d != nil, err
+}
+
+// running returns the domain with that UUID if it exists and runs, nil
+// otherwise; the caller frees it.
+func (s *conn) running(uuid string) (*libvirt.Domain, error) {
+	d, err := s.c.LookupDomainByUUIDString(uuid)
+	if errors.Is(err, libvirt.ERR_NO_DOMAIN) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up domain %s: %w", uuid, lv(err))
+	}
+	active, err := d.IsActive()
+	if errors.Is(err, libvirt.ERR_NO_DOMAIN) || (err == nil && !active) {
+		d.Free()
+		return nil, nil
+	}
+	if err != nil {
+		d.Free()
+		return nil, fmt.Errorf("reading state of domain %s: %w", uuid, lv(err))
+	}
+	return d, nil
+}
+
 // liveXML returns the live XML of the running domain with that UUID; ok is
 // false when it does not exist or does not run.
 func (s *conn) liveXML(uuid string) (string, bool, error) {
-	d, err := s.c.LookupDomainByUUIDString(uuid)
-	if errors.Is(err, libvirt.ERR_NO_DOMAIN) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("looking up domain %s: %w", uuid, lv(err))
+	d, err := s.running(uuid)
+	if d == nil {
+		return "", false, err
 	}
 	defer d.Free()
-	active, err := d.IsActive()
-	if errors.Is(err, libvirt.ERR_NO_DOMAIN) || (err == nil && !active) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("reading state of domain %s: %w", uuid, lv(err))
-	}
 	xml, err := d.GetXMLDesc(0)
 	if errors.Is(err, libvirt.ERR_NO_DOMAIN) {
 		return "", false, nil
