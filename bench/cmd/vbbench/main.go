@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/bench"
+	"github.com/virtbridge/virtbridge/internal/lab"
 )
 
 type options struct {
@@ -120,7 +121,7 @@ func main() {
 
 func runMain(ctx context.Context, o options) (err error) {
 	b := &bencher{opts: o}
-	if b.root, err = moduleRoot(ctx); err != nil {
+	if b.root, err = lab.ModuleRoot(ctx); err != nil {
 		return err
 	}
 	if b.tmp, err = os.MkdirTemp("", "vbbench-"); err != nil {
@@ -234,19 +235,6 @@ func (b *bencher) build(ctx context.Context) error {
 	return nil
 }
 
-// moduleRoot finds the repository through the go command, so that the
-// program works from any directory of the module.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("finding module root: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("finding module root: not inside the virtbridge module")
-	}
-	return filepath.Dir(gomod), nil
-}
 
 // machine describes this machine for the report.
 func machine(ctx context.Context) bench.Machine {

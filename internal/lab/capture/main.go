@@ -88,7 +88,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *out == "" {
-		root, err := moduleRoot(ctx)
+		root, err := lab.ModuleRoot(ctx)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -99,19 +99,6 @@ func main() {
 	}
 }
 
-// moduleRoot finds the repository through the go command, so that the
-// program works from any directory of the module.
-func moduleRoot(ctx context.Context) (string, error) {
-	b, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("finding module root: %w", err)
-	}
-	gomod := strings.TrimSpace(string(b))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("finding module root: not inside the virtbridge module")
-	}
-	return filepath.Dir(gomod), nil
-}
 
 func runAll(ctx context.Context, out, only string, verbose bool) error {
 	if err := lab.Unavailable(false); err != nil {
