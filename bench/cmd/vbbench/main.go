@@ -235,7 +235,6 @@ func (b *bencher) build(ctx context.Context) error {
 	return nil
 }
 
-
 // machine describes this machine for the report.
 func machine(ctx context.Context) bench.Machine {
 	m := bench.Machine{Cores: runtime.NumCPU(), LoadBefore: loadAverage()}

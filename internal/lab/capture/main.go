@@ -99,7 +99,6 @@ func main() {
 	}
 }
 
-
 func runAll(ctx context.Context, out, only string, verbose bool) error {
 	if err := lab.Unavailable(false); err != nil {
 		return err
