@@ -11,6 +11,6 @@ import (
 // for the hook meanwhile.
 const lockWait = 20 * time.Second
 
-func newEngine(cfg *config.Config) (*engine.Engine, error) {
-	return engine.ForHost(cfg, lockWait), nil
+func newEngine(cfg *config.Config) *engine.Engine {
+	return engine.ForHost(cfg, lockWait)
 }

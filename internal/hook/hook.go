@@ -34,7 +34,7 @@ type Env struct {
 	// NetworkDirs hold libvirt's network definitions (events.NetworkDirs).
 	NetworkDirs []string
 	// Engine builds the engine that acts on the event under cfg.
-	Engine func(cfg *config.Config) (*engine.Engine, error)
+	Engine func(cfg *config.Config) *engine.Engine
 }
 
 // Run handles one hook call and returns the process exit code.
@@ -52,11 +52,7 @@ func Run(env Env) int {
 	if err != nil {
 		return refuse(env, op, ev.Domain, fmt.Errorf("%w\n(fix the config, then check it with `virtbridge check-config %s`)", err, env.ConfigPath))
 	}
-	eng, err := env.Engine(cfg)
-	if err != nil {
-		return refuse(env, op, ev.Domain, err)
-	}
-	res, err := eng.Handle(ev)
+	res, err := env.Engine(cfg).Handle(ev)
 	for _, w := range res.Warnings {
 		fmt.Fprintf(env.Stderr, "virtbridge: domain %q (%s): warning: %v\n", ev.Domain, op, w)
 	}

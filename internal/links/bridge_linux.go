@@ -48,7 +48,7 @@ func (m *Manager) createBridge(r *run) error {
 	})
 	r.new = true
 	r.record(change.BridgeCreated, name, "", fmt.Sprintf("stp %s, forward_delay %d, mac %s, up",
-		onOff(r.b.STP), r.b.ForwardDelay, mac))
+		onOffText(r.b.STP), r.b.ForwardDelay, mac))
 	return m.reread(r)
 }
 
@@ -59,20 +59,6 @@ func randomMAC() net.HardwareAddr {
 	rand.Read(b)
 	b[0] = b[0]&^1 | 2
 	return b
-}
-
-func onOff(b bool) string {
-	if b {
-		return "on"
-	}
-	return "off"
-}
-
-func upDown(b bool) string {
-	if b {
-		return "up"
-	}
-	return "down"
 }
 
 // reread refreshes r.br.
@@ -132,8 +118,8 @@ func (m *Manager) setOpt(r *run, cur, want bridgeOpts) error {
 	}
 	if cur.stp != want.stp {
 		stp = &want.stp
-		before = append(before, "stp "+onOff(cur.stp))
-		after = append(after, "stp "+onOff(want.stp))
+		before = append(before, "stp "+onOffText(cur.stp))
+		after = append(after, "stp "+onOffText(want.stp))
 	}
 	if err := m.step("bridge-update", name); err != nil {
 		return err
