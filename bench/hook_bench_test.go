@@ -77,7 +77,7 @@ func BenchmarkHookRunNoop(b *testing.B) {
 	}
 	for b.Loop() {
 		code := hook.Run(hook.Env{Args: args, Stdin: bytes.NewReader(xml), Stderr: io.Discard, ConfigPath: cfg,
-			Engine: func(*config.Config) (*engine.Engine, error) { return &engine.Engine{}, nil }})
+			Engine: func(*config.Config) *engine.Engine { return &engine.Engine{} }})
 		if code != 0 {
 			b.Fatalf("exit %d", code)
 		}
