@@ -59,7 +59,7 @@ func TestPlanErrorsAndBadInput(t *testing.T) {
 	if code != exitFound || !strings.Contains(out, `uses bridge \"br0\", which virtbridge does not manage`) {
 		t.Fatalf("refuse: exit %d out %s", code, out)
 	}
-	ok := writeConfig(t, "")
+	ok := writeConfig(t, "bridges: {}\n")
 	for _, tc := range []struct{ stdin, op, want string }{
 		{"<domain>", "prepare", "malformed domain XML"},
 		{planXML, "explode", `unknown hook operation "explode"`},

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtbridge/virtbridge/internal/names"
 )
@@ -29,6 +31,9 @@ const EnvPath = "VIRTBRIDGE_CONFIG"
 
 // maxSize bounds the configuration file; a larger one is refused.
 const maxSize = 1 << 20
+
+// loopback is the one link that can be neither a bridge nor an uplink.
+const loopback = "lo"
 
 // Toggle is a host setting virtbridge may force on, force off, or leave alone.
 type Toggle int8
@@ -142,21 +147,71 @@ func PathFromEnv() string {
 	return DefaultPath
 }
 
-// Load reads and validates the file at path. A missing file is an error.
+// Load reads and validates the file at path. A missing file is an error,
+// and so is one that is no regular file once symlinks are followed (a
+// directory, a FIFO, a symlink to /dev/zero).
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := ReadRegular(path, maxSize, true)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
+	return Parse(path, data)
+}
+
+// ReadRegular reads the regular file at path, at most max bytes; a larger
+// file is an error. It opens with O_NONBLOCK, so a FIFO cannot block it,
+// and checks what it opened (fstat), so a device or directory is refused
+// by name. With follow false a symlink at path is refused (O_NOFOLLOW).
+func ReadRegular(path string, max int64, follow bool) ([]byte, error) {
+	flags := os.O_RDONLY | unix.O_NONBLOCK
+	if !follow {
+		flags |= unix.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if !follow && errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("%s is a symlink, which virtbridge does not follow here; put the file itself there", path)
+	}
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %s, not a regular file; point it at a file", path, FileKind(fi.Mode()))
+	}
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(io.LimitReader(f, maxSize+1)); err != nil {
-		return nil, fmt.Errorf("reading config %s: %w", path, err)
+	if _, err := buf.ReadFrom(io.LimitReader(f, max+1)); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	if buf.Len() > maxSize {
-		return nil, fmt.Errorf("%s: config is larger than %d bytes", path, maxSize)
+	if int64(buf.Len()) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
 	}
-	return Parse(path, buf.Bytes())
+	return buf.Bytes(), nil
+}
+
+// FileKind names the kind of file mode m describes, for messages:
+// "a directory", "a named pipe (FIFO)", "a character device", ...
+func FileKind(m fs.FileMode) string {
+	switch t := m.Type(); {
+	case t == 0:
+		return "a regular file"
+	case t&fs.ModeDir != 0:
+		return "a directory"
+	case t&fs.ModeSymlink != 0:
+		return "a symlink"
+	case t&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case t&fs.ModeSocket != 0:
+		return "a socket"
+	case t&fs.ModeCharDevice != 0:
+		return "a character device"
+	case t&fs.ModeDevice != 0:
+		return "a block device"
+	}
+	return "an irregular file"
 }
 
 // Error is a configuration error at a line of a file.
@@ -183,7 +238,14 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, &Error{File: file, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return p.cfg, nil // an empty file: all defaults
+		return nil, &Error{File: file, Msg: "the config is empty (no YAML document, only blanks or comments); " +
+			"write `bridges: {}` to manage no bridge, or start from packaging/virtbridge.yaml"}
+	}
+	// Refuse anchors, aliases and duplicate keys on the raw node tree,
+	// before anything reads a value: an alias is never expanded.
+	p.structure(doc.Content[0], map[*yaml.Node]bool{})
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
 	}
 	p.top(doc.Content[0])
 	p.validate()
@@ -214,24 +276,52 @@ func (p *parser) mapping(n *yaml.Node, where string, handlers map[string]func(v 
 		p.errorf(n, "%s must be a mapping", where)
 		return
 	}
-	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		h, ok := handlers[k.Value]
-		switch {
-		case !ok:
+		if !ok {
 			known := make([]string, 0, len(handlers))
 			for key := range handlers {
 				known = append(known, key)
 			}
 			slices.Sort(known)
 			p.errorf(k, "unknown key %q in %s (known keys: %s)", k.Value, where, strings.Join(known, ", "))
-		case seen[k.Value]:
-			p.errorf(k, "key %q given twice in %s", k.Value, where)
-		default:
-			seen[k.Value] = true
-			h(v)
+			continue
 		}
+		h(v) // keys are unique: structure refused duplicates
+	}
+}
+
+// structure refuses what a virtbridge config never needs and a hostile or
+// careless one could abuse: YAML anchors and aliases (an alias bomb
+// expands exponentially; nothing here follows an alias) and a key given
+// twice in one mapping (which of the two would win?). seen guards against
+// a node reached twice.
+func (p *parser) structure(n *yaml.Node, seen map[*yaml.Node]bool) {
+	if seen[n] {
+		return
+	}
+	seen[n] = true
+	switch {
+	case n.Kind == yaml.AliasNode:
+		p.errorf(n, "YAML alias *%s: anchors and aliases are not allowed in the config; write the value out", n.Value)
+		return
+	case n.Anchor != "":
+		p.errorf(n, "YAML anchor &%s: anchors and aliases are not allowed in the config; write the value out", n.Anchor)
+	}
+	if n.Kind == yaml.MappingNode {
+		first := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if line, dup := first[k.Value]; dup && k.Kind == yaml.ScalarNode {
+				p.errorf(k, "key %q given twice, at lines %d and %d; keep one", k.Value, line, k.Line)
+				continue
+			}
+			first[k.Value] = k.Line
+		}
+	}
+	for _, c := range n.Content {
+		p.structure(c, seen)
 	}
 }
 
@@ -259,11 +349,8 @@ func (p *parser) bridges(n *yaml.Node) {
 		b := Bridge{Name: k.Value, MoveAddresses: true, Line: k.Line}
 		if err := names.Ifname(k.Value); err != nil {
 			p.errorf(k, "bridge name: %v", err)
-		}
-		for _, other := range p.cfg.Bridges {
-			if other.Name == b.Name {
-				p.errorf(k, "bridge %q defined twice (first at line %d)", b.Name, other.Line)
-			}
+		} else if k.Value == loopback {
+			p.errorf(k, "bridge name %q is the loopback device, never a bridge; choose another name", k.Value)
 		}
 		if !(v.Kind == yaml.ScalarNode && v.Tag == "!!null") {
 			where := fmt.Sprintf("bridge %q", b.Name)
@@ -272,6 +359,8 @@ func (p *parser) bridges(n *yaml.Node) {
 					b.Uplink = p.str(v, "uplink")
 					if err := names.Ifname(b.Uplink); err != nil {
 						p.errorf(v, "uplink of bridge %q: %v", b.Name, err)
+					} else if b.Uplink == loopback {
+						p.errorf(v, "uplink of bridge %q is %q, the loopback device, which cannot be enslaved; name the host's NIC", b.Name, loopback)
 					}
 				},
 				"uplink_mac": func(v *yaml.Node) {

@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -29,13 +31,45 @@ func TestExampleConfigParses(t *testing.T) {
 	}
 }
 
-func TestEmptyFileIsDefaults(t *testing.T) {
-	cfg, err := Parse("empty.yaml", nil)
+// TestEmptyConfigRefused: a config without a YAML document is a mistake
+// (a truncated copy, a wrong path), not a wish for the defaults; `bridges:
+// {}` says "manage nothing" explicitly.
+func TestEmptyConfigRefused(t *testing.T) {
+	for name, data := range map[string]string{"0 bytes": "", "blanks": " \n   \n", "comments": "# all defaults\n# really\n"} {
+		_, err := Parse("empty.yaml", []byte(data))
+		var ce *Error
+		if err == nil || !errors.As(err, &ce) || !strings.Contains(err.Error(), "empty.yaml: the config is empty") ||
+			!strings.Contains(err.Error(), "write `bridges: {}` to manage no bridge") {
+			t.Errorf("%s: Parse = %v, want the empty-config refusal", name, err)
+		}
+	}
+	cfg, err := Parse("none.yaml", []byte("bridges: {}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.Bridges) != 0 || cfg.UnmanagedBridges != "ignore" || cfg.Sysctl.IPForward != On {
 		t.Fatalf("defaults = %+v", cfg)
+	}
+}
+
+// TestAliasBombRefusedFast: the billion-laughs of YAML is refused by its
+// first anchor, before any alias is expanded.
+func TestAliasBombRefusedFast(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n")
+	for i := 1; i < 10; i++ {
+		fmt.Fprintf(&b, "a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	b.WriteString("bridges: *a9\n")
+	begin := time.Now()
+	_, err := Parse("bomb.yaml", []byte(b.String()))
+	took := time.Since(begin)
+	if err == nil || !strings.Contains(err.Error(), "bomb.yaml:1: YAML anchor &a0: anchors and aliases are not allowed") {
+		t.Fatalf("Parse(alias bomb) = %v", err)
+	}
+	t.Logf("alias bomb (9^10 nodes if expanded) refused in %v", took)
+	if took > time.Second {
+		t.Errorf("refusing the alias bomb took %v", took)
 	}
 }
 
@@ -82,23 +116,32 @@ daemon: {firewall_recheck: 5s}
 
 func TestBadConfigs(t *testing.T) {
 	for name, tc := range map[string]struct{ yaml, want string }{
-		"unknown top key":     {"bridge:\n  br0: {}\n", `c.yaml:1: unknown key "bridge" in the top level`},
-		"unknown bridge key":  {"bridges:\n  br0:\n    uplnk: eth0\n", `c.yaml:3: unknown key "uplnk" in bridge "br0"`},
-		"wrong type":          {"bridges:\n  br0:\n    stp: yes please\n", `c.yaml:3: stp must be true or false`},
-		"mtu not a number":    {"bridges:\n  br0:\n    mtu: big\n", `c.yaml:3: mtu must be a whole number from 68 to 65535`},
-		"same uplink twice":   {"bridges:\n  br0:\n    uplink: eth0\n  br1:\n    uplink: eth0\n", `c.yaml:4: uplink "eth0" is given to bridges "br0" (line 2) and "br1"`},
-		"both uplink and mac": {"bridges:\n  br0:\n    uplink: eth0\n    uplink_mac: 52:54:00:00:00:01\n", `c.yaml:2: bridge "br0" sets both uplink and uplink_mac`},
-		"multicast uplink":    {"bridges:\n  br0:\n    uplink_mac: 11:22:33:44:55:66\n", `c.yaml:3: uplink_mac of bridge "br0": MAC 11:22:33:44:55:66 is a multicast address`},
-		"long bridge name":    {"bridges:\n  averyveryverylongbr:\n", `c.yaml:2: bridge name: interface name "averyveryverylongbr" is 19 bytes long`},
-		"slash in uplink":     {"bridges:\n  br0:\n    uplink: eth/0\n", `c.yaml:3: uplink of bridge "br0": interface name "eth/0" contains '/'`},
-		"stp without delay":   {"bridges:\n  br0:\n    stp: true\n", `c.yaml:2: bridge "br0": with stp: true the kernel needs forward_delay between 2 and 30`},
-		"bad enum":            {"on_failure: explode\n", `c.yaml:1: on_failure must be one of refuse, warn, not "explode"`},
-		"bad toggle":          {"sysctl:\n  ip_forward: maybe\n", `c.yaml:2: ip_forward must be leave, 0 or 1`},
-		"duplicate key":       {"on_failure: warn\non_failure: refuse\n", `c.yaml:2: key "on_failure" given twice`},
-		"uplink is a bridge":  {"bridges:\n  br0:\n    uplink: br1\n  br1:\n", `c.yaml:2: uplink "br1" of bridge "br0" is itself a managed bridge`},
-		"not yaml":            {"bridges: [\n", `c.yaml: `},
-		"bridges a list":      {"bridges:\n  - br0\n", `c.yaml:2: bridges must be a mapping`},
-		"bad duration":        {"daemon:\n  firewall_recheck: soon\n", `c.yaml:2: firewall_recheck: want a duration`},
+		"unknown top key":      {"bridge:\n  br0: {}\n", `c.yaml:1: unknown key "bridge" in the top level`},
+		"unknown bridge key":   {"bridges:\n  br0:\n    uplnk: eth0\n", `c.yaml:3: unknown key "uplnk" in bridge "br0"`},
+		"wrong type":           {"bridges:\n  br0:\n    stp: yes please\n", `c.yaml:3: stp must be true or false`},
+		"mtu not a number":     {"bridges:\n  br0:\n    mtu: big\n", `c.yaml:3: mtu must be a whole number from 68 to 65535`},
+		"same uplink twice":    {"bridges:\n  br0:\n    uplink: eth0\n  br1:\n    uplink: eth0\n", `c.yaml:4: uplink "eth0" is given to bridges "br0" (line 2) and "br1"`},
+		"both uplink and mac":  {"bridges:\n  br0:\n    uplink: eth0\n    uplink_mac: 52:54:00:00:00:01\n", `c.yaml:2: bridge "br0" sets both uplink and uplink_mac`},
+		"multicast uplink":     {"bridges:\n  br0:\n    uplink_mac: 11:22:33:44:55:66\n", `c.yaml:3: uplink_mac of bridge "br0": MAC 11:22:33:44:55:66 is a multicast address`},
+		"long bridge name":     {"bridges:\n  averyveryverylongbr:\n", `c.yaml:2: bridge name: interface name "averyveryverylongbr" is 19 bytes long`},
+		"slash in uplink":      {"bridges:\n  br0:\n    uplink: eth/0\n", `c.yaml:3: uplink of bridge "br0": interface name "eth/0" contains '/'`},
+		"stp without delay":    {"bridges:\n  br0:\n    stp: true\n", `c.yaml:2: bridge "br0": with stp: true the kernel needs forward_delay between 2 and 30`},
+		"bad enum":             {"on_failure: explode\n", `c.yaml:1: on_failure must be one of refuse, warn, not "explode"`},
+		"bad toggle":           {"sysctl:\n  ip_forward: maybe\n", `c.yaml:2: ip_forward must be leave, 0 or 1`},
+		"duplicate key":        {"on_failure: warn\non_failure: refuse\n", `c.yaml:2: key "on_failure" given twice, at lines 1 and 2`},
+		"uplink is a bridge":   {"bridges:\n  br0:\n    uplink: br1\n  br1:\n", `c.yaml:2: uplink "br1" of bridge "br0" is itself a managed bridge`},
+		"not yaml":             {"bridges: [\n", `c.yaml: `},
+		"bridges a list":       {"bridges:\n  - br0\n", `c.yaml:2: bridges must be a mapping`},
+		"bad duration":         {"daemon:\n  firewall_recheck: soon\n", `c.yaml:2: firewall_recheck: want a duration`},
+		"duplicate bridge":     {"bridges:\n  br0: {}\n  br1: {}\n  br0: {uplink: eth0}\n", `c.yaml:4: key "br0" given twice, at lines 2 and 4`},
+		"duplicate setting":    {"bridges:\n  br0:\n    uplink: eth0\n    uplink: eth1\n", `c.yaml:4: key "uplink" given twice, at lines 3 and 4`},
+		"duplicate in flow":    {"sysctl: {ip_forward: 1, ip_forward: 0}\n", `c.yaml:1: key "ip_forward" given twice, at lines 1 and 1`},
+		"anchor":               {"bridges:\n  br0: &b {uplink: eth0}\n", `c.yaml:2: YAML anchor &b: anchors and aliases are not allowed`},
+		"alias":                {"bridges:\n  br0: {uplink: &u eth0}\n  br1: {uplink: *u}\n", `c.yaml:3: YAML alias *u: anchors and aliases are not allowed`},
+		"loopback bridge":      {"bridges:\n  lo: {}\n", `c.yaml:2: bridge name "lo" is the loopback device`},
+		"loopback uplink":      {"bridges:\n  br0: {uplink: lo}\n", `c.yaml:2: uplink of bridge "br0" is "lo", the loopback device`},
+		"bridge is own uplink": {"bridges:\n  br0: {uplink: br0}\n", `c.yaml:2: uplink "br0" of bridge "br0" is itself a managed bridge`},
+		"unknown nested key":   {"firewall:\n  backend: none\n  chain: MINE\n", `c.yaml:3: unknown key "chain" in firewall`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse("c.yaml", []byte(tc.yaml))
@@ -123,6 +166,51 @@ func TestLoadErrors(t *testing.T) {
 	}
 	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("Load(big) = %v", err)
+	}
+}
+
+// TestLoadRefusesIrregularFiles: a config that is no regular file once
+// symlinks are followed is refused by name, at once: a symlink to
+// /dev/zero is not read forever, a FIFO does not block.
+func TestLoadRefusesIrregularFiles(t *testing.T) {
+	dir := t.TempDir()
+	zero := filepath.Join(dir, "zero.yaml")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("bridges: {br0: {}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.yaml")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		zero: zero + " is a character device, not a regular file",
+		fifo: fifo + " is a named pipe (FIFO), not a regular file",
+		dir:  dir + " is a directory, not a regular file",
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := Load(path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Load(%s) = %v, want %q", path, err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Load(%s) blocks", path)
+		}
+	}
+	if cfg, err := Load(link); err != nil || len(cfg.Bridges) != 1 {
+		t.Fatalf("a symlink to a regular config is fine: %v", err)
+	}
+	if _, err := ReadRegular(link, maxSize, false); err == nil || !strings.Contains(err.Error(), "is a symlink") {
+		t.Fatalf("ReadRegular(link, no follow) = %v", err)
 	}
 }
 

@@ -209,7 +209,7 @@ func TestOnce(t *testing.T) {
 		t.Errorf("Once made calls %q, want exactly [%s]", got, want)
 	}
 
-	code, stdout, stderr := runHelper(t, []string{"--once", "--uri", uri, "--config", writeConfig(t, "")}, nil)
+	code, stdout, stderr := runHelper(t, []string{"--once", "--uri", uri, "--config", writeConfig(t, "bridges: {}\n")}, nil)
 	if code != 0 || stdout != "reconcile vm3\nreleased\n" {
 		t.Errorf("virtbridged --once: exit %d, stdout %q, want 0 and one reconcile of vm3\nstderr:\n%s", code, stdout, stderr)
 	}

@@ -139,7 +139,7 @@ func TestMainUsage(t *testing.T) {
 		t.Errorf("bad config: exit %d, want %d naming %s:2; output:\n%s", code, ExitFailure, bad, out.String())
 	}
 	out.Reset()
-	if code := Main([]string{"--config", writeConfig(t, "")}, &out, fail); code != ExitFailure || !strings.Contains(out.String(), "no engine here") {
+	if code := Main([]string{"--config", writeConfig(t, "bridges: {}\n")}, &out, fail); code != ExitFailure || !strings.Contains(out.String(), "no engine here") {
 		t.Errorf("handler error: exit %d, want %d with the error; output:\n%s", code, ExitFailure, out.String())
 	}
 }
@@ -148,7 +148,7 @@ func TestMainUsage(t *testing.T) {
 // be reached.
 func TestOnceUnreachable(t *testing.T) {
 	uri := socketURI(filepath.Join(t.TempDir(), "no-sock"))
-	code, stdout, stderr := runHelper(t, []string{"--once", "--uri", uri, "--config", writeConfig(t, "")}, nil)
+	code, stdout, stderr := runHelper(t, []string{"--once", "--uri", uri, "--config", writeConfig(t, "bridges: {}\n")}, nil)
 	if code != ExitFailure || !strings.Contains(stderr, "no-sock") || stdout != "released\n" {
 		t.Errorf("exit %d, stdout %q, stderr:\n%s\nwant exit 1, no reconcile, the URI named", code, stdout, stderr)
 	}

@@ -119,7 +119,7 @@ func TestDecideFirewallAndSysctlSettings(t *testing.T) {
 
 // The JSON form is what `virtbridge plan` prints: empty lists, never null.
 func TestDesiredJSONHasNoNulls(t *testing.T) {
-	d := Decide(mustConfig(t, ""), ev(events.OpStopped))
+	d := Decide(mustConfig(t, "bridges: {}\n"), ev(events.OpStopped))
 	b, err := json.Marshal(d)
 	if err != nil {
 		t.Fatal(err)
