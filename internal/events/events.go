@@ -144,6 +144,12 @@ type domainDoc struct {
 // MaxXML bounds the domain XML read from the hook's stdin.
 const MaxXML = 8 << 20
 
+// MaxNICs bounds the interfaces of one domain. libvirt puts each NIC on a
+// PCI(e) slot; even a q35 machine filled with root ports has at most 256
+// buses, and real VMs have a handful of NICs. The bound caps the links,
+// journal records and store entries one hook run can make.
+const MaxNICs = 256
+
 // InputError is bad input: the hook refuses it and changes nothing.
 type InputError struct{ Msg string }
 
@@ -191,8 +197,8 @@ func FromDomainXML(src Source, op Op, data []byte) (Event, error) {
 		return Event{}, err
 	}
 	var dom domainDoc
-	if err := xml.Unmarshal(data, &dom); err != nil {
-		return Event{}, inputErr("malformed domain XML: %v", err)
+	if err := decodeOne(data, &dom, "domain"); err != nil {
+		return Event{}, err
 	}
 	if dom.Name == "" {
 		return Event{}, inputErr("domain XML has no <name>")
@@ -207,18 +213,76 @@ func FromDomainXML(src Source, op Op, data []byte) (Event, error) {
 	if dom.Devices == nil {
 		return ev, nil
 	}
+	if n := len(dom.Devices.Interfaces); n > MaxNICs {
+		return Event{}, inputErr("domain %q has %d interfaces, more than the %d virtbridge handles in one VM; "+
+			"split them over several VMs", dom.Name, n, MaxNICs)
+	}
 	networks := sourceNetworks(data)
+	owner := map[string]int{}
 	for i, ifc := range dom.Devices.Interfaces {
 		nic, err := nicOf(ifc)
+		if err == nil && nic.Network == "" && i < len(networks) {
+			nic.Network = networks[i]
+		}
+		if err == nil && nic.Network != "" {
+			err = checkNetworkName(nic.Network)
+		}
 		if err != nil {
 			return Event{}, fmt.Errorf("interface %d of domain %q: %w", i+1, dom.Name, err)
 		}
-		if nic.Network == "" && i < len(networks) {
-			nic.Network = networks[i]
+		if first, dup := owner[nic.MAC]; dup {
+			return Event{}, inputErr("interfaces %d and %d of domain %q have the same MAC %s; "+
+				"each NIC needs a MAC of its own (remove the <mac> of one and libvirt picks a new one)", first, i+1, dom.Name, nic.MAC)
 		}
+		owner[nic.MAC] = i + 1
 		ev.NICs = append(ev.NICs, nic)
 	}
 	return ev, nil
+}
+
+// decodeOne decodes the one root element of data into v and refuses
+// anything after it but whitespace, comments and processing instructions:
+// a second root element could hold NICs one reader sees and another not.
+func decodeOne(data []byte, v any, root string) error {
+	d := xml.NewDecoder(bytes.NewReader(data))
+	if err := d.Decode(v); err != nil {
+		return inputErr("malformed %s XML: %v", root, err)
+	}
+	for {
+		tok, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return inputErr("malformed %s XML after </%s>: %v", root, root, err)
+		}
+		if err := outsideRoot(tok, root, "after </"+root+">"); err != nil {
+			return err
+		}
+	}
+}
+
+// outsideRoot refuses a token found before or after the root element that
+// is not whitespace, a comment or a processing instruction.
+func outsideRoot(tok xml.Token, root, where string) error {
+	switch t := tok.(type) {
+	case xml.StartElement:
+		return inputErr("%s XML has a second root element <%s> %s; libvirt sends one <%s> document", root, t.Name.Local, where, root)
+	case xml.CharData:
+		if len(bytes.TrimSpace(t)) > 0 {
+			return inputErr("%s XML has text %q %s; libvirt sends one <%s> document", root, truncate(string(bytes.TrimSpace(t)), 40), where, root)
+		}
+	case xml.Directive:
+		return inputErr("%s XML has a <!%s> declaration %s; libvirt never sends one", root, truncate(string(t), 40), where)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // checkXML refuses what must not reach the XML parser: empty or oversized
@@ -256,12 +320,17 @@ func checkXML(data []byte, roots ...string) error {
 			}
 			return inputErr("malformed domain XML: %v", err)
 		}
-		if se, ok := tok.(xml.StartElement); ok {
-			if !slices.Contains(roots, se.Name.Local) {
-				return inputErr("root element of the XML on stdin is <%s>, want <%s>", se.Name.Local, roots[0])
+		se, ok := tok.(xml.StartElement)
+		if !ok {
+			if err := outsideRoot(tok, roots[0], "before <"+roots[0]+">"); err != nil {
+				return err
 			}
-			return nil
+			continue
 		}
+		if !slices.Contains(roots, se.Name.Local) {
+			return inputErr("root element of the XML on stdin is <%s>, want <%s>", se.Name.Local, roots[0])
+		}
+		return nil
 	}
 }
 
@@ -278,11 +347,16 @@ func checkText(what, s string) error {
 
 func nicOf(ifc libvirtxml.DomainInterface) (NIC, error) {
 	var n NIC
-	if ifc.MAC != nil {
-		n.MAC = strings.ToLower(ifc.MAC.Address)
-		if _, err := names.UnicastMAC(n.MAC); err != nil {
-			return n, &InputError{Msg: err.Error()}
-		}
+	if ifc.MAC == nil || ifc.MAC.Address == "" {
+		// libvirt gives every NIC a MAC when it parses a definition, so
+		// the XML it hands the hook or reports as live always has one
+		// (testdata/hook); the MAC is what the store keys a port by.
+		return n, inputErr("no <mac address='...'/>: libvirt fills one in for every NIC it defines; " +
+			"pass the XML libvirt gives (virsh dumpxml), or add a unicast MAC")
+	}
+	n.MAC = strings.ToLower(ifc.MAC.Address)
+	if _, err := names.UnicastMAC(n.MAC); err != nil {
+		return n, &InputError{Msg: err.Error()}
 	}
 	if ifc.Model != nil {
 		n.Model = ifc.Model.Type

@@ -1,20 +1,48 @@
 package events
 
 import (
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
 
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/virtbridge/virtbridge/internal/config"
 )
 
 // NetworkDirs are where libvirt keeps network definitions: the live status
 // of running networks first, then the persistent definitions.
 var NetworkDirs = []string{"/run/libvirt/network", "/etc/libvirt/qemu/networks"}
+
+// MaxNetworkName bounds a libvirt network name: it becomes the file name
+// NAME.xml, and a file name has at most 255 bytes (NAME_MAX).
+const MaxNetworkName = 255 - len(".xml")
+
+// checkNetworkName refuses a <source network=...> name that is no file
+// name in one directory. libvirt itself refuses '/' in network names, and
+// the name of a network that exists is a file name under NetworkDirs, so
+// such a name cannot come from libvirt: refusing it says so, where
+// ignoring it would start the VM without its bridge.
+func checkNetworkName(name string) error {
+	bad := ""
+	switch {
+	case name == "" || name == "." || name == "..":
+		bad = "is empty or a directory name"
+	case len(name) > MaxNetworkName:
+		bad = fmt.Sprintf("is %d bytes long, more than the %d a file name allows", len(name), MaxNetworkName)
+	case strings.ContainsRune(name, '/'):
+		bad = "contains '/'"
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		bad = "contains a control character"
+	default:
+		return nil
+	}
+	return inputErr("source network %q %s; libvirt network names are plain file names: "+
+		"point the NIC at a network `virsh net-list --all` shows", truncate(name, 64), bad)
+}
 
 // ResolveNetworks fills in the bridge and forward mode of NICs that name a
 // libvirt network. At prepare the domain XML carries only
@@ -22,7 +50,9 @@ var NetworkDirs = []string{"/run/libvirt/network", "/etc/libvirt/qemu/networks"}
 // yet it must exist before qemu starts. The hook may not ask libvirtd (it
 // would deadlock), so it reads the network's definition from dirs, as
 // libvirt wrote it. A network that cannot be read leaves the NIC as it was;
-// the policy then says why it skips it.
+// the policy then says why it skips it. So does a name that is no plain
+// file name (FromDomainXML refuses those already) and a definition that is
+// a symlink or no regular file: nothing outside dirs is ever read.
 func ResolveNetworks(ev *Event, dirs []string) {
 	cache := map[string]*libvirtxml.Network{}
 	for i := range ev.NICs {
@@ -54,16 +84,16 @@ func ResolveNetworks(ev *Event, dirs []string) {
 // readNetwork reads the definition of network name from the first of dirs
 // that has it.
 func readNetwork(name string, dirs []string) (*libvirtxml.Network, error) {
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		return nil, fmt.Errorf("invalid libvirt network name %q", name)
+	if err := checkNetworkName(name); err != nil {
+		return nil, err
 	}
 	for _, dir := range dirs {
-		data, err := os.ReadFile(filepath.Join(dir, name+".xml"))
+		data, err := config.ReadRegular(filepath.Join(dir, name+".xml"), MaxXML, false)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err != nil || len(data) > MaxXML {
-			return nil, fmt.Errorf("reading libvirt network %q: %v", name, err)
+		if err != nil {
+			return nil, fmt.Errorf("reading libvirt network %q: %w", name, err)
 		}
 		if checkXML(data, "network", "networkstatus") != nil {
 			return nil, fmt.Errorf("libvirt network %q: unexpected XML in %s", name, dir)
@@ -72,12 +102,12 @@ func readNetwork(name string, dirs []string) (*libvirtxml.Network, error) {
 		var status struct {
 			Network libvirtxml.Network `xml:"network"`
 		}
-		if xml.Unmarshal(data, &status) == nil && status.Network.Name != "" {
+		if decodeOne(data, &status, "networkstatus") == nil && status.Network.Name != "" {
 			return &status.Network, nil
 		}
 		var net libvirtxml.Network
-		if err := net.Unmarshal(string(data)); err != nil {
-			return nil, fmt.Errorf("libvirt network %q: %v", name, err)
+		if err := decodeOne(data, &net, "network"); err != nil {
+			return nil, fmt.Errorf("libvirt network %q: %w", name, err)
 		}
 		return &net, nil
 	}
