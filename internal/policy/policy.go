@@ -57,6 +57,10 @@ type Skipped struct {
 	Type   string `json:"type"`
 	Tap    string `json:"tap,omitempty"`
 	Reason string `json:"reason"`
+	// Unmanaged is the bridge the NIC names when the NIC is skipped
+	// because that bridge is not managed. The engine checks that such a
+	// name is no host link of another kind (eth0, a veth).
+	Unmanaged string `json:"unmanaged,omitempty"`
 }
 
 // Sysctl is a kernel setting to enforce.
@@ -170,15 +174,38 @@ func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
 	if nic.Bridge == "" {
 		return skip(fmt.Sprintf("libvirt network %q: its bridge is unknown (no readable definition under /run/libvirt/network or /etc/libvirt/qemu/networks)", nic.Network))
 	}
+	if err := notABridge(cfg, nic); err != "" {
+		return Port{}, nil, err
+	}
 	if _, ok := cfg.Bridge(nic.Bridge); !ok {
 		if cfg.UnmanagedBridges == "refuse" {
 			return Port{}, nil, fmt.Sprintf("NIC %s uses bridge %q, which virtbridge does not manage "+
 				"(unmanaged_bridges: refuse in %s); add %q under bridges: there, or point the NIC at a managed bridge",
 				nic.MAC, nic.Bridge, cfg.Path, nic.Bridge)
 		}
-		return skip(fmt.Sprintf("bridge %q is not managed (not under bridges: in the config)", nic.Bridge))
+		p, sk, _ := skip(fmt.Sprintf("bridge %q is not managed (not under bridges: in the config)", nic.Bridge))
+		sk.Unmanaged = nic.Bridge
+		return p, sk, ""
 	}
 	return Port{Tap: nic.Tap, MAC: nic.MAC, Bridge: nic.Bridge, Network: nic.Network, Alias: nic.Alias}, nil, ""
+}
+
+// notABridge refuses a NIC whose bridge is a name the config gives to
+// something that is no bridge: lo, or the uplink of a managed bridge (a
+// VM's tap must never join the host's NIC, whatever unmanaged_bridges
+// says). Names are compared exactly: "br-a0" or "BR-A" is another bridge.
+func notABridge(cfg *config.Config, nic events.NIC) string {
+	if nic.Bridge == "lo" {
+		return fmt.Sprintf("NIC %s names %q as its bridge: that is the loopback device, not a bridge; "+
+			"point the NIC at a managed bridge", nic.MAC, nic.Bridge)
+	}
+	for _, b := range cfg.Bridges {
+		if b.Uplink == nic.Bridge {
+			return fmt.Sprintf("NIC %s names %q as its bridge: %s is the uplink of managed bridge %s, not a bridge: "+
+				"point the NIC at %s", nic.MAC, nic.Bridge, nic.Bridge, b.Name, b.Name)
+		}
+	}
+	return ""
 }
 
 func bridgeOf(b config.Bridge) Bridge {

@@ -130,3 +130,42 @@ func TestDesiredJSONHasNoNulls(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideRefusesNonBridges: a NIC naming lo or a configured uplink as
+// its bridge is refused whatever unmanaged_bridges says: a VM must never
+// make virtbridge treat the host's NIC as a bridge.
+func TestDecideRefusesNonBridges(t *testing.T) {
+	for _, mode := range []string{"ignore", "refuse"} {
+		cfg := mustConfig(t, twoBridges+"unmanaged_bridges: "+mode+"\n")
+		for _, tc := range []struct {
+			nic  events.NIC
+			want string
+		}{
+			{events.NIC{MAC: "52:54:00:aa:00:11", Type: "bridge", Bridge: "uplink0"},
+				`NIC 52:54:00:aa:00:11 names "uplink0" as its bridge: uplink0 is the uplink of managed bridge br-a, not a bridge: point the NIC at br-a`},
+			{events.NIC{MAC: "52:54:00:aa:00:12", Type: "network", Network: "lan", NetworkMode: "bridge", Bridge: "uplink0"},
+				`uplink0 is the uplink of managed bridge br-a`},
+			{events.NIC{MAC: "52:54:00:aa:00:13", Type: "bridge", Bridge: "lo"},
+				`NIC 52:54:00:aa:00:13 names "lo" as its bridge: that is the loopback device, not a bridge`},
+		} {
+			d := Decide(cfg, ev(events.OpPrepare, nicA, tc.nic))
+			if len(d.Errors) != 1 || !strings.Contains(d.Errors[0], tc.want) {
+				t.Errorf("%s, bridge %q: errors = %q, want %q", mode, tc.nic.Bridge, d.Errors, tc.want)
+			}
+		}
+	}
+}
+
+// TestResemblingNamesAreUnmanaged: only the exact name of a managed bridge
+// is managed; a look-alike is another, unmanaged bridge, and nothing is
+// planned for it.
+func TestResemblingNamesAreUnmanaged(t *testing.T) {
+	cfg := mustConfig(t, twoBridges)
+	for _, name := range []string{"br-a0", "BR-A", "Br-a", "br-a.", "br-", "br_a", "br-å"} {
+		d := Decide(cfg, ev(events.OpPrepare, events.NIC{MAC: "52:54:00:aa:00:21", Type: "bridge", Bridge: name}))
+		if d.Action != ActionNone || len(d.Bridges) != 0 || len(d.Ports) != 0 || d.Firewall != nil || len(d.Sysctls) != 0 ||
+			len(d.Skipped) != 1 || d.Skipped[0].Unmanaged != name {
+			t.Errorf("bridge %q: %s, skipped %+v; want it unmanaged and nothing planned", name, summary(d), d.Skipped)
+		}
+	}
+}
