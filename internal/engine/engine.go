@@ -32,6 +32,11 @@ type Engine struct {
 	// OpenHost opens the backends; called only when the host must change,
 	// with the lock held. The returned func closes them.
 	OpenHost func() (*apply.Host, func(), error)
+	// LinkKind returns the kind of the host link called name ("bridge",
+	// "veth", "device" for a NIC, ...), "" when there is none. Read-only;
+	// called once per unmanaged bridge a VM names, at the ops that make
+	// the host ready. Nil skips that check.
+	LinkKind func(name string) (string, error)
 }
 
 // RefusedError is a VM operation the policy or the host refused.
@@ -55,6 +60,9 @@ type Result struct {
 // idempotent: the same event twice changes nothing the second time.
 func (e *Engine) Handle(ev events.Event) (Result, error) {
 	r := Result{Desired: policy.Decide(e.Config, ev)}
+	if ev.Op.NeedsHost() {
+		r.Desired.Errors = append(r.Desired.Errors, e.notBridges(r.Desired.Skipped)...)
+	}
 	d := r.Desired
 	vm := journal.VMOf(ev)
 	if len(d.Errors) > 0 {
@@ -85,6 +93,42 @@ func (e *Engine) Handle(ev events.Event) (Result, error) {
 	}
 	r.warn(e.record(ev, vm, d))
 	return r, nil
+}
+
+// notBridges refuses NICs on unmanaged bridges whose name is a host link
+// of another kind: a VM naming eth0, the default-route NIC or a veth as
+// its bridge is told so at once, instead of libvirt failing later or the
+// tap joining something that is no bridge. It changes nothing, and costs
+// nothing when every NIC is on a managed bridge.
+func (e *Engine) notBridges(skipped []policy.Skipped) []string {
+	if e.LinkKind == nil {
+		return nil
+	}
+	var errs []string
+	kinds := map[string]string{}
+	for _, s := range skipped {
+		if s.Unmanaged == "" {
+			continue
+		}
+		kind, seen := kinds[s.Unmanaged]
+		if !seen {
+			var err error
+			if kind, err = e.LinkKind(s.Unmanaged); err != nil {
+				errs = append(errs, fmt.Sprintf("NIC %s: checking what %q is on this host: %v", s.MAC, s.Unmanaged, err))
+				continue
+			}
+			kinds[s.Unmanaged] = kind
+		}
+		if kind != "" && kind != "bridge" {
+			what := kind + " link"
+			if kind == "device" {
+				what = "network interface (NIC)"
+			}
+			errs = append(errs, fmt.Sprintf("NIC %s names %q as its bridge, but %s is a %s on this host, not a bridge; "+
+				"point the NIC at a bridge (the managed ones are under bridges: in %s)", s.MAC, s.Unmanaged, s.Unmanaged, what, e.Config.Path))
+		}
+	}
+	return errs
 }
 
 // storeHolds reports whether the store has entries of the VM, reading it

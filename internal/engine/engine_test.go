@@ -24,9 +24,11 @@ import (
 type rig struct {
 	eng   *Engine
 	links *links.Fake
-	sys   *sysctl.Fake
-	fw    *firewall.Fake
-	file  string
+	// lookups counts LinkKind calls.
+	lookups int
+	sys     *sysctl.Fake
+	fw      *firewall.Fake
+	file    string
 }
 
 func newRig(t *testing.T, cfgYAML string) *rig {
@@ -49,6 +51,13 @@ func newRig(t *testing.T, cfgYAML string) *rig {
 		LockWait:  time.Second,
 		OpenHost: func() (*apply.Host, func(), error) {
 			return &apply.Host{Links: r.links, Sysctls: r.sys, Firewall: r.fw}, func() {}, nil
+		},
+		LinkKind: func(name string) (string, error) {
+			r.lookups++
+			if l := r.links.Link(name); l != nil {
+				return l.Kind, nil
+			}
+			return "", nil
 		},
 	}
 	return r
@@ -268,5 +277,58 @@ func TestReconcileToleratesAVanishingTap(t *testing.T) {
 	}
 	if len(res.Warnings) != 1 || !errors.Is(res.Warnings[0], links.ErrTapMissing) {
 		t.Fatalf("warnings = %v", res.Warnings)
+	}
+}
+
+// TestNonBridgeLinkAsBridgeRefused: at the ops that make the host ready, a
+// NIC whose unmanaged bridge is a host link of another kind (the host's
+// NIC, a veth) is refused, with one read-only lookup per unmanaged bridge
+// and none at all when every NIC is managed.
+func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("eth0", "device", "52:54:00:00:00:01", "", "192.0.2.2/24")
+	r.links.AddLink("virbr0", "bridge", "52:54:00:00:00:02", "")
+	before := r.links.String()
+	nic := func(mac, bridge string) events.NIC { return events.NIC{MAC: mac, Type: "bridge", Bridge: bridge} }
+	for _, tc := range []struct {
+		name    string
+		nics    []events.NIC
+		want    string // "" for no refusal
+		lookups int
+	}{
+		{"the host's NIC", []events.NIC{nic("52:54:00:aa:03:01", "eth0"), nic("52:54:00:aa:03:02", "eth0")},
+			`NIC 52:54:00:aa:03:01 names "eth0" as its bridge, but eth0 is a network interface (NIC) on this host, not a bridge`, 1},
+		{"a veth", []events.NIC{nic("52:54:00:aa:03:03", "br-a"), nic("52:54:00:aa:03:04", "uplink1")}, "", 1},
+		{"an unmanaged bridge", []events.NIC{nic("52:54:00:aa:03:05", "virbr0")}, "", 1},
+		{"no such link", []events.NIC{nic("52:54:00:aa:03:06", "br-nowhere")}, "", 1},
+		{"managed only", []events.NIC{nic("52:54:00:aa:03:07", "br-a")}, "", 0},
+	} {
+		if tc.name == "a veth" {
+			r.links.AddLink("uplink1", "veth", "52:54:00:00:00:03", "")
+			tc.want = `NIC 52:54:00:aa:03:04 names "uplink1" as its bridge, but uplink1 is a veth link on this host, not a bridge`
+			before = r.links.String()
+		}
+		r.lookups = 0
+		ev := events.Event{Source: events.SourceHook, Op: events.OpPrepare, Domain: "web02", UUID: "u-2", NICs: tc.nics}
+		_, err := r.eng.Handle(ev)
+		var re *RefusedError
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: Handle = %v, want no refusal", tc.name, err)
+		case tc.want != "" && (!errors.As(err, &re) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: Handle = %v, want a refusal %q", tc.name, err, tc.want)
+		case tc.want != "" && r.links.String() != before:
+			t.Errorf("%s: the refused VM changed the links", tc.name)
+		}
+		if r.lookups != tc.lookups {
+			t.Errorf("%s: %d link lookups, want %d", tc.name, r.lookups, tc.lookups)
+		}
+	}
+	// Where the host is not made ready (started, stopped) nothing is looked up.
+	r.lookups = 0
+	ev := events.Event{Source: events.SourceHook, Op: events.OpStarted, Domain: "web02", UUID: "u-2",
+		NICs: []events.NIC{nic("52:54:00:aa:03:01", "eth0")}}
+	if _, err := r.eng.Handle(ev); err != nil || r.lookups != 0 {
+		t.Errorf("started: err %v, %d lookups", err, r.lookups)
 	}
 }

@@ -1,8 +1,12 @@
 package engine
 
 import (
+	"errors"
+	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/config"
@@ -25,7 +29,21 @@ func ForHost(cfg *config.Config, lockWait time.Duration) *Engine {
 		LockPath:  paths.Lock(),
 		LockWait:  lockWait,
 		OpenHost:  openHost,
+		LinkKind:  linkKind,
 	}
+}
+
+// linkKind asks the kernel (one RTM_GETLINK) what the link called name is.
+func linkKind(name string) (string, error) {
+	l, err := netlink.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("looking up link %q: %w", name, err)
+	}
+	return l.Type(), nil
 }
 
 func openHost() (*apply.Host, func(), error) {
