@@ -243,7 +243,19 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	// Refuse anchors, aliases and duplicate keys on the raw node tree,
 	// before anything reads a value: an alias is never expanded.
-	p.structure(doc.Content[0], map[*yaml.Node]bool{})
+	var anchors []*yaml.Node
+	p.structure(doc.Content[0], map[*yaml.Node]bool{}, &anchors)
+	if len(anchors) > 0 {
+		n, what := anchors[0], "anchor &"+anchors[0].Anchor
+		if n.Kind == yaml.AliasNode {
+			what = "alias *" + n.Value
+		}
+		more := ""
+		if len(anchors) > 1 {
+			more = fmt.Sprintf(" (and %d more)", len(anchors)-1)
+		}
+		p.errorf(n, "YAML %s%s: anchors and aliases are not allowed in the config; write the values out", what, more)
+	}
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
 	}
@@ -293,21 +305,20 @@ func (p *parser) mapping(n *yaml.Node, where string, handlers map[string]func(v 
 }
 
 // structure refuses what a virtbridge config never needs and a hostile or
-// careless one could abuse: YAML anchors and aliases (an alias bomb
-// expands exponentially; nothing here follows an alias) and a key given
-// twice in one mapping (which of the two would win?). seen guards against
-// a node reached twice.
-func (p *parser) structure(n *yaml.Node, seen map[*yaml.Node]bool) {
+// careless one could abuse: YAML anchors and aliases, collected in anchors
+// (an alias bomb expands exponentially; nothing here follows an alias),
+// and a key given twice in one mapping (which of the two would win?). seen
+// guards against a node reached twice.
+func (p *parser) structure(n *yaml.Node, seen map[*yaml.Node]bool, anchors *[]*yaml.Node) {
 	if seen[n] {
 		return
 	}
 	seen[n] = true
-	switch {
-	case n.Kind == yaml.AliasNode:
-		p.errorf(n, "YAML alias *%s: anchors and aliases are not allowed in the config; write the value out", n.Value)
-		return
-	case n.Anchor != "":
-		p.errorf(n, "YAML anchor &%s: anchors and aliases are not allowed in the config; write the value out", n.Anchor)
+	if n.Kind == yaml.AliasNode || n.Anchor != "" {
+		*anchors = append(*anchors, n)
+		if n.Kind == yaml.AliasNode {
+			return
+		}
 	}
 	if n.Kind == yaml.MappingNode {
 		first := map[string]int{}
@@ -321,7 +332,7 @@ func (p *parser) structure(n *yaml.Node, seen map[*yaml.Node]bool) {
 		}
 	}
 	for _, c := range n.Content {
-		p.structure(c, seen)
+		p.structure(c, seen, anchors)
 	}
 }
 
