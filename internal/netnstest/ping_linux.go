@@ -66,8 +66,8 @@ func (p *Pinger) Lost(t testing.TB) (lost, sent int) {
 var timerRE = regexp.MustCompile(`\w+_timer +[0-9.]+ ?`)
 
 // Dump is the namespace's network state as text, for before/after
-// comparisons: links with details (timers left out), addresses, routes of
-// both families, and the rules of iptables-nft and, where its tables exist,
+// comparisons: links with details (timers left out), addresses, routes and
+// policy-routing rules of both families, and the rules of iptables-nft and, where its tables exist,
 // iptables-legacy (merely listing them would create them).
 func (n *NS) Dump(t testing.TB) string {
 	t.Helper()
@@ -76,6 +76,8 @@ func (n *NS) Dump(t testing.TB) string {
 		{"ip", "addr", "show"},
 		{"ip", "route", "show", "table", "all"},
 		{"ip", "-6", "route", "show", "table", "all"},
+		{"ip", "rule", "show"},
+		{"ip", "-6", "rule", "show"},
 		{"iptables-nft", "-S"},
 		{"ip6tables-nft", "-S"},
 	}
