@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,24 +59,7 @@ func (h *hypervisor) hook(t *testing.T, shape, call string) result {
 		t.Fatal(err)
 	}
 	defer stdin.Close()
-	argv := append([]string{"netns", "exec", h.hv.Name, hookBin}, strings.Split(strings.TrimSpace(string(args)), "\n")...)
-	cmd := exec.Command("ip", argv...)
-	cmd.Env = []string{
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
-		"VIRTBRIDGE_CONFIG=" + filepath.Join(h.dir, "virtbridge.yaml"),
-		"VIRTBRIDGE_RUN_DIR=" + h.dir, "VIRTBRIDGE_STATE_DIR=" + h.dir, "VIRTBRIDGE_LOG_DIR=" + h.dir,
-	}
-	cmd.Stdin = stdin
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err = cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return h.run(t, h.dir, filepath.Join(h.dir, "virtbridge.yaml"), stdin, strings.Split(strings.TrimSpace(string(args)), "\n")...)
 }
 
 const brA = `
