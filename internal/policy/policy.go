@@ -178,7 +178,29 @@ func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
 		}
 		return skip(fmt.Sprintf("bridge %q is not managed (not under bridges: in the config)", nic.Bridge))
 	}
+	if what := configuredLink(cfg, nic.Tap); what != "" {
+		// The tap is put into the bridge: naming a host link there must
+		// not move that link (e.g. the uplink into an isolated bridge).
+		return Port{}, nil, fmt.Sprintf("NIC %s names <target dev='%s'/>, which is %s in %s, not a tap; "+
+			"remove the <target> element and let libvirt name the tap", nic.MAC, nic.Tap, what, cfg.Path)
+	}
 	return Port{Tap: nic.Tap, MAC: nic.MAC, Bridge: nic.Bridge, Network: nic.Network, Alias: nic.Alias}, nil, ""
+}
+
+// configuredLink says what name is in cfg ("managed bridge ..." or "the
+// uplink of ..."), or "" when cfg does not name it.
+func configuredLink(cfg *config.Config, name string) string {
+	for _, b := range cfg.Bridges {
+		switch {
+		case name == "":
+			return ""
+		case name == b.Name:
+			return fmt.Sprintf("managed bridge %q", b.Name)
+		case name == b.Uplink:
+			return fmt.Sprintf("the uplink of bridge %q", b.Name)
+		}
+	}
+	return ""
 }
 
 func bridgeOf(b config.Bridge) Bridge {
