@@ -213,27 +213,3 @@ func TestLoadRefusesIrregularFiles(t *testing.T) {
 		t.Fatalf("ReadRegular(link, no follow) = %v", err)
 	}
 }
-
-func FuzzParse(f *testing.F) {
-	if seed, err := os.ReadFile(filepath.Join("..", "..", "packaging", "virtbridge.yaml")); err == nil {
-		f.Add(seed)
-	}
-	f.Add([]byte("bridges:\n  br0:\n    uplink: eth0\n"))
-	f.Add([]byte("sysctl: {ip_forward: 0}\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := Parse("fuzz.yaml", data)
-		if err != nil {
-			if !strings.HasPrefix(err.Error(), "fuzz.yaml") {
-				t.Fatalf("error without file name: %v", err)
-			}
-			return
-		}
-		seen := map[string]bool{}
-		for _, b := range cfg.Bridges {
-			if seen[b.UplinkString()] && b.HasUplink() {
-				t.Fatalf("accepted uplink %q twice", b.UplinkString())
-			}
-			seen[b.UplinkString()] = true
-		}
-	})
-}

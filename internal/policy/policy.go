@@ -187,6 +187,12 @@ func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
 		sk.Unmanaged = nic.Bridge
 		return p, sk, ""
 	}
+	if what := configuredLink(cfg, nic.Tap); what != "" {
+		// The tap is put into the bridge: naming a host link there must
+		// not move that link (e.g. the uplink into an isolated bridge).
+		return Port{}, nil, fmt.Sprintf("NIC %s names <target dev='%s'/>, which is %s in %s, not a tap; "+
+			"remove the <target> element and let libvirt name the tap", nic.MAC, nic.Tap, what, cfg.Path)
+	}
 	return Port{Tap: nic.Tap, MAC: nic.MAC, Bridge: nic.Bridge, Network: nic.Network, Alias: nic.Alias}, nil, ""
 }
 
@@ -203,6 +209,22 @@ func notABridge(cfg *config.Config, nic events.NIC) string {
 		if b.Uplink == nic.Bridge {
 			return fmt.Sprintf("NIC %s names %q as its bridge: %s is the uplink of managed bridge %s, not a bridge: "+
 				"point the NIC at %s", nic.MAC, nic.Bridge, nic.Bridge, b.Name, b.Name)
+		}
+	}
+	return ""
+}
+
+// configuredLink says what name is in cfg ("managed bridge ..." or "the
+// uplink of ..."), or "" when cfg does not name it.
+func configuredLink(cfg *config.Config, name string) string {
+	for _, b := range cfg.Bridges {
+		switch {
+		case name == "":
+			return ""
+		case name == b.Name:
+			return fmt.Sprintf("managed bridge %q", b.Name)
+		case name == b.Uplink:
+			return fmt.Sprintf("the uplink of bridge %q", b.Name)
 		}
 	}
 	return ""
