@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/virtbridge/virtbridge/internal/netnstest"
 )
@@ -61,7 +63,9 @@ func (h *hypervisor) hook(t *testing.T, shape, call string) result {
 	}
 	defer stdin.Close()
 	argv := append([]string{"netns", "exec", h.hv.Name, hookBin}, strings.Split(strings.TrimSpace(string(args)), "\n")...)
-	cmd := exec.Command("ip", argv...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hung hook fails the test
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", argv...)
 	cmd.Env = []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
 		"VIRTBRIDGE_CONFIG=" + filepath.Join(h.dir, "virtbridge.yaml"),
