@@ -13,16 +13,35 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/deadline"
 )
 
+// Dirs are the only directories LookPath searches, and the PATH of every
+// command: root-owned system directories, whatever the caller's PATH.
+var Dirs = []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"}
+
 // Env is the whole environment every command starts with: a fixed PATH
 // (for the helpers iptables itself runs, such as modprobe) and the C locale
 // (so that output and messages parse the same everywhere).
-var Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+var Env = []string{"PATH=" + strings.Join(Dirs, ":"), "LC_ALL=C"}
+
+// LookPath finds the program name in Dirs only: a PATH handed down by
+// libvirtd or a user never decides which binary root runs.
+func LookPath(name string) (string, error) {
+	if strings.Contains(name, "/") {
+		return "", fmt.Errorf("looking up %q: not a bare program name", name)
+	}
+	for _, d := range Dirs {
+		if p, err := exec.LookPath(filepath.Join(d, name)); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in %s: %w", name, strings.Join(Dirs, ", "), exec.ErrNotFound)
+}
 
 // DefaultTimeout bounds a command whose Cmd sets no Timeout.
 const DefaultTimeout = 10 * time.Second

@@ -3,7 +3,10 @@ package command
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -73,5 +76,25 @@ func TestTimeoutAndProcessDeadline(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "no result within") {
 		t.Errorf("timeout error does not say so: %v", err)
+	}
+}
+
+// TestLookPathIgnoresPATH: a program planted in a directory on $PATH is
+// never chosen; only the system directories count.
+func TestLookPathIgnoresPATH(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "env"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	p, err := LookPath("env")
+	if err != nil || filepath.Dir(p) == dir || !slices.Contains(Dirs, filepath.Dir(p)) {
+		t.Fatalf("LookPath(env) = %q, %v; want one in %v", p, err, Dirs)
+	}
+	if _, err := LookPath("../bin/env"); err == nil {
+		t.Fatal("a path was looked up")
+	}
+	if _, err := LookPath("virtbridge-no-such-program"); !errors.Is(err, exec.ErrNotFound) {
+		t.Fatalf("missing program: %v", err)
 	}
 }

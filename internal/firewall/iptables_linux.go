@@ -40,22 +40,14 @@ func (b binaries) find(v Variant, f Family, suffix string) (string, error) {
 func (b binaries) look(name string) (string, error) { return LookPath(b.dir, name) }
 
 // LookPath finds the command name (iptables-nft, ip6tables-legacy-save,
-// ...): only in dir when dir is set, else in PATH and then in the sbin
-// directories.
+// ...): only in dir when dir is set, else only in the system directories
+// (command.LookPath), whatever $PATH says: libvirtd may hand the hook a
+// PATH without the sbin directories, or one that is not to be trusted.
 func LookPath(dir, name string) (string, error) {
 	if dir != "" {
 		return exec.LookPath(filepath.Join(dir, name))
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	// libvirtd may start the hook with a PATH without the sbin directories.
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		if p, err := exec.LookPath(filepath.Join(d, name)); err == nil {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
+	return command.LookPath(name)
 }
 
 // run runs an iptables command (package command: clean environment with
