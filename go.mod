@@ -3,7 +3,6 @@ module github.com/virtbridge/virtbridge
 go 1.26.0
 
 require (
-	github.com/coreos/go-iptables v0.8.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/mdlayher/netlink v1.11.2
 	github.com/vishvananda/netlink v1.3.1

@@ -4,13 +4,17 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/engine"
 )
 
-// lockWait bounds how long the hook waits for the host lock; libvirtd waits
-// for the hook meanwhile.
-const lockWait = 20 * time.Second
+// lockMargin is kept from the hook's deadline when waiting for the host
+// lock: time to report the busy lock (naming its holder) and journal the
+// refusal before the deadline would cut the hook short.
+const lockMargin = 500 * time.Millisecond
 
+// newEngine is built once the config is read: the lock wait is what is
+// left of hook_timeout, less lockMargin.
 func newEngine(cfg *config.Config) *engine.Engine {
-	return engine.ForHost(cfg, lockWait)
+	return engine.ForHost(cfg, deadline.Remaining(config.MaxHookTimeout, lockMargin))
 }

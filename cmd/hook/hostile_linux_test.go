@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -23,7 +24,9 @@ import (
 // holds the hook's run, state and log files; cfgPath is its config.
 func (h *hypervisor) run(t *testing.T, dir, cfgPath string, stdin io.Reader, args ...string) result {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", h.hv.Name, hookBin}, args...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hung hook fails the test
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.hv.Name, hookBin}, args...)...)
 	cmd.Env = []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
 		"VIRTBRIDGE_CONFIG=" + cfgPath,

@@ -10,6 +10,7 @@ package main
 
 import (
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -35,8 +36,14 @@ func main() {
 		ConfigPath:  config.PathFromEnv(),
 		NetworkDirs: events.NetworkDirs,
 		Engine:      newEngine,
+		Start:       started,
+		Exit:        os.Exit,
 	}))
 }
+
+// started is as close to the process start as Go lets us see: the hook's
+// deadline (hook_timeout) counts from it.
+var started = time.Now()
 
 const usage = `virtbridge-hook: virtbridge's libvirt qemu hook.
 
@@ -54,5 +61,6 @@ interface alias. It never writes to stdout and never calls the libvirt API.
 Configuration: /etc/virtbridge/virtbridge.yaml, or $VIRTBRIDGE_CONFIG.
 Exit status: 1 refuses the operation where libvirt allows (prepare, start,
 started, migrate, restore); at reconnect, stopped and release it always
-exits 0 and reports problems on stderr.
+exits 0 and reports problems on stderr. A run that outlasts hook_timeout
+(20s by default) gives up with one line saying what it was waiting for.
 `

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var hookBin string
@@ -37,14 +40,24 @@ type result struct {
 // runHook executes the built hook with a config and an isolated run dir.
 func runHook(t *testing.T, cfg string, stdin string, args ...string) result {
 	t.Helper()
+	return runHookFrom(t, cfg, strings.NewReader(stdin), args...)
+}
+
+// runHookFrom is runHook with any stdin (a pipe never closed, say). A hook
+// still running after two minutes is killed: a hung hook fails the test
+// instead of hanging it.
+func runHookFrom(t *testing.T, cfg string, stdin io.Reader, args ...string) result {
+	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "virtbridge.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(hookBin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, hookBin, args...)
 	cmd.Env = []string{"VIRTBRIDGE_CONFIG=" + cfgPath, "VIRTBRIDGE_RUN_DIR=" + dir, "VIRTBRIDGE_STATE_DIR=" + dir, "VIRTBRIDGE_LOG_DIR=" + dir}
-	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -116,6 +116,9 @@ type Config struct {
 	Sysctl           Sysctl
 	Firewall         Firewall
 	Daemon           Daemon
+	// HookTimeout is the hook's overall deadline, from its start: past it
+	// the hook gives up rather than keep libvirtd waiting.
+	HookTimeout time.Duration
 }
 
 // Bridge returns the managed bridge called name.
@@ -135,6 +138,7 @@ func Default() *Config {
 		Sysctl:           Sysctl{IPForward: On},
 		Firewall:         Firewall{Backend: "iptables", BridgedForward: "accept"},
 		Daemon:           Daemon{FirewallRecheck: 30 * time.Second},
+		HookTimeout:      DefaultHookTimeout,
 	}
 }
 
@@ -344,6 +348,7 @@ func (p *parser) top(n *yaml.Node) {
 		"sysctl":            p.sysctl,
 		"firewall":          p.firewall,
 		"daemon":            p.daemon,
+		"hook_timeout":      p.hookTimeout,
 	})
 }
 
@@ -513,4 +518,23 @@ func (p *parser) toggle(v *yaml.Node, key string) Toggle {
 	}
 	p.errorf(v, "%s must be leave, 0 or 1 (or false/true), not %q", key, v.Value)
 	return Leave
+}
+
+// Bounds and default of hook_timeout. libvirtd waits for the hook without
+// a limit of its own, holding the VM's job meanwhile; 20 s leaves room for
+// iptables on a big ruleset and a busy host lock, and is still short
+// enough that a stuck hook shows as an error, not a hung `virsh start`.
+const (
+	DefaultHookTimeout = 20 * time.Second
+	MinHookTimeout     = time.Second
+	MaxHookTimeout     = 5 * time.Minute
+)
+
+func (p *parser) hookTimeout(v *yaml.Node) {
+	dur, err := time.ParseDuration(p.str(v, "hook_timeout"))
+	if err != nil || dur < MinHookTimeout || dur > MaxHookTimeout {
+		p.errorf(v, "hook_timeout: want a duration between %v and %v, like 20s (got %q)", MinHookTimeout, MaxHookTimeout, v.Value)
+		return
+	}
+	p.cfg.HookTimeout = dur
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/virtbridge/virtbridge/internal/command"
 )
 
 // Default locations of the network managers' runtime state.
@@ -98,11 +100,7 @@ func (m *HostManagers) nmcli() map[string]string {
 		}
 		path = p
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), nmcliTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, "-t", "-f", "DEVICE,STATE", "device")
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	out, err := cmd.Output()
+	out, err := command.Cmd{Path: path, Args: []string{"-t", "-f", "DEVICE,STATE", "device"}, Timeout: nmcliTimeout}.Output(context.Background())
 	if err != nil {
 		return nil
 	}

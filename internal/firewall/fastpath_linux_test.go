@@ -32,19 +32,19 @@ func TestGenerationFastPath(t *testing.T) {
 			t.Errorf("%s: %d changes, %d iptables runs %q; want %d and %d", name, n, len(runs), runs, wantChanges, wantRuns)
 		}
 	}
-	// Cold, per family: -S, --version (go-iptables), -N, -A, -I, -S to read back.
+	// Cold, per family: -S, -N, -A, -I, -S to read back.
 	// No legacy table exists, so detection runs nothing.
-	expect("cold", 6, 12)
+	expect("cold", 6, 10)
 	expect("steady", 0, 0)
 	l.ipt(t, NFT, IPv4, "-A", "FORWARD", "-o", "eth9", "-j", "DROP")
 	expect("after a foreign rule below ours", 0, 2)
 	expect("steady again", 0, 0)
 	l.ipt(t, NFT, IPv6, "-I", "FORWARD", "1", "-o", "eth9", "-j", "DROP")
-	// -S per family; in ip6tables --version (go-iptables), -D, -I; -S per family to read back.
-	expect("after a foreign rule above ours in ip6tables", 2, 7)
+	// -S per family; in ip6tables -D, -I; -S per family to read back.
+	expect("after a foreign rule above ours in ip6tables", 2, 6)
 	expect("steady again", 0, 0)
 	p.AcceptBridges = []string{"br0", "br1"}
-	expect("bridge added", 2, 8) // per family: -S, --version, -A, -S to read back
+	expect("bridge added", 2, 6) // per family: -S, -A, -S to read back
 	expect("steady again", 0, 0)
 
 	// The generation is per namespace: a state from another namespace
@@ -81,7 +81,7 @@ func TestGenerationFastPath(t *testing.T) {
 
 	// Legacy has no generation: every Ensure reads each family once.
 	p.Backend = BackendLegacy
-	expect("legacy cold", 8, 14) // per family: -S, --version, -N, -A×2, -I, -S
+	expect("legacy cold", 8, 12) // per family: -S, -N, -A×2, -I, -S
 	expect("legacy steady", 0, 2)
 	expect("legacy steady", 0, 2)
 }

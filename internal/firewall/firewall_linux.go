@@ -246,7 +246,7 @@ func (d hostDetector) rules(v Variant) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		out, err := run(path)
+		out, err := run(nil, path)
 		if err != nil {
 			return 0, fmt.Errorf("detecting the iptables variant: %w", err)
 		}

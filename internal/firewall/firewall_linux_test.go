@@ -244,3 +244,40 @@ func TestFindBinaries(t *testing.T) {
 		t.Errorf("tables without ip6tables-nft: %v", err)
 	}
 }
+
+// TestChangeAlreadyMade: iptables reports "exists" and "does not exist"
+// only as text, so a failed change is judged by reading the table back: a
+// chain that exists after -N, a chain or rule that is gone after -X or -D
+// is a change already made; any other failure stays an error.
+func TestChangeAlreadyMade(t *testing.T) {
+	for _, v := range variants {
+		t.Run(string(v), func(t *testing.T) {
+			l := newLab(t, v)
+			ts, err := l.firewall(true).tables(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb := ts[0]
+			rule := "-i br0 -j ACCEPT"
+			for i, tc := range []struct {
+				o       op
+				done    bool
+				wantErr bool
+			}{
+				{op{kind: opNewChain, chain: "VB-TEST"}, true, false},
+				{op{kind: opNewChain, chain: "VB-TEST"}, false, false},
+				{op{kind: opDelete, chain: "VB-TEST", spec: rule}, false, false},
+				{op{kind: opAppend, chain: "VB-TEST", spec: rule}, true, false},
+				{op{kind: opDelete, chain: "VB-TEST", spec: rule}, true, false},
+				{op{kind: opDelChain, chain: "VB-TEST"}, true, false},
+				{op{kind: opDelChain, chain: "VB-TEST"}, false, false},
+				{op{kind: opAppend, chain: "VB-MISSING", spec: rule}, false, true},
+			} {
+				done, err := tb.do(tc.o)
+				if done != tc.done || (err != nil) != tc.wantErr {
+					t.Fatalf("step %d %s: done %v err %v; want done %v, error %v", i, tc.o, done, err, tc.done, tc.wantErr)
+				}
+			}
+		})
+	}
+}

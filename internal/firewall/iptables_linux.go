@@ -1,16 +1,17 @@
 package firewall
 
 import (
-	"bytes"
-	"errors"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/coreos/go-iptables/iptables"
+	"github.com/virtbridge/virtbridge/internal/command"
 )
 
 // binaries finds the iptables commands of each variant and family.
@@ -39,45 +40,32 @@ func (b binaries) find(v Variant, f Family, suffix string) (string, error) {
 func (b binaries) look(name string) (string, error) { return LookPath(b.dir, name) }
 
 // LookPath finds the command name (iptables-nft, ip6tables-legacy-save,
-// ...): only in dir when dir is set, else in PATH and then in the sbin
-// directories.
+// ...): only in dir when dir is set, else only in the system directories
+// (command.LookPath), whatever $PATH says: libvirtd may hand the hook a
+// PATH without the sbin directories, or one that is not to be trusted.
 func LookPath(dir, name string) (string, error) {
 	if dir != "" {
 		return exec.LookPath(filepath.Join(dir, name))
 	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	// libvirtd may start the hook with a PATH without the sbin directories.
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		if p, err := exec.LookPath(filepath.Join(d, name)); err == nil {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
+	return command.LookPath(name)
 }
 
-// run runs an iptables command with LC_ALL=C and returns its stdout; its
-// error carries the argv and the output.
-func run(path string, args ...string) (string, error) {
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("running %q: %w: %s", cmd.Args, err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+// run runs an iptables command (package command: clean environment with
+// LC_ALL=C, a timeout within the process deadline) and returns its stdout;
+// its error carries the argv and the output. stdin may be nil.
+func run(stdin io.Reader, path string, args ...string) (string, error) {
+	out, err := command.Cmd{Path: path, Args: args, Stdin: stdin}.Output(context.Background())
+	return string(out), err
 }
 
 // iptTable is one family's filter table of one variant, read with a
-// single `iptables -S` and changed through go-iptables.
+// single `iptables -S` and changed with one iptables run per change, or one
+// iptables-restore for a batch.
 type iptTable struct {
 	fam  Family
 	v    Variant
 	path string
 	wait int
-	ipt  *iptables.IPTables // made on the first change: New runs `iptables --version`
 }
 
 func (t *iptTable) name() string { return t.fam.command() + "-" + string(t.v) }
@@ -94,58 +82,66 @@ func (t *iptTable) read() (*ruleset, error) {
 // (`path -t filter -S`), waiting at most wait seconds for the xtables lock.
 // It changes nothing; legacy iptables creates the table when it is missing.
 func ReadFilter(path string, wait int) (Filter, error) {
-	out, err := run(path, "-t", filterTable, "-S", "--wait", strconv.Itoa(wait))
+	out, err := run(nil, path, "-t", filterTable, "-S", "--wait", strconv.Itoa(wait))
 	if err != nil {
 		return Filter{}, err
 	}
 	return ParseFilter(out)
 }
 
+// do makes one change with `iptables -t filter ARGS --wait N`. iptables
+// says "already exists" or "does not exist" only in text and exit status
+// 1, which also means other failures, so a failed change is classified by
+// reading the table back: a chain that exists after -N, or a chain or rule
+// that is gone after -X or -D, is a change already made (false, nil).
 func (t *iptTable) do(o op) (bool, error) {
-	if t.ipt == nil {
-		proto := iptables.ProtocolIPv4
-		if t.fam == IPv6 {
-			proto = iptables.ProtocolIPv6
-		}
-		ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(t.path), iptables.Timeout(t.wait))
-		if err != nil {
-			return false, fmt.Errorf("starting %s: %w", t.name(), err)
-		}
-		t.ipt = ipt
-	}
 	spec, err := SplitRule(o.spec)
 	if err != nil {
 		return false, err
 	}
+	args := []string{"-t", filterTable}
 	switch o.kind {
 	case opNewChain:
-		err = t.ipt.NewChain(filterTable, o.chain)
-		if err != nil {
-			if ok, cerr := t.ipt.ChainExists(filterTable, o.chain); cerr == nil && ok {
-				return false, nil // created meanwhile: already exists is success
-			}
-		}
+		args = append(args, "-N", o.chain)
 	case opDelChain:
-		err = t.ipt.DeleteChain(filterTable, o.chain)
+		args = append(args, "-X", o.chain)
 	case opAppend:
-		err = t.ipt.Append(filterTable, o.chain, spec...)
+		args = append(append(args, "-A", o.chain), spec...)
 	case opInsert:
-		err = t.ipt.Insert(filterTable, o.chain, o.pos, spec...)
+		args = append(append(args, "-I", o.chain, strconv.Itoa(o.pos)), spec...)
 	case opDelete:
-		err = t.ipt.Delete(filterTable, o.chain, spec...)
+		args = append(append(args, "-D", o.chain), spec...)
 	default:
 		return false, fmt.Errorf("%s: not a change virtbridge makes", o)
 	}
-	var ierr *iptables.Error
-	if (o.kind == opDelete || o.kind == opDelChain) && errors.As(err, &ierr) && ierr.IsNotExist() {
-		return false, nil // already gone is success
+	_, err = run(nil, t.path, append(args, "--wait", strconv.Itoa(t.wait))...)
+	if err == nil {
+		return true, nil
 	}
-	return err == nil, err
+	if o.kind == opNewChain || o.kind == opDelChain || o.kind == opDelete {
+		if cur, rerr := t.read(); rerr == nil && alreadyDone(cur, o) {
+			return false, nil
+		}
+	}
+	return false, err
+}
+
+// alreadyDone reports whether cur already shows the effect of o: its chain
+// made, or its chain or rule gone.
+func alreadyDone(cur *ruleset, o op) bool {
+	switch o.kind {
+	case opNewChain:
+		return cur.has(o.chain)
+	case opDelChain:
+		return !cur.has(o.chain)
+	case opDelete:
+		return !slices.Contains(cur.rules[o.chain], o.spec)
+	}
+	return false
 }
 
 // batch makes ops in one `iptables-restore --noflush`: one process instead
-// of one per change (and go-iptables' `--version` probe), and all or
-// nothing.
+// of one per change, and all or nothing.
 func (t *iptTable) batch(ops []op) error {
 	restore := t.path + "-restore"
 	if _, err := os.Stat(restore); err != nil {
@@ -157,11 +153,6 @@ func (t *iptTable) batch(ops []op) error {
 		in.WriteString(o.String() + "\n")
 	}
 	in.WriteString("COMMIT\n")
-	cmd := exec.Command(restore, "--noflush", "--wait", strconv.Itoa(t.wait))
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	cmd.Stdin = strings.NewReader(in.String())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("running %q: %w: %s", cmd.Args, err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	_, err := run(strings.NewReader(in.String()), restore, "--noflush", "--wait", strconv.Itoa(t.wait))
+	return err
 }

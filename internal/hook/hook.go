@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/engine"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/policy"
@@ -35,23 +37,49 @@ type Env struct {
 	NetworkDirs []string
 	// Engine builds the engine that acts on the event under cfg.
 	Engine func(cfg *config.Config) *engine.Engine
+	// Start is when the process started: the deadline (hook_timeout) counts
+	// from it. Zero means when Run is called.
+	Start time.Time
+	// Exit ends the process with a code when the deadline passes; nil
+	// means os.Exit.
+	Exit func(code int)
 }
 
-// Run handles one hook call and returns the process exit code.
+// Run handles one hook call and returns the process exit code. The whole
+// run, from env.Start, has a deadline: config.DefaultHookTimeout until the
+// config is read, then its hook_timeout. Past it the process ends through
+// env.Exit with one line on stderr saying what it was doing (package
+// deadline), with the exit code refuse picks for the op.
 func Run(env Env) int {
 	op := events.Op("")
 	if len(env.Args) > 1 {
 		op = events.Op(env.Args[1])
 	}
+	w, stderr := startWatchdog(env, op, config.DefaultHookTimeout)
+	defer w.finish()
+	env.Stderr = stderr
+	return run(env, op, w)
+}
+
+// run reads the config before stdin, so that its hook_timeout bounds the
+// wait for the domain XML too, but reports bad input before a bad config.
+func run(env Env, op events.Op, w *watchdog) int {
+	deadline.Doing("reading the configuration %s", env.ConfigPath)
+	cfg, cerr := config.Load(env.ConfigPath)
+	if cerr == nil {
+		w.reset(limitOf(cfg))
+	}
+	deadline.Doing("reading the domain XML on stdin")
 	ev, err := events.ParseHook(env.Args, env.Stdin)
 	if err != nil {
 		return refuse(env, op, "", err)
 	}
-	events.ResolveNetworks(&ev, env.NetworkDirs)
-	cfg, err := config.Load(env.ConfigPath)
-	if err != nil {
-		return refuse(env, op, ev.Domain, fmt.Errorf("%w\n(fix the config, then check it with `virtbridge check-config %s`)", err, env.ConfigPath))
+	if cerr != nil {
+		return refuse(env, op, ev.Domain, fmt.Errorf("%w\n(fix the config, then check it with `virtbridge check-config %s`)", cerr, env.ConfigPath))
 	}
+	deadline.Doing("reading libvirt's network definitions")
+	events.ResolveNetworks(&ev, env.NetworkDirs)
+	deadline.Doing("handling the %s of domain %q", op, ev.Domain)
 	res, err := env.Engine(cfg).Handle(ev)
 	for _, w := range res.Warnings {
 		fmt.Fprintf(env.Stderr, "virtbridge: domain %q (%s): warning: %v\n", ev.Domain, op, w)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/virtbridge/virtbridge/internal/command"
 )
 
 // libvirtDaemons are the daemons that run qemu hooks: the modular
@@ -29,11 +31,7 @@ func LibvirtVersion() (version int, ok bool) {
 		if err != nil {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		cmd := exec.CommandContext(ctx, path, "--version")
-		cmd.Env = append(os.Environ(), "LC_ALL=C")
-		out, err := cmd.Output()
-		cancel()
+		out, err := command.Cmd{Path: path, Args: []string{"--version"}, Timeout: 10 * time.Second}.Output(context.Background())
 		if err != nil {
 			continue
 		}
@@ -123,12 +121,12 @@ func Reload(o ReloadOptions) ([]string, error) {
 func reloadUnits(systemctl func(args ...string) error) ([]string, error) {
 	if systemctl == nil {
 		systemctl = func(args ...string) error {
-			cmd := exec.Command("systemctl", args...)
-			cmd.Env = append(os.Environ(), "LC_ALL=C")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("running systemctl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+			path, err := exec.LookPath("systemctl")
+			if err != nil {
+				return fmt.Errorf("running systemctl %s: %w", strings.Join(args, " "), err)
 			}
-			return nil
+			_, err = command.Cmd{Path: path, Args: args, Timeout: 90 * time.Second}.CombinedOutput(context.Background())
+			return err
 		}
 	}
 	var done []string

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/command"
 	"github.com/virtbridge/virtbridge/internal/names"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
@@ -166,16 +167,10 @@ func untilArg(t time.Time) string {
 }
 
 func runJournalctl(ctx context.Context, journalctl string, args ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, journalctl, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("running %s %s: %w: %s", journalctl, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.Bytes(), nil
+	return command.Cmd{
+		Path: journalctl, Args: args, Timeout: 30 * time.Second,
+		Env: []string{"SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"},
+	}.Output(ctx)
 }
 
 // lastFromFile scans the JSON-lines file for the newest attached/detached

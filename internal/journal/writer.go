@@ -18,6 +18,7 @@ import (
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
 
@@ -27,6 +28,12 @@ const DefaultSocket = "/run/systemd/journal/socket"
 
 // DefaultFile is where records go, as JSON lines, when journald is absent.
 const DefaultFile = "/var/log/virtbridge/journal.jsonl"
+
+// FileMode is the mode of the fallback file (and its notice marker),
+// whatever the umask: root writes it; root and root's group read it, as
+// journald's system journal is readable only by privileged groups and the
+// records carry the host's changes and error text.
+const FileMode = 0o640
 
 // NoticeSuffix names the marker file (next to the JSON-lines file) that
 // says the "no journald" notice was given; delete it to hear it again.
@@ -232,14 +239,15 @@ func fileLine(r Record, now time.Time) []byte {
 
 // appendFile appends r to the fallback file and fsyncs it. One write per
 // record with O_APPEND keeps concurrent writers' lines whole; a line cut by
-// a crash is ended before the next one so that only it is lost.
+// a crash is ended before the next one so that only it is lost. The file
+// and its directory must be safe (paths.OpenFile, paths.EnsureDir): a
+// planted symlink is refused, never followed.
 func (w *Writer) appendFile(r Record) error {
 	path := w.o.File
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating %q: %w", dir, err)
+	if err := paths.EnsureDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("appending to %q: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := paths.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, FileMode)
 	if err != nil {
 		return fmt.Errorf("appending to %q: %w", path, err)
 	}
@@ -279,7 +287,7 @@ func (w *Writer) noticeOnce(jerr error) {
 	}
 	msg := fmt.Sprintf("virtbridge: %s; writing virtbridge journal records to %s instead "+
 		"(said once; delete %s to be told again)", why, w.o.File, marker)
-	f, err := os.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := paths.OpenFile(marker, os.O_WRONLY|os.O_CREATE|os.O_EXCL, FileMode)
 	if err != nil {
 		return // already said, by this or another process; or unwritable: say nothing rather than every time
 	}

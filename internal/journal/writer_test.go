@@ -123,7 +123,7 @@ func TestFallbackFile(t *testing.T) {
 	if stderr2.Len() != 0 {
 		t.Fatalf("notice said again by a second writer: %q", stderr2.String())
 	}
-	if st, _ := os.Stat(w.File()); st.Mode().Perm() != 0o644 {
+	if st, _ := os.Stat(w.File()); st.Mode().Perm() != FileMode {
 		t.Errorf("file mode %v", st.Mode().Perm())
 	}
 }

@@ -3,14 +3,26 @@
 package lock
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtbridge/virtbridge/internal/deadline"
+	"github.com/virtbridge/virtbridge/internal/paths"
 )
+
+// FileMode is the lock file's mode, whatever the umask: flock needs only
+// an open descriptor, read-only will do, so a lock file others could open
+// would let any user hold the host lock and stall every VM start.
+const FileMode = 0o600
 
 // Lock is a held host lock.
 type Lock struct{ f *os.File }
@@ -29,17 +41,28 @@ func Acquire(path string, wait time.Duration) (*Lock, error) {
 }
 
 // AcquireUntil is Acquire that also gives up, with ErrStopped, as soon as
-// stop is closed (a daemon shutting down); a nil stop never is.
+// stop is closed (a daemon shutting down); a nil stop never is. The wait
+// is also cut to the time left before the process deadline (package
+// deadline). The lock file and its directory must be safe (paths.OpenFile,
+// paths.EnsureDir: no symlink, root's or ours, nobody else may write);
+// a created file gets FileMode.
 func AcquireUntil(path string, wait time.Duration, stop <-chan struct{}) (*Lock, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("creating lock directory: %w", err)
+	if err := paths.EnsureDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("opening lock %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	f, err := paths.OpenFile(path, os.O_RDWR|os.O_CREATE, FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)
 	}
-	deadline := time.Now().Add(wait)
+	wait = deadline.Remaining(wait, 0)
+	until := time.Now().Add(wait)
 	delay := time.Millisecond
+	var restore func()
+	defer func() {
+		if restore != nil {
+			restore()
+		}
+	}()
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
@@ -49,10 +72,14 @@ func AcquireUntil(path string, wait time.Duration, stop <-chan struct{}) (*Lock,
 			f.Close()
 			return nil, fmt.Errorf("locking %s: %w", path, err)
 		}
-		if time.Now().After(deadline) {
+		if restore == nil {
+			restore = deadline.Doing("waiting for the host lock %s%s", path, heldBy(f))
+		}
+		if time.Now().After(until) {
+			held := heldBy(f)
 			f.Close()
-			return nil, fmt.Errorf("waiting %v for the host lock %s (held by another virtbridge process; "+
-				"`fuser -v %s` shows which): %w", wait, path, path, ErrTimeout)
+			return nil, fmt.Errorf("waiting %v for the host lock %s%s (another virtbridge process; "+
+				"`fuser -v %s` shows which): %w", wait.Round(time.Millisecond), path, held, path, ErrTimeout)
 		}
 		select {
 		case <-stop:
@@ -62,6 +89,42 @@ func AcquireUntil(path string, wait time.Duration, stop <-chan struct{}) (*Lock,
 		}
 		delay = min(2*delay, 50*time.Millisecond)
 	}
+}
+
+// heldBy returns " held by pid N" for the process holding a flock on f's
+// file, from /proc/locks, or "" when that cannot be told.
+func heldBy(f *os.File) string {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return ""
+	}
+	data, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	if pid := flockHolder(data, st.Dev, st.Ino); pid > 0 {
+		return " held by pid " + strconv.Itoa(pid)
+	}
+	return ""
+}
+
+// flockHolder finds, in /proc/locks text, the pid holding a FLOCK on the
+// file (dev, ino); 0 if none is listed. Lines look like
+// "1: FLOCK  ADVISORY  WRITE 4242 00:1a:5678 0 EOF" (device as hex
+// major:minor); waiters' lines ("1: -> FLOCK ...") are skipped.
+func flockHolder(data []byte, dev, ino uint64) int {
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), ino)
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 6 || f[1] != "FLOCK" || f[5] != id {
+			continue
+		}
+		if pid, err := strconv.Atoi(f[4]); err == nil {
+			return pid
+		}
+	}
+	return 0
 }
 
 // Release drops the lock. It is safe to call on a nil Lock.

@@ -14,7 +14,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/virtbridge/virtbridge/internal/names"
+	"github.com/virtbridge/virtbridge/internal/paths"
 )
+
+// FileMode is the store's mode, whatever the umask: root writes it; anyone
+// may read it, as the mapping is no secret (every tap's interface alias
+// already names its VM, for any user of `ip -d link`), so `virtbridge who`
+// works unprivileged.
+const FileMode = 0o644
 
 // Version is the format version Marshal writes and Parse reads.
 const Version = 1
@@ -167,8 +174,11 @@ func canonicalMAC(s string) string {
 	return s
 }
 
+// readLimited reads the store without following a symlink and only if it
+// is a regular file that root or the effective user owns and nobody else
+// can write (paths.OpenFile); otherwise a *paths.UnsafeError.
 func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := paths.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reading mapping store: %w", err)
 	}
@@ -186,13 +196,15 @@ func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-"
 
 func dirOf(path string) string { return filepath.Dir(path) }
 
-// writeAtomic replaces path with data: temp file in the same directory,
-// fsync, rename, fsync of the directory. A crash at any point leaves the
-// old file or the new one.
+// writeAtomic replaces path with data: temp file in the same directory
+// (created with O_EXCL, which never follows a symlink), fsync, rename,
+// fsync of the directory. A crash at any point leaves the old file or the
+// new one. The rename replaces whatever is at path, a planted symlink
+// included, never a symlink's target.
 func writeAtomic(path string, data []byte) error {
 	dir := dirOf(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating store directory %q: %w", dir, err)
+	if err := paths.EnsureDir(dir); err != nil {
+		return fmt.Errorf("saving mapping store %q: %w", path, err)
 	}
 	removeStaleTemps(path)
 	f, err := os.CreateTemp(dir, tempPrefix(path)+"*")
@@ -214,7 +226,7 @@ func writeAtomic(path string, data []byte) error {
 func writeSync(f *os.File, data []byte) error {
 	_, err := f.Write(data)
 	if err == nil {
-		err = f.Chmod(0o644) // the mapping is no secret: `virtbridge who` may run unprivileged
+		err = f.Chmod(FileMode)
 	}
 	if err == nil {
 		err = f.Sync()

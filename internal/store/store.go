@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
 // DefaultPath is where the store lives unless told otherwise.
@@ -40,8 +42,8 @@ type Group struct {
 	Entries []Entry
 }
 
-// Recovery says that Load found the store corrupt, moved it aside and
-// started empty. The caller journals it (journal.Writer.StoreRecovered).
+// Recovery says that Load found the store corrupt or untrusted, moved it
+// aside and started empty. The caller journals it (journal.Writer.StoreRecovered).
 type Recovery struct {
 	Path    string // the store
 	MovedTo string // where the corrupt file is now
@@ -63,7 +65,9 @@ func New(path string) *Store {
 
 // Read loads the store at path without changing anything on disk: for
 // lock-free readers. A missing file is an empty store; a corrupt one is a
-// *CorruptError (errors.As), left where it is.
+// *CorruptError (errors.As), an untrusted one (a symlink, not a regular
+// file, owned by another user than root or the caller, writable by group
+// or others) a *paths.UnsafeError; both are left where they are.
 func Read(path string) (*Store, error) {
 	data, err := readLimited(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -80,27 +84,48 @@ func Read(path string) (*Store, error) {
 }
 
 // Load loads the store at path for a writer, which must hold the host lock.
-// A missing file is an empty store. A corrupt file (which should never
+// Its directory must be safe (paths.EnsureDir: created 0755 when missing;
+// a symlink, another owner or group/other write access is an error). A
+// missing file is an empty store. A corrupt file (which should never
 // happen, but a disk can lie) is renamed to PATH.corrupt-<UTC time>, the
 // store starts empty and Recovered reports it, so that one bad file never
-// stops VMs from starting. A store written by a newer virtbridge
-// (*VersionError) is left alone and returned as an error.
+// stops VMs from starting. An untrusted file (*paths.UnsafeError: a
+// symlink, not a regular file, another owner, writable by group or others)
+// is treated the same way: its content cannot be trusted, and the mapping
+// is a record that the next start and stop of each VM (and the daemon's
+// reconcile) rebuild, while refusing would stop every VM start until an
+// administrator acts; the rename moves a symlink itself, never its target.
+// A store written by a newer virtbridge (*VersionError) is left alone and
+// returned as an error.
 func Load(path string) (*Store, error) {
+	if err := paths.EnsureDir(dirOf(path)); err != nil {
+		return nil, fmt.Errorf("loading mapping store %q: %w", path, err)
+	}
 	s, err := Read(path)
 	var ce *CorruptError
-	if !errors.As(err, &ce) {
+	var ue *paths.UnsafeError
+	switch {
+	case errors.As(err, &ue):
+		return moveAside(path, ".untrusted-", err)
+	case !errors.As(err, &ce):
 		return s, err
 	}
-	moved := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+	return moveAside(path, ".corrupt-", ce)
+}
+
+// moveAside renames the store at path to PATH<infix><UTC time> and
+// returns an empty, dirty store whose Recovered says why.
+func moveAside(path, infix string, cause error) (*Store, error) {
+	moved := path + infix + time.Now().UTC().Format("20060102T150405.000000000Z")
 	if rerr := os.Rename(path, moved); rerr != nil {
-		return nil, fmt.Errorf("moving corrupt mapping store %q aside: %w (it was corrupt: %v)", path, rerr, err)
+		return nil, fmt.Errorf("moving mapping store %q aside: %w (%v)", path, rerr, cause)
 	}
 	if derr := syncDir(dirOf(path)); derr != nil {
 		return nil, derr
 	}
-	s = New(path)
+	s := New(path)
 	s.dirty = true
-	s.recovered = &Recovery{Path: path, MovedTo: moved, Cause: ce}
+	s.recovered = &Recovery{Path: path, MovedTo: moved, Cause: cause}
 	return s, nil
 }
 
