@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -74,6 +75,43 @@ func TestEnsureBridgeConvergesAfterKillAtEachStep(t *testing.T) {
 				t.Fatalf("the run after the kill left:\n%s\nwant (an uninterrupted run):\n%s", diff(want, got), got)
 			}
 			if cs, err := l.m.EnsureBridge(b, nil); err != nil || len(cs) > 0 {
+				t.Fatalf("a third run: %v, %v; want no change", cs, err)
+			}
+		})
+	}
+}
+
+// TestEnsurePortConvergesAfterKillAtEachStep stops EnsurePort before each
+// of its changes (attach, alias) in turn, without undo, as a SIGKILL of
+// the hook at started would; the next run must finish the job and a third
+// change nothing.
+func TestEnsurePortConvergesAfterKillAtEachStep(t *testing.T) {
+	p := policy.Port{Tap: "vnet9", MAC: "52:54:00:aa:01:09", Bridge: "br-up"}
+	const alias = "vm:web01 uuid:5b0c0000-0000-4000-8000-000000000009"
+	for k, step := range []string{"port-attach", "alias-set"} {
+		t.Run(step, func(t *testing.T) {
+			t.Parallel()
+			l := newLab(t, false)
+			l.host.Script(t, "ip link add br-up type bridge\nip tuntap add dev vnet9 mode tap")
+			n := 0
+			l.m.hook = func(string, string) error {
+				if n++; n == k+1 {
+					return errKilled
+				}
+				return nil
+			}
+			if _, err := l.m.EnsurePort(p, alias, &revert.Reverter{}); !errors.Is(err, errKilled) {
+				t.Fatalf("EnsurePort = %v, want it stopped before %s", err, step)
+			}
+			l.m.hook = nil
+			if _, err := l.m.EnsurePort(p, alias, nil); err != nil {
+				t.Fatalf("the run after the kill: %v", err)
+			}
+			if link := l.host.Run(t, "ip", "-d", "link", "show", "vnet9"); !strings.Contains(link, "master br-up") ||
+				!strings.Contains(link, "alias "+alias) {
+				t.Fatalf("after the kill at %s and a run, the tap is not in its bridge with its alias:\n%s", step, link)
+			}
+			if cs, err := l.m.EnsurePort(p, alias, nil); err != nil || len(cs) > 0 {
 				t.Fatalf("a third run: %v, %v; want no change", cs, err)
 			}
 		})
