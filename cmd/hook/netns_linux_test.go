@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/netnstest"
@@ -46,31 +49,43 @@ func newHypervisor(t *testing.T, cfg string) *hypervisor {
 	return h
 }
 
+// noJournaldEnv makes this test binary a wrapper that hides journald from
+// the hook (see init).
+const noJournaldEnv = "VIRTBRIDGE_TEST_NO_JOURNALD"
+
+// init, in a child started by hookCmd in a mount namespace of its own,
+// hides journald's socket under an empty tmpfs and execs ip with its
+// arguments: the hook journals to its fallback file in the test's dir, never
+// to a journald that another test package may be running meanwhile.
+func init() {
+	if os.Getenv(noJournaldEnv) != "1" {
+		return
+	}
+	fail := func(err error) {
+		os.Stderr.WriteString("hiding journald from the hook: " + err.Error() + "\n")
+		os.Exit(125)
+	}
+	// Go made the new mount namespace's mounts private: nothing propagates back.
+	if err := os.MkdirAll("/run/systemd", 0o755); err != nil {
+		fail(err)
+	}
+	if err := syscall.Mount("tmpfs", "/run/systemd", "tmpfs", 0, "size=64k"); err != nil {
+		fail(err)
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		fail(err)
+	}
+	env := slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, noJournaldEnv+"=") })
+	fail(syscall.Exec(ip, append([]string{"ip"}, os.Args[1:]...), env))
+}
+
 // hook runs the built hook inside the hypervisor namespace with a captured
 // fixture call (testdata/hook/SHAPE/CALL.{args,xml}).
 func (h *hypervisor) hook(t *testing.T, shape, call string) result {
 	t.Helper()
-	base := filepath.Join("..", "..", "testdata", "hook", shape, call)
-	args, err := os.ReadFile(base + ".args")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := os.Open(base + ".xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdin.Close()
-	argv := append([]string{"netns", "exec", h.hv.Name, hookBin}, strings.Split(strings.TrimSpace(string(args)), "\n")...)
-	cmd := exec.Command("ip", argv...)
-	cmd.Env = []string{
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
-		"VIRTBRIDGE_CONFIG=" + filepath.Join(h.dir, "virtbridge.yaml"),
-		"VIRTBRIDGE_RUN_DIR=" + h.dir, "VIRTBRIDGE_STATE_DIR=" + h.dir, "VIRTBRIDGE_LOG_DIR=" + h.dir,
-	}
-	cmd.Stdin = stdin
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err = cmd.Run()
+	cmd, out, errb := h.hookCmd(t, shape, call)
+	err := cmd.Run()
 	r := result{stdout: out.String(), stderr: errb.String()}
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
@@ -78,6 +93,37 @@ func (h *hypervisor) hook(t *testing.T, shape, call string) result {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// hookCmd is the command h.hook runs, not started, with its stdout and
+// stderr captured: for a caller that starts it and kills it.
+func (h *hypervisor) hookCmd(t *testing.T, shape, call string) (cmd *exec.Cmd, stdout, stderr *strings.Builder) {
+	t.Helper()
+	base := filepath.Join("..", "..", "testdata", "hook", shape, call)
+	args, err := os.ReadFile(base + ".args")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := os.ReadFile(base + ".xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This test binary (see init) and then ip netns exec each exec the
+	// next in the same process: a signal to cmd.Process reaches the hook
+	// itself once it runs.
+	argv := append([]string{"netns", "exec", h.hv.Name, hookBin}, strings.Split(strings.TrimSpace(string(args)), "\n")...)
+	cmd = exec.Command(os.Args[0], argv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	cmd.Env = []string{
+		noJournaldEnv + "=1",
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
+		"VIRTBRIDGE_CONFIG=" + filepath.Join(h.dir, "virtbridge.yaml"),
+		"VIRTBRIDGE_RUN_DIR=" + h.dir, "VIRTBRIDGE_STATE_DIR=" + h.dir, "VIRTBRIDGE_LOG_DIR=" + h.dir,
+	}
+	cmd.Stdin = bytes.NewReader(stdin)
+	stdout, stderr = &strings.Builder{}, &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	return cmd, stdout, stderr
 }
 
 const brA = `
