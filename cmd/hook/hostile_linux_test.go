@@ -26,15 +26,7 @@ func (h *hypervisor) run(t *testing.T, dir, cfgPath string, stdin io.Reader, arg
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a hung hook fails the test
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.hv.Name, hookBin}, args...)...)
-	cmd.Env = []string{
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
-		"VIRTBRIDGE_CONFIG=" + cfgPath,
-		"VIRTBRIDGE_RUN_DIR=" + dir, "VIRTBRIDGE_STATE_DIR=" + dir, "VIRTBRIDGE_LOG_DIR=" + dir,
-	}
-	cmd.Stdin = stdin
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd, out, errb := h.command(ctx, dir, cfgPath, stdin, args...)
 	err := cmd.Run()
 	r := result{stdout: out.String(), stderr: errb.String()}
 	if ee, ok := err.(*exec.ExitError); ok {

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/netnstest"
@@ -45,6 +51,37 @@ func newHypervisor(t *testing.T, cfg string) *hypervisor {
 	return h
 }
 
+// noJournaldEnv makes this test binary a wrapper that hides journald from
+// the hook (see init).
+const noJournaldEnv = "VIRTBRIDGE_TEST_NO_JOURNALD"
+
+// init, in a child started by hookCmd in a mount namespace of its own,
+// hides journald's socket under an empty tmpfs and execs ip with its
+// arguments: the hook journals to its fallback file in the test's dir, never
+// to a journald that another test package may be running meanwhile.
+func init() {
+	if os.Getenv(noJournaldEnv) != "1" {
+		return
+	}
+	fail := func(err error) {
+		os.Stderr.WriteString("hiding journald from the hook: " + err.Error() + "\n")
+		os.Exit(125)
+	}
+	// Go made the new mount namespace's mounts private: nothing propagates
+	// back. Without /run/systemd/journal there is no journald to hide.
+	if _, err := os.Stat("/run/systemd/journal"); err == nil {
+		if err := syscall.Mount("tmpfs", "/run/systemd/journal", "tmpfs", 0, "size=64k"); err != nil {
+			fail(err)
+		}
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		fail(err)
+	}
+	env := slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, noJournaldEnv+"=") })
+	fail(syscall.Exec(ip, append([]string{"ip"}, os.Args[1:]...), env))
+}
+
 // hook runs the built hook inside the hypervisor namespace with a captured
 // fixture call (testdata/hook/SHAPE/CALL.{args,xml}).
 func (h *hypervisor) hook(t *testing.T, shape, call string) result {
@@ -60,6 +97,44 @@ func (h *hypervisor) hook(t *testing.T, shape, call string) result {
 	}
 	defer stdin.Close()
 	return h.run(t, h.dir, filepath.Join(h.dir, "virtbridge.yaml"), stdin, strings.Split(strings.TrimSpace(string(args)), "\n")...)
+}
+
+// hookCmd is the command h.hook runs, not started, with its stdout and
+// stderr captured: for a caller that starts it and kills it.
+func (h *hypervisor) hookCmd(t *testing.T, shape, call string) (cmd *exec.Cmd, stdout, stderr *strings.Builder) {
+	t.Helper()
+	base := filepath.Join("..", "..", "testdata", "hook", shape, call)
+	args, err := os.ReadFile(base + ".args")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := os.ReadFile(base + ".xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.command(context.Background(), h.dir, filepath.Join(h.dir, "virtbridge.yaml"), bytes.NewReader(stdin),
+		strings.Split(strings.TrimSpace(string(args)), "\n")...)
+}
+
+// command runs the built hook with args in the hypervisor namespace, with
+// dir as its run, state and log dirs, through this test binary (see init):
+// the hook journals to its fallback file in dir. A signal to cmd.Process
+// reaches the hook itself once it runs: the wrapper and ip netns exec each
+// exec the next in the same process.
+func (h *hypervisor) command(ctx context.Context, dir, cfgPath string, stdin io.Reader, args ...string) (cmd *exec.Cmd, stdout, stderr *strings.Builder) {
+	argv := append([]string{"netns", "exec", h.hv.Name, hookBin}, args...)
+	cmd = exec.CommandContext(ctx, os.Args[0], argv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	cmd.Env = []string{
+		noJournaldEnv + "=1",
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
+		"VIRTBRIDGE_CONFIG=" + cfgPath,
+		"VIRTBRIDGE_RUN_DIR=" + dir, "VIRTBRIDGE_STATE_DIR=" + dir, "VIRTBRIDGE_LOG_DIR=" + dir,
+	}
+	cmd.Stdin = stdin
+	stdout, stderr = &strings.Builder{}, &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	return cmd, stdout, stderr
 }
 
 const brA = `

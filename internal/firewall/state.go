@@ -110,10 +110,12 @@ func saveState(path string, s state) error {
 	if err != nil {
 		return fmt.Errorf("writing firewall state %q: %w", path, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+".tmp-"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("writing firewall state %q: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".firewall.state.*")
+	removeStaleTemps(dir, prefix)
+	tmp, err := os.CreateTemp(dir, prefix+"*")
 	if err != nil {
 		return fmt.Errorf("writing firewall state %q: %w", path, err)
 	}
@@ -128,6 +130,18 @@ func saveState(path string, s state) error {
 		return fmt.Errorf("writing firewall state %q: %w", path, err)
 	}
 	return nil
+}
+
+// removeStaleTemps deletes the temp files of writers killed between
+// CreateTemp and Rename, which nothing else would ever delete. Writers are
+// serialized (the host lock), so none is a live writer's.
+func removeStaleTemps(dir, prefix string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // removeState forgets the state; already gone is success.

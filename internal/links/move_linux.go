@@ -28,6 +28,10 @@ import (
 //  4. each address is deleted from the uplink.
 //
 // Every step pushes its undo, so a failure puts the uplink back exactly.
+// A run killed midway (no undo) leaves some of it done; the next run reads
+// what is already on the bridge (IPv6 route siblings included, see
+// siblings) and skips it, pushing no undo for what it did not add, and
+// still deletes the uplink's copies, so the host converges.
 // Between the enslaving and step 4 the host answers on both paths: frames
 // arriving on the uplink go up through the bridge, where the addresses
 // (still on the uplink, and local to the whole host) are accepted, and the
@@ -373,10 +377,33 @@ func (m *Manager) routes(keep func(netlink.Route) bool) ([]netlink.Route, error)
 			return nil, fmt.Errorf("listing routes: %w", err)
 		}
 		for _, rt := range rs {
-			if keep(rt) {
-				out = append(out, rt)
+			for _, one := range siblings(rt) {
+				if keep(one) {
+					out = append(out, one)
+				}
 			}
 		}
 	}
 	return out, nil
+}
+
+// siblings returns rt as the routes the kernel keeps: an IPv6 route with
+// ECMP siblings is dumped as one multipath route, yet each sibling is a
+// route of its own, added (appended) and deleted alone. A move stopped
+// between adding a route on the bridge and deleting it from the uplink
+// (a SIGKILL) leaves such a pair; listed as one multipath route it would
+// be neither moved nor seen on the bridge. IPv4 multipath routes are one
+// route and stay whole.
+func siblings(rt netlink.Route) []netlink.Route {
+	if rt.Family != netlink.FAMILY_V6 || len(rt.MultiPath) == 0 {
+		return []netlink.Route{rt}
+	}
+	out := make([]netlink.Route, 0, len(rt.MultiPath))
+	for _, nh := range rt.MultiPath {
+		c := rt
+		c.MultiPath = nil
+		c.LinkIndex, c.Gw, c.Flags = nh.LinkIndex, nh.Gw, nh.Flags
+		out = append(out, c)
+	}
+	return out
 }
