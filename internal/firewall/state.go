@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
 // DefaultStatePath is where a Firewall remembers its last verified state.
@@ -86,10 +89,20 @@ func loadState(path string) (*state, error) {
 	if path == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	// It lets the fast path skip reading the rules: trust only a regular,
+	// root-owned file that is no link (paths.OpenFile). An untrusted one is
+	// no state: the rules are read and verified, and the save replaces it
+	// (a rename replaces a link, never its target).
+	f, err := paths.OpenFile(path, os.O_RDONLY, 0)
+	var unsafe *paths.UnsafeError
+	if errors.Is(err, fs.ErrNotExist) || errors.As(err, &unsafe) {
 		return nil, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("reading firewall state %q: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("reading firewall state %q: %w", path, err)
 	}
@@ -111,7 +124,7 @@ func saveState(path string, s state) error {
 		return fmt.Errorf("writing firewall state %q: %w", path, err)
 	}
 	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+".tmp-"
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := paths.EnsureDir(dir); err != nil {
 		return fmt.Errorf("writing firewall state %q: %w", path, err)
 	}
 	removeStaleTemps(dir, prefix)

@@ -35,3 +35,47 @@ func TestSaveStateRemovesStaleTemps(t *testing.T) {
 		t.Fatalf("loadState = %+v, %v", s, err)
 	}
 }
+
+// TestUntrustedStateIsNoState: a state file that is a symbolic link, or that
+// group or others may write, is not believed (the fast path would skip
+// reading the rules on its word); the next save replaces the link itself
+// and leaves its target alone.
+func TestUntrustedStateIsNoState(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.state")
+	if err := saveState(good, state{Backend: BackendAuto}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := loadState(good); err != nil || s == nil {
+		t.Fatalf("a saved state reads back: %+v, %v", s, err)
+	}
+	content, _ := os.ReadFile(good)
+
+	link := filepath.Join(dir, "firewall.state")
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := loadState(link); err != nil || s != nil {
+		t.Fatalf("loadState(symlink) = %+v, %v; want no state", s, err)
+	}
+	if err := saveState(link, state{Backend: BackendLegacy}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(link); err != nil || !st.Mode().IsRegular() {
+		t.Fatalf("the save did not replace the link with a file: %v %v", st, err)
+	}
+	if after, _ := os.ReadFile(good); string(after) != string(content) {
+		t.Fatalf("the link's target was written: %q", after)
+	}
+
+	open := filepath.Join(dir, "open.state")
+	if err := os.WriteFile(open, content, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := loadState(open); err != nil || s != nil {
+		t.Fatalf("loadState(world-writable) = %+v, %v; want no state", s, err)
+	}
+}
