@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,29 +57,41 @@ func (h *hypervisor) hook(t *testing.T, shape, call string) result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stdin, err := os.Open(base + ".xml")
+	stdin, err := os.ReadFile(base + ".xml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stdin.Close()
-	argv := append([]string{"netns", "exec", h.hv.Name, hookBin}, strings.Split(strings.TrimSpace(string(args)), "\n")...)
+	r, err := h.run(strings.Split(strings.TrimSpace(string(args)), "\n"), string(stdin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// run runs the built hook inside the hypervisor namespace with argv args
+// and stdin, in the scrubbed environment libvirtd gives it plus the paths
+// of the hypervisor's private config, run, state and log dirs. An error is
+// a hook that could not be run; its exit code is in the result. Safe to
+// call from several goroutines.
+func (h *hypervisor) run(args []string, stdin string) (result, error) {
+	argv := append([]string{"netns", "exec", h.hv.Name, hookBin}, args...)
 	cmd := exec.Command("ip", argv...)
 	cmd.Env = []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
 		"VIRTBRIDGE_CONFIG=" + filepath.Join(h.dir, "virtbridge.yaml"),
 		"VIRTBRIDGE_RUN_DIR=" + h.dir, "VIRTBRIDGE_STATE_DIR=" + h.dir, "VIRTBRIDGE_LOG_DIR=" + h.dir,
 	}
-	cmd.Stdin = stdin
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err = cmd.Run()
+	err := cmd.Run()
 	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 		r.code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatal(err)
+		return r, fmt.Errorf("running the hook %s: %w", strings.Join(args, " "), err)
 	}
-	return r
+	return r, nil
 }
 
 const brA = `
