@@ -234,18 +234,10 @@ func (h *hypervisor) wantStore(t *testing.T, vms []stormVM) {
 }
 
 // wantRecords checks that journald holds exactly one record of kind id
-// (journal.IDAttached or IDDetached) per VM, naming its tap and bridge. A
-// marker sent after the storm bounds the wait: journald stores what its
-// socket received in order, so once the marker is there, every record of
-// the storm is.
+// (journal.IDAttached or IDDetached) per VM, naming its tap and bridge.
 func wantRecords(t *testing.T, j *journaltest.Journald, id string, vms []stormVM) {
 	t.Helper()
-	marker := vms[0].uuid + "-marker-" + id
-	w := journal.New(journal.Options{Socket: j.Socket})
-	if err := w.Write(journal.Record{Message: "storm test marker", Fields: map[string]string{journal.FieldUUID: marker}}); err != nil {
-		t.Fatal(err)
-	}
-	j.WaitEntries(t, 1, journal.FieldUUID+"="+marker)
+	j.Sync(t)
 	matches := []string{"MESSAGE_ID=" + id}
 	for _, v := range vms {
 		matches = append(matches, journal.FieldUUID+"="+v.uuid)
