@@ -262,11 +262,38 @@ func TestNewTapWithoutStopDetachesOldTapOnce(t *testing.T) {
 func TestReconcileToleratesAVanishingTap(t *testing.T) {
 	r := newRig(t, rigConfig)
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
-	res, err := r.eng.Reconcile([]events.Event{event(events.OpReconnect, "vnet0", "vnet9")})
+	res, err := r.eng.Reconcile([]events.Event{event(events.OpReconnect, "vnet0", "vnet9")}, time.Now())
 	if err != nil {
 		t.Fatalf("Reconcile = %v, want only a warning", err)
 	}
 	if len(res.Warnings) != 1 || !errors.Is(res.Warnings[0], links.ErrTapMissing) {
 		t.Fatalf("warnings = %v", res.Warnings)
+	}
+}
+
+// A VM that started after the daemon read the running domains (a boot
+// storm) is missing from the list but not gone: Reconcile leaves its ports
+// alone. A pass listed after it started detaches them.
+func TestReconcileJudgesOnlyWhatTheListKnew(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "")
+	listed := time.Now()
+	if _, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1")); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.records(t))
+	if _, err := r.eng.Reconcile(nil, listed); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.records(t)[before:]; len(got) > 0 {
+		t.Fatalf("a list read before the VM started detached it: %q", got)
+	}
+	if _, err := r.eng.Reconcile(nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"detached vnet0 web01 reconcile", "detached vnet1 web01 reconcile"}
+	if got := r.records(t)[before:]; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
