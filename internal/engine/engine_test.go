@@ -297,3 +297,32 @@ func TestReconcileJudgesOnlyWhatTheListKnew(t *testing.T) {
 		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// A started event the daemon read just before the VM was destroyed is
+// handled after the stopped call detached the VM: its taps are gone, and
+// it must not attach the VM again.
+func TestLateStartedEventAttachesNothing(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "br-b")
+	for _, ev := range []events.Event{event(events.OpPrepare), event(events.OpStarted, "vnet0", "vnet1"), event(events.OpStopped)} {
+		if _, err := r.eng.Handle(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(r.records(t))
+	late := event(events.OpStarted, "vnet7", "vnet8") // taps libvirt has deleted
+	late.Source = events.SourceEventd
+	res, err := r.eng.Handle(late)
+	if err != nil || len(res.Warnings) == 0 || !errors.Is(res.Warnings[0], links.ErrTapMissing) {
+		t.Fatalf("late started event: err %v warnings %v, want a missing-tap warning", err, res.Warnings)
+	}
+	for _, rec := range r.records(t)[before:] {
+		if strings.HasPrefix(rec, "attached") {
+			t.Errorf("a started event read before the VM stopped attached it again: %s", rec)
+		}
+	}
+	if r.eng.storeHolds(late.UUID) {
+		t.Error("the stopped VM is back in the mapping store")
+	}
+}
