@@ -42,6 +42,7 @@ func TestStorm(t *testing.T) {
 	t.Logf("lab and daemon up in %v", time.Since(begin).Round(time.Millisecond))
 	t.Run("50 paused", func(t *testing.T) { stormRound(t, l, j, d, "p", 50, true) })
 	t.Run("20 running", func(t *testing.T) { stormRound(t, l, j, d, "r", 20, false) })
+	t.Run("20 destroyed as they start", func(t *testing.T) { flashRound(t, l, j, d, "f", 20) })
 	if t.Failed() {
 		t.Logf("virtbridged log:\n%s", d.logText())
 	}
@@ -70,9 +71,10 @@ func stormFleet(round string, n int) []*stormVM {
 	return vms
 }
 
-func stormRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, round string, n int, paused bool) {
-	vms := stormFleet(round, n)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*stormLimit)
+// defineStorm defines the VMs of a round; they are removed when t ends.
+func defineStorm(t *testing.T, l *lab.Lab, vms []*stormVM) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), stormLimit)
 	defer cancel()
 	for _, v := range vms {
 		x, err := lab.DomainXML(lab.VM{Name: v.name, UUID: v.uuid, MAC: v.mac, Bridges: []string{v.bridge}})
@@ -88,12 +90,19 @@ func stormRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, ro
 			}
 		})
 	}
+}
+
+func stormRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, round string, n int, paused bool) {
+	vms := stormFleet(round, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*stormLimit)
+	defer cancel()
+	defineStorm(t, l, vms)
 	onces := startOnceLoop(t, l)
 	start := []string{"start"}
 	if paused {
 		start = append(start, "--paused")
 	}
-	took := virshStorm(t, l, vms, start...)
+	took := virshStorm(t, l, vms, nil, start)
 	passes, fails := onces()
 	t.Logf("%d VMs started at once (paused: %v) in %v; %d `virtbridged --once` passes meanwhile", n, paused, took, passes)
 	for _, f := range fails {
@@ -125,7 +134,7 @@ func stormRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, ro
 	}
 	t.Logf("checked %d ports in %v", n, time.Since(checkBegin).Round(time.Millisecond))
 
-	took = virshStorm(t, l, vms, "destroy")
+	took = virshStorm(t, l, vms, nil, []string{"destroy"})
 	t.Logf("%d VMs destroyed at once in %v", n, took)
 	d.waitHandled(t, "stopped", round, n)
 	wantStormMapping(t, l, nil)
@@ -133,9 +142,10 @@ func stormRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, ro
 	wantStormRecords(t, j, journal.IDAttached, vms) // still one each: nothing re-attached a stopped VM
 }
 
-// virshStorm runs `virsh ARGS NAME` for every VM at once and fails t with
-// the errors; it returns the wall time.
-func virshStorm(t *testing.T, l *lab.Lab, vms []*stormVM, args ...string) time.Duration {
+// virshStorm runs, for every VM at once, `virsh STEP NAME` for each step
+// in order, waiting gap(i) between the steps of the i-th VM (gap nil: no
+// wait), and fails t with the errors; it returns the wall time.
+func virshStorm(t *testing.T, l *lab.Lab, vms []*stormVM, gap func(i int) time.Duration, steps ...[]string) time.Duration {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), stormLimit)
 	defer cancel()
@@ -145,13 +155,19 @@ func virshStorm(t *testing.T, l *lab.Lab, vms []*stormVM, args ...string) time.D
 		errs []string
 	)
 	gate := make(chan struct{})
-	for _, v := range vms {
+	for i, v := range vms {
 		wg.Go(func() {
 			<-gate
-			if _, err := l.Virsh(ctx, append(args, v.name)...); err != nil {
-				mu.Lock()
-				errs = append(errs, err.Error())
-				mu.Unlock()
+			for k, step := range steps {
+				if k > 0 && gap != nil {
+					time.Sleep(gap(i))
+				}
+				if _, err := l.Virsh(ctx, append(slices.Clone(step), v.name)...); err != nil {
+					mu.Lock()
+					errs = append(errs, err.Error())
+					mu.Unlock()
+					return
+				}
 			}
 		})
 	}
@@ -160,7 +176,7 @@ func virshStorm(t *testing.T, l *lab.Lab, vms []*stormVM, args ...string) time.D
 	wg.Wait()
 	took := time.Since(begin).Round(time.Millisecond)
 	if len(errs) > 0 {
-		t.Fatalf("virsh %s: %d of %d failed:\n%s", strings.Join(args, " "), len(errs), len(vms), strings.Join(errs, "\n"))
+		t.Fatalf("virsh %q: %d of %d VMs failed:\n%s", steps, len(errs), len(vms), strings.Join(errs, "\n"))
 	}
 	return took
 }
@@ -273,6 +289,39 @@ func wantStormRecords(t *testing.T, j *journaltest.Journald, id string, vms []*s
 	for _, v := range none {
 		if g := got[v.uuid]; len(g) > 0 {
 			t.Errorf("%s: journal records %s %q, want none", v.name, id, g)
+		}
+	}
+}
+
+// flashRound starts n paused VMs at once and destroys each within a second
+// of its start returning, while the daemon still works through their started
+// events: a started event read late must not attach a VM that is gone.
+// Each port gets one attach record (the hook's) and one detach record for
+// the same tap, and the store ends empty.
+func flashRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, round string, n int) {
+	vms := stormFleet(round, n)
+	defineStorm(t, l, vms)
+	// Destroys spread over 1 s after each start: some land before the
+	// daemon reads the VM's started event, some while it handles it.
+	gap := func(i int) time.Duration { return time.Duration(i) * time.Second / time.Duration(n) }
+	took := virshStorm(t, l, vms, gap, []string{"start", "--paused"}, []string{"destroy"})
+	t.Logf("%d VMs started and destroyed at once in %v", n, took)
+	d.waitHandled(t, "stopped", round, n)
+	late := regexp.MustCompile(`msg="handled event" op=started .*domain=storm-`+round).FindAllString(d.logText(), -1)
+	t.Logf("virtbridged acted on %d of the %d started events (the others came after the VM was gone)", len(late), n)
+	wantStormMapping(t, l, nil)
+	j.Sync(t)
+	for _, v := range vms {
+		var got []string
+		for _, id := range []string{journal.IDAttached, journal.IDDetached} {
+			for _, e := range j.Entries(t, "MESSAGE_ID="+id, journal.FieldUUID+"="+v.uuid) {
+				got = append(got, fmt.Sprintf("%s %s@%s by %s", map[string]string{journal.IDAttached: "attached", journal.IDDetached: "detached"}[id],
+					e[journal.FieldTap], e[journal.FieldBridge], e[journal.FieldSource]))
+			}
+		}
+		if len(got) != 2 || !strings.HasPrefix(got[0], "attached ") || !strings.HasPrefix(got[1], "detached ") ||
+			strings.Fields(got[0])[1] != strings.Fields(got[1])[1] || !strings.Contains(got[0], "@"+v.bridge+" ") {
+			t.Errorf("%s: journal records %q, want one attach and one detach of the same tap on %s", v.name, got, v.bridge)
 		}
 	}
 }
