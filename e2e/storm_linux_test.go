@@ -71,7 +71,8 @@ func stormFleet(round string, n int) []*stormVM {
 	return vms
 }
 
-// defineStorm defines the VMs of a round; they are removed when t ends.
+// defineStorm defines the VMs of a round; those left are removed when t
+// ends.
 func defineStorm(t *testing.T, l *lab.Lab, vms []*stormVM) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), stormLimit)
@@ -84,12 +85,22 @@ func defineStorm(t *testing.T, l *lab.Lab, vms []*stormVM) {
 		if err := l.Define(ctx, x); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			if err := l.DestroyUndefine(context.Background(), v.name); err != nil {
-				t.Errorf("removing VM %s: %v", v.name, err)
-			}
-		})
 	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), stormLimit)
+		defer cancel()
+		left, err := l.Domains(ctx)
+		if err != nil {
+			t.Errorf("listing VMs left: %v", err)
+		}
+		for _, v := range vms {
+			if slices.Contains(left, v.name) {
+				if err := l.DestroyUndefine(ctx, v.name); err != nil {
+					t.Errorf("removing VM %s: %v", v.name, err)
+				}
+			}
+		}
+	})
 }
 
 func stormRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, round string, n int, paused bool) {
@@ -140,6 +151,7 @@ func stormRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, ro
 	wantStormMapping(t, l, nil)
 	wantStormRecords(t, j, journal.IDDetached, vms)
 	wantStormRecords(t, j, journal.IDAttached, vms) // still one each: nothing re-attached a stopped VM
+	virshStorm(t, l, vms, nil, []string{"undefine"})
 }
 
 // virshStorm runs, for every VM at once, `virsh STEP NAME` for each step
@@ -304,8 +316,8 @@ func flashRound(t *testing.T, l *lab.Lab, j *journaltest.Journald, d *daemon, ro
 	// Destroys spread over 1 s after each start: some land before the
 	// daemon reads the VM's started event, some while it handles it.
 	gap := func(i int) time.Duration { return time.Duration(i) * time.Second / time.Duration(n) }
-	took := virshStorm(t, l, vms, gap, []string{"start", "--paused"}, []string{"destroy"})
-	t.Logf("%d VMs started and destroyed at once in %v", n, took)
+	took := virshStorm(t, l, vms, gap, []string{"start", "--paused"}, []string{"destroy"}, []string{"undefine"})
+	t.Logf("%d VMs started, destroyed and undefined at once in %v", n, took)
 	d.waitHandled(t, "stopped", round, n)
 	late := regexp.MustCompile(`msg="handled event" op=started .*domain=storm-`+round).FindAllString(d.logText(), -1)
 	t.Logf("virtbridged acted on %d of the %d started events (the others came after the VM was gone)", len(late), n)
