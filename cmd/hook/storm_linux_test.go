@@ -180,7 +180,8 @@ func TestStorm(t *testing.T) {
 func (h *hypervisor) wantHostOnce(t *testing.T) {
 	t.Helper()
 	bridges := strings.Fields(h.hv.Run(t, "ip", "-o", "link", "show", "type", "bridge"))
-	if got := slices.DeleteFunc(bridges, func(f string) bool { return !strings.HasPrefix(f, "br-") }); !slices.Equal(got, []string{"br-a:", "br-b:"}) {
+	got := slices.DeleteFunc(bridges, func(f string) bool { return !strings.HasPrefix(f, "br-") })
+	if slices.Sort(got); !slices.Equal(got, []string{"br-a:", "br-b:"}) {
 		t.Errorf("bridges after the storm: %q, want br-a and br-b", got)
 	}
 	for up, br := range map[string]string{"uplink0": "br-a", "uplink1": "br-b"} {
