@@ -51,8 +51,8 @@ func (h handler) Handle(ctx context.Context, ev events.Event) error {
 	return err
 }
 
-func (h handler) Reconcile(ctx context.Context, running []events.Event) error {
-	res, err := h.engine(ctx).Reconcile(running)
+func (h handler) Reconcile(ctx context.Context, running []events.Event, listed time.Time) error {
+	res, err := h.engine(ctx).Reconcile(running, listed)
 	h.report("", res, err)
 	return err
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtbridge/virtbridge/internal/journaltest"
 )
 
 var hookBin string
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building hook: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := journaltest.Main(m) // stops the journald TestStorm may start
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -20,6 +22,10 @@ import (
 type hypervisor struct {
 	hv, up *netnstest.NS
 	dir    string // config, run, state and log dirs of the hook
+	// journald lets the hook reach the journald of the test process
+	// (journaltest); otherwise it is hidden and the hook journals to its
+	// fallback file in dir, whatever other test packages run meanwhile.
+	journald bool
 }
 
 // newHypervisor builds the broken host of the classic how-to: the uplink
@@ -91,12 +97,11 @@ func (h *hypervisor) hook(t *testing.T, shape, call string) result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stdin, err := os.Open(base + ".xml")
+	stdin, err := os.ReadFile(base + ".xml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stdin.Close()
-	return h.run(t, h.dir, filepath.Join(h.dir, "virtbridge.yaml"), stdin, strings.Split(strings.TrimSpace(string(args)), "\n")...)
+	return h.run(t, h.dir, filepath.Join(h.dir, "virtbridge.yaml"), bytes.NewReader(stdin), strings.Split(strings.TrimSpace(string(args)), "\n")...)
 }
 
 // hookCmd is the command h.hook runs, not started, with its stdout and
@@ -131,10 +136,32 @@ func (h *hypervisor) command(ctx context.Context, dir, cfgPath string, stdin io.
 		"VIRTBRIDGE_CONFIG=" + cfgPath,
 		"VIRTBRIDGE_RUN_DIR=" + dir, "VIRTBRIDGE_STATE_DIR=" + dir, "VIRTBRIDGE_LOG_DIR=" + dir,
 	}
+	if h.journald {
+		cmd = exec.CommandContext(ctx, "ip", argv...)
+		cmd.Env = cmd.Env[:0]
+		cmd.Env = append(cmd.Env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
+			"VIRTBRIDGE_CONFIG="+cfgPath,
+			"VIRTBRIDGE_RUN_DIR="+dir, "VIRTBRIDGE_STATE_DIR="+dir, "VIRTBRIDGE_LOG_DIR="+dir)
+	}
 	cmd.Stdin = stdin
 	stdout, stderr = &strings.Builder{}, &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	return cmd, stdout, stderr
+}
+
+// exec runs the built hook with argv args and stdin in the hypervisor's
+// dirs, like h.hook. An error is a hook that could not be run; its exit
+// code is in the result. Safe to call from several goroutines.
+func (h *hypervisor) exec(args []string, stdin string) (result, error) {
+	cmd, out, errb := h.command(context.Background(), h.dir, filepath.Join(h.dir, "virtbridge.yaml"), strings.NewReader(stdin), args...)
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		return r, fmt.Errorf("running the hook %s: %w", strings.Join(args, " "), err)
+	}
+	return r, nil
 }
 
 const brA = `

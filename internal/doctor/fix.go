@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/config"
@@ -13,7 +14,7 @@ import (
 // the host: same backends, lock, store and journal as the hook).
 type Engine interface {
 	Handle(ev events.Event) (engine.Result, error)
-	Reconcile(running []events.Event) (engine.Result, error)
+	Reconcile(running []events.Event, listed time.Time) (engine.Result, error)
 }
 
 var _ Engine = (*engine.Engine)(nil)
@@ -51,7 +52,7 @@ func Fix(e Engine, cfg *config.Config, running []events.Event) FixResult {
 		for i := range running {
 			running[i].Source = events.SourceCLI
 		}
-		r, err := e.Reconcile(running)
+		r, err := e.Reconcile(running, time.Time{})
 		res.add(r, err, "reconciling running VMs")
 	}
 	return res

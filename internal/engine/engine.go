@@ -14,6 +14,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/lock"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
@@ -86,6 +87,14 @@ func (e *Engine) Handle(ev events.Event) (Result, error) {
 		err := e.applyHost(ev, vm, &r)
 		if err != nil && d.Action == policy.ActionHost {
 			return r, err
+		}
+		if errors.Is(err, links.ErrTapMissing) {
+			// The VM is gone: the daemon read its started event just
+			// before it was destroyed, and its stopped call has detached
+			// it. A tap that does not exist maps nothing; recording it
+			// would attach a stopped VM again.
+			r.warn(err)
+			return r, nil
 		}
 		// After start the taps exist whatever happened: record them even
 		// if one could not be checked.

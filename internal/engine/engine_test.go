@@ -271,7 +271,7 @@ func TestNewTapWithoutStopDetachesOldTapOnce(t *testing.T) {
 func TestReconcileToleratesAVanishingTap(t *testing.T) {
 	r := newRig(t, rigConfig)
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
-	res, err := r.eng.Reconcile([]events.Event{event(events.OpReconnect, "vnet0", "vnet9")})
+	res, err := r.eng.Reconcile([]events.Event{event(events.OpReconnect, "vnet0", "vnet9")}, time.Now())
 	if err != nil {
 		t.Fatalf("Reconcile = %v, want only a warning", err)
 	}
@@ -330,5 +330,61 @@ func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
 		NICs: []events.NIC{nic("52:54:00:aa:03:01", "eth0")}}
 	if _, err := r.eng.Handle(ev); err != nil || r.lookups != 0 {
 		t.Errorf("started: err %v, %d lookups", err, r.lookups)
+	}
+}
+
+// A VM that started after the daemon read the running domains (a boot
+// storm) is missing from the list but not gone: Reconcile leaves its ports
+// alone. A pass listed after it started detaches them.
+func TestReconcileJudgesOnlyWhatTheListKnew(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "")
+	listed := time.Now()
+	if _, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1")); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.records(t))
+	if _, err := r.eng.Reconcile(nil, listed); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.records(t)[before:]; len(got) > 0 {
+		t.Fatalf("a list read before the VM started detached it: %q", got)
+	}
+	if _, err := r.eng.Reconcile(nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"detached vnet0 web01 reconcile", "detached vnet1 web01 reconcile"}
+	if got := r.records(t)[before:]; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A started event the daemon read just before the VM was destroyed is
+// handled after the stopped call detached the VM: its taps are gone, and
+// it must not attach the VM again.
+func TestLateStartedEventAttachesNothing(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "br-b")
+	for _, ev := range []events.Event{event(events.OpPrepare), event(events.OpStarted, "vnet0", "vnet1"), event(events.OpStopped)} {
+		if _, err := r.eng.Handle(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := len(r.records(t))
+	late := event(events.OpStarted, "vnet7", "vnet8") // taps libvirt has deleted
+	late.Source = events.SourceEventd
+	res, err := r.eng.Handle(late)
+	if err != nil || len(res.Warnings) == 0 || !errors.Is(res.Warnings[0], links.ErrTapMissing) {
+		t.Fatalf("late started event: err %v warnings %v, want a missing-tap warning", err, res.Warnings)
+	}
+	for _, rec := range r.records(t)[before:] {
+		if strings.HasPrefix(rec, "attached") {
+			t.Errorf("a started event read before the VM stopped attached it again: %s", rec)
+		}
+	}
+	if r.eng.storeHolds(late.UUID) {
+		t.Error("the stopped VM is back in the mapping store")
 	}
 }

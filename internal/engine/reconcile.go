@@ -20,7 +20,13 @@ import (
 // while nobody watched are journaled as detached. One VM's failure does not
 // stop the pass: errors are joined. Idempotent: a host that matches
 // changes nothing and journals nothing.
-func (e *Engine) Reconcile(running []events.Event) (Result, error) {
+//
+// listed is when running was read from libvirt. A store entry recorded
+// after it (a VM started, or a NIC plugged, while the list was read or the
+// host lock awaited: a boot storm) is not judged by a list that could not
+// know it; the hook or the VM's own event recorded it, and the next pass
+// judges it. The zero time judges every entry.
+func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, error) {
 	var r Result
 	l, err := lock.AcquireUntil(e.LockPath, e.LockWait, e.Stop)
 	if err != nil {
@@ -73,6 +79,9 @@ func (e *Engine) Reconcile(running []events.Event) (Result, error) {
 	}
 	gone := journal.VM{Op: string(events.OpReconcile), Source: string(events.SourceEventd)}
 	for _, x := range s.All() {
+		if !listed.IsZero() && x.Since.After(listed) {
+			continue
+		}
 		if macs, ok := alive[x.UUID]; !ok || !macs[x.MAC] {
 			gone.Name, gone.UUID = x.VM, x.UUID
 			r.warn(journal.DetachNICs(e.Journal, s, gone, []string{x.MAC}))

@@ -67,8 +67,10 @@ type Handler interface {
 	// (their live XML as events with Op events.OpReconnect, sorted by
 	// domain name) and records detaches for domains no longer running.
 	// Called at start, after every reconnect to libvirtd, after link
-	// changes (drift) and, with backoff, after a failed call.
-	Reconcile(ctx context.Context, running []events.Event) error
+	// changes (drift) and, with backoff, after a failed call. listed is
+	// when libvirt was asked for running: a VM that started after it is
+	// missing from running but not gone.
+	Reconcile(ctx context.Context, running []events.Event, listed time.Time) error
 	// CheckFirewall re-verifies the firewall (called on a timer).
 	CheckFirewall(ctx context.Context) error
 }

@@ -170,7 +170,7 @@ func (r *recorder) Handle(_ context.Context, ev events.Event) error {
 	return r.add(call{kind: "handle", ev: ev})
 }
 
-func (r *recorder) Reconcile(_ context.Context, running []events.Event) error {
+func (r *recorder) Reconcile(_ context.Context, running []events.Event, _ time.Time) error {
 	r.enter()
 	defer r.leave()
 	return r.add(call{kind: "reconcile", running: slices.Clone(running)})

@@ -325,14 +325,15 @@ func (s *conn) liveXML(uuid string) (string, bool, error) {
 }
 
 // runningDomains returns every running domain as an event with Op
-// reconnect, sorted by name. A domain that stops while it is listed is
-// left out. A domain whose XML cannot be represented (an events.InputError)
-// is left out too, with an error logged: the hook would refuse it the same
-// way.
-func runningDomains(c *libvirt.Connect, log *slog.Logger) ([]events.Event, error) {
+// reconnect, sorted by name, and when libvirt was asked (a domain started
+// later is missing). A domain that stops while it is listed is left out.
+// A domain whose XML cannot be represented (an events.InputError) is left
+// out too, with an error logged: the hook would refuse it the same way.
+func runningDomains(c *libvirt.Connect, log *slog.Logger) ([]events.Event, time.Time, error) {
+	listed := time.Now()
 	doms, err := c.ListAllDomains(libvirt.CONNECT_LIST_DOMAINS_ACTIVE)
 	if err != nil {
-		return nil, fmt.Errorf("listing running domains: %w", lv(err))
+		return nil, listed, fmt.Errorf("listing running domains: %w", lv(err))
 	}
 	defer func() {
 		for i := range doms {
@@ -347,7 +348,7 @@ func runningDomains(c *libvirt.Connect, log *slog.Logger) ([]events.Event, error
 		}
 		if err != nil {
 			name, _ := doms[i].GetName()
-			return nil, fmt.Errorf("reading live XML of domain %q: %w", name, lv(err))
+			return nil, listed, fmt.Errorf("reading live XML of domain %q: %w", name, lv(err))
 		}
 		ev, err := events.FromDomainXML(events.SourceEventd, events.OpReconnect, []byte(xml))
 		var ie *events.InputError
@@ -357,12 +358,12 @@ func runningDomains(c *libvirt.Connect, log *slog.Logger) ([]events.Event, error
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, listed, err
 		}
 		out = append(out, ev)
 	}
 	slices.SortFunc(out, func(a, b events.Event) int { return strings.Compare(a.Domain, b.Domain) })
-	return out, nil
+	return out, listed, nil
 }
 
 // closeReason names why libvirt closed a connection.

@@ -51,7 +51,7 @@ func (p *printHandler) Handle(_ context.Context, ev events.Event) error {
 	return nil
 }
 
-func (p *printHandler) Reconcile(_ context.Context, running []events.Event) error {
+func (p *printHandler) Reconcile(_ context.Context, running []events.Event, _ time.Time) error {
 	var names []string
 	for _, ev := range running {
 		names = append(names, ev.Domain)

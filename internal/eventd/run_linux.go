@@ -93,12 +93,12 @@ func Once(ctx context.Context, opts Options) error {
 		return fmt.Errorf("connecting to libvirt %q: %w", o.URI, lv(err))
 	}
 	defer c.Close()
-	running, err := runningDomains(c, o.Log)
+	running, listed, err := runningDomains(c, o.Log)
 	if err != nil {
 		return err
 	}
 	begin := time.Now()
-	if err := o.Handler.Reconcile(ctx, running); err != nil {
+	if err := o.Handler.Reconcile(ctx, running, listed); err != nil {
 		return fmt.Errorf("reconciling %d running domains: %w", len(running), err)
 	}
 	o.Log.Info("reconciled", "domains", len(running), "took", time.Since(begin))
@@ -251,13 +251,13 @@ func (d *daemon) drainRaw() {
 // reconcile hands every running domain to the Handler.
 func (d *daemon) reconcile(ctx context.Context, s *conn, why string) {
 	begin := time.Now()
-	running, err := runningDomains(s.c, d.log)
+	running, listed, err := runningDomains(s.c, d.log)
 	if err != nil {
 		d.log.Warn("reading running domains", "why", why, "err", err)
 		d.scheduleRetry()
 		return
 	}
-	err = d.o.Handler.Reconcile(ctx, running)
+	err = d.o.Handler.Reconcile(ctx, running, listed)
 	if ctx.Err() != nil {
 		return
 	}

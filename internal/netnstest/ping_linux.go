@@ -88,14 +88,9 @@ func (n *NS) Dump(t testing.TB) string {
 		{"ip", "-6", "route", "show", "table", "all"},
 		{"ip", "rule", "show"},
 		{"ip", "-6", "rule", "show"},
-		{"iptables-nft", "-S"},
-		{"ip6tables-nft", "-S"},
 	}
-	if tables, _ := n.Exec("cat", "/proc/net/ip_tables_names"); strings.Contains(tables, "filter") {
-		cmds = append(cmds, []string{"iptables-legacy", "-S"})
-	}
-	if tables, _ := n.Exec("cat", "/proc/net/ip6_tables_names"); strings.Contains(tables, "filter") {
-		cmds = append(cmds, []string{"ip6tables-legacy", "-S"})
+	for _, tool := range n.ruleTools() {
+		cmds = append(cmds, []string{tool, "-S"})
 	}
 	var b strings.Builder
 	for _, cmd := range cmds {
