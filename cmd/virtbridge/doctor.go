@@ -60,11 +60,11 @@ journaled) and checks again. Exit status: 0 all ok, 1 warnings, 2 failures
 		if src.Config == nil {
 			fmt.Fprintf(stderr, "virtbridge doctor: not fixing anything: the configuration does not load\n")
 		} else {
-			running, ok := doctor.RunningEvents(src)
+			running, listed, ok := doctor.RunningEvents(src)
 			if !ok {
 				running = nil // libvirt unreachable: leave the taps and the store alone
 			}
-			res := doctor.Fix(engine.ForHost(src.Config, fixLockWait), src.Config, running)
+			res := doctor.Fix(engine.ForHost(src.Config, fixLockWait), src.Config, running, listed)
 			fixed = &res
 			src = doctorSources(*cfgPath, *uri, *hooksDir) // read everything again
 		}

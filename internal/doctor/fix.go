@@ -40,7 +40,10 @@ type FixResult struct {
 //
 // One bridge's failure does not stop the others; errors are collected.
 // Idempotent: on a host that is right it changes nothing.
-func Fix(e Engine, cfg *config.Config, running []events.Event) FixResult {
+//
+// listed is when running was read from libvirt: entries the store gained
+// after it (a VM started meanwhile) are not judged by it.
+func Fix(e Engine, cfg *config.Config, running []events.Event, listed time.Time) FixResult {
 	res := FixResult{Changes: []change.Change{}, Errors: []string{}}
 	for _, b := range cfg.Bridges {
 		ev := events.Event{Source: events.SourceCLI, Op: events.OpReconcile,
@@ -52,7 +55,7 @@ func Fix(e Engine, cfg *config.Config, running []events.Event) FixResult {
 		for i := range running {
 			running[i].Source = events.SourceCLI
 		}
-		r, err := e.Reconcile(running, time.Time{})
+		r, err := e.Reconcile(running, listed)
 		res.add(r, err, "reconciling running VMs")
 	}
 	return res
@@ -69,11 +72,13 @@ func (res *FixResult) add(r engine.Result, err error, what string) {
 }
 
 // RunningEvents returns the running domains as events for Fix, from the
-// domains Run saw; ok is false when libvirt could not be read.
-func RunningEvents(s Sources) ([]events.Event, bool) {
+// domains Run saw, and when it read them; ok is false when libvirt could
+// not be read.
+func RunningEvents(s Sources) ([]events.Event, time.Time, bool) {
+	listed := time.Now()
 	vms, err := readVMs(s)
 	if err != nil || s.Domains == nil {
-		return nil, false
+		return nil, listed, false
 	}
 	out := []events.Event{}
 	for _, v := range vms {
@@ -81,5 +86,5 @@ func RunningEvents(s Sources) ([]events.Event, bool) {
 			out = append(out, v.ev)
 		}
 	}
-	return out, true
+	return out, listed, true
 }

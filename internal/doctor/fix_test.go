@@ -57,7 +57,7 @@ func kinds(res FixResult) []string {
 // alone, and changes nothing the second time.
 func TestFixBridges(t *testing.T) {
 	r := newFixRig(t, "bridges:\n  br-a: {uplink: uplink0}\n  br-b: {uplink: eth9}\nsysctl: {ip_forward: 1}\n")
-	res := Fix(r.eng, r.eng.Config, nil)
+	res := Fix(r.eng, r.eng.Config, nil, time.Now())
 	got := kinds(res)
 	for _, w := range []string{"bridge-created br-a", "uplink-enslaved uplink0", "address-moved 10.77.0.2/24",
 		"sysctl-changed net.ipv4.ip_forward", "rule-added iptables-fake filter FORWARD"} {
@@ -76,7 +76,7 @@ func TestFixBridges(t *testing.T) {
 	if err != nil || len(s.All()) != 0 {
 		t.Errorf("store after fixing bridges: %v, %v; want empty", s.All(), err)
 	}
-	again := Fix(r.eng, r.eng.Config, nil)
+	again := Fix(r.eng, r.eng.Config, nil, time.Now())
 	if len(again.Changes) != 0 || len(again.Errors) != 1 {
 		t.Errorf("second fix: changes %q errors %q; want none and br-b's again", kinds(again), again.Errors)
 	}
@@ -91,7 +91,7 @@ func TestFixRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := Fix(r.eng, r.eng.Config, []events.Event{ev})
+	res := Fix(r.eng, r.eng.Config, []events.Event{ev}, time.Now())
 	if len(res.Errors) != 0 || !slices.Contains(kinds(res), "port-attached vnet3") {
 		t.Fatalf("changes %q errors %q; want vnet3 attached", kinds(res), res.Errors)
 	}
