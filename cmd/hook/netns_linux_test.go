@@ -92,33 +92,31 @@ func init() {
 // fixture call (testdata/hook/SHAPE/CALL.{args,xml}).
 func (h *hypervisor) hook(t *testing.T, shape, call string) result {
 	t.Helper()
-	base := filepath.Join("..", "..", "testdata", "hook", shape, call)
-	args, err := os.ReadFile(base + ".args")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, err := os.ReadFile(base + ".xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h.run(t, h.dir, filepath.Join(h.dir, "virtbridge.yaml"), bytes.NewReader(stdin), strings.Split(strings.TrimSpace(string(args)), "\n")...)
+	args, stdin := fixture(t, shape, call)
+	return h.run(t, h.dir, filepath.Join(h.dir, "virtbridge.yaml"), bytes.NewReader(stdin), args...)
 }
 
 // hookCmd is the command h.hook runs, not started, with its stdout and
 // stderr captured: for a caller that starts it and kills it.
 func (h *hypervisor) hookCmd(t *testing.T, shape, call string) (cmd *exec.Cmd, stdout, stderr *strings.Builder) {
 	t.Helper()
+	args, stdin := fixture(t, shape, call)
+	return h.command(context.Background(), h.dir, filepath.Join(h.dir, "virtbridge.yaml"), bytes.NewReader(stdin), args...)
+}
+
+// fixture reads a captured hook call: its argv and its stdin.
+func fixture(t *testing.T, shape, call string) (args []string, stdin []byte) {
+	t.Helper()
 	base := filepath.Join("..", "..", "testdata", "hook", shape, call)
-	args, err := os.ReadFile(base + ".args")
+	a, err := os.ReadFile(base + ".args")
 	if err != nil {
 		t.Fatal(err)
 	}
-	stdin, err := os.ReadFile(base + ".xml")
+	stdin, err = os.ReadFile(base + ".xml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h.command(context.Background(), h.dir, filepath.Join(h.dir, "virtbridge.yaml"), bytes.NewReader(stdin),
-		strings.Split(strings.TrimSpace(string(args)), "\n")...)
+	return strings.Split(strings.TrimSpace(string(a)), "\n"), stdin
 }
 
 // command runs the built hook with args in the hypervisor namespace, with
