@@ -240,8 +240,11 @@ func TestNoManagedNICIsANoOp(t *testing.T) {
 func TestNewTapWithoutStopDetachesOldTapOnce(t *testing.T) {
 	r := newRig(t, rigConfig)
 	for _, tap := range []string{"vnet0", "vnet1", "vnet5", "vnet6"} {
-		br := map[bool]string{true: "br-a", false: "br-b"}[tap == "vnet0" || tap == "vnet5"]
-		r.links.AddLink(tap, "tuntap", "fe:54:00:00:00:0"+tap[4:], br)
+		onA := tap == "vnet0" || tap == "vnet5"
+		br := map[bool]string{true: "br-a", false: "br-b"}[onA]
+		// Both boots' taps of a NIC carry the MAC libvirt gives its tap.
+		mac := map[bool]string{true: "fe:54:00:aa:02:01", false: "fe:54:00:aa:02:02"}[onA]
+		r.links.AddLink(tap, "tuntap", mac, br)
 	}
 	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
 		t.Fatal(err)
@@ -332,3 +335,4 @@ func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
 		t.Errorf("started: err %v, %d lookups", err, r.lookups)
 	}
 }
+
