@@ -56,16 +56,22 @@ func newHostileHost(t *testing.T) *hypervisor {
 	if r := h.hv.Run(t, "ip", "route", "get", "192.0.2.1"); !strings.Contains(r, "dev eth0") {
 		t.Fatalf("eth0 does not hold the default route: %s", r)
 	}
-	// The new links' IPv6 link-local addresses are tentative for a while
-	// (DAD): let them settle, or the dumps differ by themselves.
+	h.settle(t)
+	return h
+}
+
+// settle waits until no IPv6 address of the hypervisor is tentative: new
+// links' link-local addresses are, for a while (DAD), and dumps taken
+// meanwhile differ by themselves.
+func (h *hypervisor) settle(t *testing.T) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if out := h.hv.Run(t, "ip", "-6", "addr", "show", "tentative"); strings.TrimSpace(out) == "" {
-			break
+			return
 		} else if time.Now().After(deadline) {
 			t.Fatalf("IPv6 addresses still tentative after 10s:\n%s", out)
 		}
 	}
-	return h
 }
 
 // oneNIC is the captured prepare XML of a VM with one NIC on br-a.

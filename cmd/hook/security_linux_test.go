@@ -122,3 +122,68 @@ func TestChangesNameOnlyManagedThings(t *testing.T) {
 		}
 	}
 }
+
+// TestVMCannotEnslaveAHostLinkAsItsTap: a VM whose NIC on the managed br-a
+// names, as its <target dev>, a link that is not its tap (the host's
+// default-route NIC, a container's veth in another bridge, the VXLAN port
+// of an unmanaged bridge, that bridge itself, a VPN's tap, another VM's
+// tap, a tun device) gets nothing enslaved or renamed: at prepare (the
+// taps do not exist yet: an existing link of that name is refused, exit
+// 1), at started (checked and left alone with a warning, exit 0) and at
+// reconnect (refused, exit 0), the namespace stays byte for byte as it
+// was. br-a exists beforehand, so an accepted tap would visibly join it.
+func TestVMCannotEnslaveAHostLinkAsItsTap(t *testing.T) {
+	h := newHostileHost(t)
+	good := oneNIC(t)
+	cfg := filepath.Join(h.dir, "virtbridge.yaml")
+	if r := h.run(t, h.dir, cfg, strings.NewReader(good), "one-nic", "prepare", "begin", "-"); r.code != 0 {
+		t.Fatalf("good prepare: %+v", r)
+	}
+	h.hv.Script(t, `
+		ip link add docker0 type bridge
+		ip link add ctr0 type veth peer name ctr0p
+		ip link set ctr0 master docker0
+		ip link add br-x type bridge
+		ip link add vx0 type vxlan id 5 dstport 4789
+		ip link set vx0 master br-x
+		ip tuntap add dev tap0 mode tap
+		ip link set tap0 address 02:00:00:00:00:99 up
+		ip tuntap add dev vnet7 mode tap
+		ip link set vnet7 address fe:54:00:bb:00:07 master br-x alias vm:other
+		ip tuntap add dev tun0 mode tun`)
+	h.settle(t)
+	before := h.hv.Dump(t)
+	for _, tc := range []struct {
+		tap, started string // started: what the check at started says
+	}{
+		{"eth0", "eth0 is a veth link, not a tun/tap device in tap mode"},
+		{"ctr0", "ctr0 is a veth link, not a tun/tap device in tap mode"},
+		{"vx0", "vx0 is a vxlan link, not a tun/tap device in tap mode"},
+		{"br-x", "br-x is a bridge link, not a tun/tap device in tap mode"},
+		{"tap0", "has MAC 02:00:00:00:00:99, but libvirt gives this NIC's tap the MAC fe:54:00:aa:01:01"},
+		{"vnet7", "has MAC fe:54:00:bb:00:07, but libvirt gives this NIC's tap the MAC fe:54:00:aa:01:01"},
+		{"tun0", "tun0 is a tun/tap device in tun mode, not a tun/tap device in tap mode"},
+	} {
+		t.Run(tc.tap, func(t *testing.T) {
+			xml := strings.Replace(good, "<source bridge='br-a'/>", "<source bridge='br-a'/>\n      <target dev='"+tc.tap+"'/>", 1)
+			if xml == good {
+				t.Fatal("no <source bridge='br-a'/> in the fixture")
+			}
+			r := h.run(t, h.dir, cfg, strings.NewReader(xml), "one-nic", "prepare", "begin", "-")
+			if want := "names <target dev='" + tc.tap + "'/>, but " + tc.tap + " already exists on this host"; r.code != 1 || !strings.Contains(r.stderr, want) {
+				t.Errorf("prepare: exit %d stderr %q, want 1 and %q", r.code, r.stderr, want)
+			}
+			t.Logf("prepare: %s", strings.TrimSpace(r.stderr))
+			for _, op := range []string{"started", "reconnect"} {
+				r := h.run(t, h.dir, cfg, strings.NewReader(xml), "one-nic", op, "begin", "-")
+				if r.code != 0 || !strings.Contains(r.stderr, tc.started) || !strings.Contains(r.stderr, "remove <target dev='"+tc.tap+"'/>") {
+					t.Errorf("%s: exit %d stderr %q, want 0 and %q", op, r.code, r.stderr, tc.started)
+				}
+				t.Logf("%s: %s", op, strings.TrimSpace(r.stderr))
+			}
+			if after := h.hv.Dump(t); after != before {
+				t.Fatalf("a VM naming %s as its tap changed the host:\n--- before\n%s\n--- after\n%s", tc.tap, before, after)
+			}
+		})
+	}
+}

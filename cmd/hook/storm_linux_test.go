@@ -14,6 +14,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/journaltest"
+	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
 
@@ -140,7 +141,11 @@ func TestStorm(t *testing.T) {
 	vms := stormFleet(stormVMs)
 	var batch strings.Builder
 	for _, v := range vms {
-		fmt.Fprintf(&batch, "tuntap add %s mode tap\nlink set %s up\n", v.tap, v.tap)
+		mac, err := links.TapMAC(v.mac) // the MAC libvirt gives the NIC's tap
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&batch, "tuntap add %s mode tap\nlink set %s address %s up\n", v.tap, v.tap, mac)
 	}
 	taps := filepath.Join(t.TempDir(), "taps")
 	if err := os.WriteFile(taps, []byte(batch.String()), 0o644); err != nil {

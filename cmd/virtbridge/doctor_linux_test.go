@@ -406,9 +406,10 @@ func doctorStaleTap(t *testing.T, bins doctorBins) {
 // missing bridge: --fix creates the bridge, puts the tap back and records
 // it.
 func doctorVMTap(t *testing.T, bins doctorBins) {
-	// The test driver names the running domain's tap testnet0.
+	// The test driver names the running domain's tap testnet0; it gets the
+	// MAC libvirt gives a tap.
 	h := newDoctorHost(t, bins, doctorBrA, doctorDomainNode("web1", "52:54:00:12:00:01", "br-a"))
-	h.ns.Script(t, "ip tuntap add dev testnet0 mode tap")
+	h.ns.Script(t, "ip tuntap add dev testnet0 mode tap\nip link set testnet0 address fe:54:00:12:00:01")
 	r := h.json(t)
 	r.expect(t, 2, "vm-tap", "testnet0", doctor.Fail, "tap of vm web1 (NIC 52:54:00:12:00:01) is not in bridge br-a (its master: none)")
 	r.expect(t, 2, "bridge-exists", "br-a", doctor.Fail, "running VMs use it: web1")

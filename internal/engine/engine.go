@@ -6,6 +6,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,6 +64,9 @@ func (e *Engine) Handle(ev events.Event) (Result, error) {
 	r := Result{Desired: policy.Decide(e.Config, ev)}
 	if ev.Op.NeedsHost() {
 		r.Desired.Errors = append(r.Desired.Errors, e.notBridges(r.Desired.Skipped)...)
+	}
+	if ev.Op.BeforeTaps() {
+		r.Desired.Errors = append(r.Desired.Errors, e.takenTaps(ev.NICs, r.Desired.Ports)...)
 	}
 	d := r.Desired
 	vm := journal.VMOf(ev)
@@ -129,15 +133,45 @@ func (e *Engine) notBridges(skipped []policy.Skipped) []string {
 			kinds[s.Unmanaged] = kind
 		}
 		if kind != "" && kind != "bridge" {
-			what := kind + " link"
-			if kind == "device" {
-				what = "network interface (NIC)"
-			}
 			errs = append(errs, fmt.Sprintf("NIC %s names %q as its bridge, but %s is a %s on this host, not a bridge; "+
-				"point the NIC at a bridge (the managed ones are under bridges: in %s)", s.MAC, s.Unmanaged, s.Unmanaged, what, e.Config.Path))
+				"point the NIC at a bridge (the managed ones are under bridges: in %s)", s.MAC, s.Unmanaged, s.Unmanaged, linkWhat(kind), e.Config.Path))
 		}
 	}
 	return errs
+}
+
+// takenTaps refuses, before the taps exist (Op.BeforeTaps), a NIC on a
+// managed bridge whose <target dev> names a link the host already has:
+// libvirt would refuse to start the VM on it, and it is never this VM's
+// tap (eth0, a container's veth, a VPN's tap0). Read-only.
+func (e *Engine) takenTaps(nics []events.NIC, ports []policy.Port) []string {
+	if e.LinkKind == nil {
+		return nil
+	}
+	var errs []string
+	for _, n := range nics {
+		if n.Tap == "" || !slices.ContainsFunc(ports, func(p policy.Port) bool { return p.MAC == n.MAC }) {
+			continue
+		}
+		kind, err := e.LinkKind(n.Tap)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Sprintf("NIC %s: checking whether %q exists on this host: %v", n.MAC, n.Tap, err))
+		case kind != "":
+			errs = append(errs, fmt.Sprintf("NIC %s names <target dev='%s'/>, but %s already exists on this host (a %s), "+
+				"so it cannot be the tap libvirt makes for this VM and is left alone; remove the <target> element "+
+				"and let libvirt name the tap", n.MAC, n.Tap, n.Tap, linkWhat(kind)))
+		}
+	}
+	return errs
+}
+
+// linkWhat names a link kind as LinkKind gives it, for messages.
+func linkWhat(kind string) string {
+	if kind == "device" {
+		return "network interface (NIC)"
+	}
+	return kind + " link"
 }
 
 // storeHolds reports whether the store has entries of the VM, reading it

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -240,8 +242,11 @@ func TestNoManagedNICIsANoOp(t *testing.T) {
 func TestNewTapWithoutStopDetachesOldTapOnce(t *testing.T) {
 	r := newRig(t, rigConfig)
 	for _, tap := range []string{"vnet0", "vnet1", "vnet5", "vnet6"} {
-		br := map[bool]string{true: "br-a", false: "br-b"}[tap == "vnet0" || tap == "vnet5"]
-		r.links.AddLink(tap, "tuntap", "fe:54:00:00:00:0"+tap[4:], br)
+		onA := tap == "vnet0" || tap == "vnet5"
+		br := map[bool]string{true: "br-a", false: "br-b"}[onA]
+		// Both boots' taps of a NIC carry the MAC libvirt gives its tap.
+		mac := map[bool]string{true: "fe:54:00:aa:02:01", false: "fe:54:00:aa:02:02"}[onA]
+		r.links.AddLink(tap, "tuntap", mac, br)
 	}
 	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
 		t.Fatal(err)
@@ -386,5 +391,58 @@ func TestLateStartedEventAttachesNothing(t *testing.T) {
 	}
 	if r.eng.storeHolds(late.UUID) {
 		t.Error("the stopped VM is back in the mapping store")
+	}
+}
+
+// TestTargetDevNamingAHostLinkRefused: before libvirt makes the taps
+// (prepare, migrate, restore), a NIC on a managed bridge whose <target dev>
+// names an existing link (the host's NIC, a container's veth, a VPN's tap)
+// is refused before anything changes: libvirt would not start the VM on it,
+// and it is never this VM's tap. A free name is fine (libvirt makes the
+// tap later) and is neither touched nor recorded then. Once the taps exist
+// (reconnect), the links backend refuses what is no tap of this NIC.
+func TestTargetDevNamingAHostLinkRefused(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("eth0", "device", "52:54:00:00:00:01", "", "192.0.2.2/24")
+	r.links.AddLink("ctr0", "veth", "52:54:00:00:00:02", "docker0")
+	r.links.AddLink("tap0", "tuntap", "52:54:00:00:00:03", "")
+	before := r.links.String()
+	for _, tc := range []struct {
+		op   events.Op
+		tap  string
+		want string
+	}{
+		{events.OpPrepare, "eth0", `NIC 52:54:00:aa:02:01 names <target dev='eth0'/>, but eth0 already exists on this host (a network interface (NIC))`},
+		{events.OpMigrate, "ctr0", `but ctr0 already exists on this host (a veth link)`},
+		{events.OpRestore, "tap0", `but tap0 already exists on this host (a tuntap link)`},
+		{events.OpReconnect, "eth0", `tap "eth0" of NIC 52:54:00:aa:02:01 on bridge "br-a": eth0 is a network interface (NIC), not a tun/tap device in tap mode`},
+		{events.OpReconnect, "tap0", `tap "tap0" of NIC 52:54:00:aa:02:01 on bridge "br-a" has MAC 52:54:00:00:00:03, but libvirt gives this NIC's tap the MAC fe:54:00:aa:02:01`},
+	} {
+		_, err := r.eng.Handle(event(tc.op, tc.tap))
+		if !strings.Contains(fmt.Sprint(err), tc.want) {
+			t.Errorf("%s with tap %s: Handle = %v, want a refusal %q", tc.op, tc.tap, err, tc.want)
+		}
+		if tc.op.BeforeTaps() && r.links.String() != before {
+			t.Errorf("%s with tap %s: the refused VM changed the links:\n%s", tc.op, tc.tap, r.links.String())
+		}
+		if tc.op == events.OpReconnect && !errors.Is(err, links.ErrNotTap) {
+			t.Errorf("%s with tap %s: Handle = %v, want ErrNotTap", tc.op, tc.tap, err)
+		}
+		for _, l := range []string{"eth0", "ctr0", "tap0"} {
+			if link := r.links.Link(l); (link.Master != "" && link.Master != "docker0") || link.Alias != "" {
+				t.Fatalf("%s with tap %s: %s was touched: %+v", tc.op, tc.tap, l, link)
+			}
+		}
+	}
+	if recs := r.records(t); slices.ContainsFunc(recs, func(s string) bool { return strings.HasPrefix(s, "attached") }) {
+		t.Errorf("a refused NIC was recorded: %q", recs)
+	}
+	// A free name at prepare: the host is made ready, the tap is neither
+	// looked for nor recorded (libvirt makes it after prepare).
+	if res, err := r.eng.Handle(event(events.OpPrepare, "vbtest0")); err != nil || len(res.Warnings) > 0 {
+		t.Fatalf("prepare with a free <target dev>: %v %v", err, res.Warnings)
+	}
+	if r.links.Link("br-a") == nil {
+		t.Error("prepare with a free <target dev> did not make br-a")
 	}
 }

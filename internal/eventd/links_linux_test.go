@@ -57,8 +57,8 @@ func TestLinkDrift(t *testing.T) {
 	ns := netnstest.New(t, "vbed")
 	ns.Script(t, `
 		ip link add br0 type bridge
-		ip link add d0 type veth peer name d0p
-		ip link set d0 master br0
+		ip tuntap add dev d0 mode tap
+		ip link set d0 address fe:54:00:00:00:d0 master br0
 		ip link set br0 up
 		ip link set d0 up`)
 	o := watcherOptions(t, Options{LinkNetns: &ns.Handle})

@@ -86,6 +86,13 @@ func (op Op) NeedsHost() bool {
 	return false
 }
 
+// BeforeTaps reports whether libvirt has not created the VM's taps yet at
+// op (prepare, migrate, restore come before qemu starts): a <target dev>
+// in the XML then names a tap still to be made, and libvirt refuses to
+// start the VM if a link of that name already exists, so such a link is
+// never the VM's tap.
+func (op Op) BeforeTaps() bool { return op == OpPrepare || op == OpMigrate || op == OpRestore }
+
 // Ends reports whether the op means the VM's ports are gone.
 func (op Op) Ends() bool { return op == OpStopped || op == OpRelease }
 

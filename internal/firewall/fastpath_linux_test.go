@@ -130,7 +130,9 @@ func TestDetection(t *testing.T) {
 // TestBridgedTrafficNeedsTheRule proves the rule form on real traffic:
 // two "VMs" in their own namespaces, bridged by br0 in the lab namespace,
 // whose FORWARD drops and rejects everything, as Docker and old RHEL
-// defaults do.
+// defaults do. The ports are veths the test enslaves itself, not taps: a
+// tap carries nothing without a qemu behind it, and the rule matches the
+// bridge, whatever its ports are.
 func TestBridgedTrafficNeedsTheRule(t *testing.T) {
 	for _, v := range variants {
 		t.Run(string(v), func(t *testing.T) {

@@ -92,7 +92,7 @@ func TestEnsurePortConvergesAfterKillAtEachStep(t *testing.T) {
 		t.Run(step, func(t *testing.T) {
 			t.Parallel()
 			l := newLab(t, false)
-			l.host.Script(t, "ip link add br-up type bridge\nip tuntap add dev vnet9 mode tap")
+			l.host.Script(t, "ip link add br-up type bridge\nip tuntap add dev vnet9 mode tap\nip link set vnet9 address fe:54:00:aa:01:09")
 			n := 0
 			l.m.hook = func(string, string) error {
 				if n++; n == k+1 {

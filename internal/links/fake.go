@@ -28,13 +28,16 @@ type Fake struct {
 // FakeLink is one link of a Fake. Tests may change its fields directly to
 // seed a state (a bridge that is down, with the wrong MTU...).
 type FakeLink struct {
-	Name   string
-	Kind   string // "bridge", "device", "veth", "tuntap", "vlan", "wireless" (an 802.11 station)...
-	MAC    string
-	Master string
-	Alias  string
-	MTU    int
-	Up     bool
+	Name string
+	Kind string // "bridge", "device", "veth", "tuntap", "vlan", "wireless" (an 802.11 station)...
+	// TunMode is "tap" or "tun" for a tuntap link (AddLink seeds "tap",
+	// what libvirt makes), "" for the other kinds.
+	TunMode string
+	MAC     string
+	Master  string
+	Alias   string
+	MTU     int
+	Up      bool
 	// Bridges only.
 	STP          bool
 	ForwardDelay int  // seconds
@@ -55,8 +58,11 @@ func NewFake() *Fake {
 // that name. master is "" for none. It returns the link for further seeding.
 func (f *Fake) AddLink(name, kind, mac, master string, addrs ...string) *FakeLink {
 	l := &FakeLink{Name: name, Kind: kind, MAC: mac, Master: master, MTU: 1500, Up: true, Addrs: slices.Clone(addrs)}
-	if kind == "bridge" {
+	switch kind {
+	case "bridge":
 		l.ForwardDelay = 15 // the kernel's default
+	case "tuntap":
+		l.TunMode = "tap"
 	}
 	f.links[name] = l
 	return l
@@ -408,8 +414,9 @@ func (f *Fake) delFrom(r *fakeRun, step, item string, list *[]string) error {
 	return nil
 }
 
-// EnsurePort does what Manager.EnsurePort does, on the model. It is
-// idempotent.
+// EnsurePort does what Manager.EnsurePort does, on the model, with the
+// same refusals (a link that is no tuntap in TunMode "tap", or whose MAC
+// is not TapMAC of the NIC, wraps ErrNotTap). It is idempotent.
 func (f *Fake) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
 	if rv == nil {
 		rv = &revert.Reverter{}
@@ -417,6 +424,13 @@ func (f *Fake) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]c
 	tap := f.links[p.Tap]
 	if p.Tap == "" || tap == nil {
 		return nil, fmt.Errorf("tap %q of bridge %q: no link named %q in this network namespace: %w", p.Tap, p.Bridge, p.Tap, ErrTapMissing)
+	}
+	what := kindText(tap.Kind)
+	if tap.Kind == "tuntap" && tap.TunMode == "tap" {
+		what = "tap"
+	}
+	if err := checkTap(p, what, tap.MAC); err != nil {
+		return nil, err
 	}
 	br := f.links[p.Bridge]
 	if br == nil {

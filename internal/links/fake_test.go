@@ -235,11 +235,11 @@ func TestFakeEnsurePort(t *testing.T) {
 	before := f.String()
 	var rv revert.Reverter
 	for i := range 2 {
-		cs0, err := f.EnsurePort(policy.Port{Tap: "vnet0", Bridge: "br0"}, "vm1/net0", &rv)
+		cs0, err := f.EnsurePort(policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "vm1/net0", &rv)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cs1, err := f.EnsurePort(policy.Port{Tap: "vnet1", Bridge: "br0"}, "vm2/net0", &rv)
+		cs1, err := f.EnsurePort(policy.Port{Tap: "vnet1", MAC: "52:54:00:00:00:11", Bridge: "br0"}, "vm2/net0", &rv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -265,11 +265,11 @@ alias-set vnet1: "old" -> "vm2/net0"
 	if _, err := f.EnsurePort(policy.Port{Tap: "vnet9", Bridge: "br0"}, "", &rv); !errors.Is(err, ErrTapMissing) {
 		t.Errorf("missing tap: %v", err)
 	}
-	if _, err := f.EnsurePort(policy.Port{Tap: "vnet0", Bridge: "br9"}, "", &rv); !errors.Is(err, ErrBridgeMissing) {
+	if _, err := f.EnsurePort(policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br9"}, "", &rv); !errors.Is(err, ErrBridgeMissing) {
 		t.Errorf("missing bridge: %v", err)
 	}
 	f.FailOn("alias-set")
-	_, err = f.EnsurePort(policy.Port{Tap: "vnet0", Bridge: "br0"}, "x", &rv)
+	_, err = f.EnsurePort(policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "x", &rv)
 	if !errors.Is(err, ErrInjected) || rv.Fail() != nil || f.String() != before {
 		t.Errorf("injected alias-set failure: %v\n%s", err, f)
 	}

@@ -12,6 +12,10 @@ package links
 import (
 	"errors"
 	"fmt"
+	"net"
+	"slices"
+
+	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
 // ConfigPath is the configuration file named in messages that tell the
@@ -40,6 +44,11 @@ var (
 	// ErrBridgeMissing: EnsurePort was asked for a bridge that does not
 	// exist (EnsureBridge was not run first).
 	ErrBridgeMissing = errors.New("bridge missing")
+	// ErrNotTap: the link a VM port names cannot be the tap libvirt made
+	// for that NIC: it is no tun/tap device in tap mode (a NIC, a veth, a
+	// bridge...), or it does not carry the MAC libvirt gives the NIC's
+	// tap (another VM's tap, a VPN's tap0).
+	ErrNotTap = errors.New("not the VM's tap")
 )
 
 // wirelessAdvice is what the operator reads when the uplink is 802.11.
@@ -89,3 +98,61 @@ func busyError(bridge, uplink, owner string) error {
 // macCarrier tells the link kinds that carry a MAC of another link without
 // owning it: they never count as the owner of an uplink_mac.
 func macCarrier(kind string) bool { return kind == "bridge" || kind == "vlan" }
+
+// TapMAC returns the MAC libvirt gives the tap of a bridged NIC whose
+// guest MAC is guest: the guest MAC with its first octet replaced by 0xfe,
+// or by 0xfa when the guest's own first octet is 0xfe
+// (virNetDevTapCreateInBridgePort), so that the bridge never picks the
+// guest's MAC as its own. It is lowercase and colon-separated.
+func TapMAC(guest string) (string, error) {
+	hw, err := net.ParseMAC(guest)
+	if err == nil && len(hw) != 6 {
+		err = errors.New("not a 6-byte Ethernet address")
+	}
+	if err != nil {
+		return "", fmt.Errorf("guest MAC %q: %w", guest, err)
+	}
+	tap := slices.Clone(hw)
+	tap[0] = 0xfe
+	if hw[0] == 0xfe {
+		tap[0] = 0xfa
+	}
+	return tap.String(), nil
+}
+
+// checkTap refuses, before anything is changed, a link that cannot be the
+// tap libvirt made for the port's NIC: what is "tap" for a tun/tap device
+// in tap mode, otherwise a description of the link ("veth link", ...);
+// mac is the link's MAC. A VM owner chooses <target dev> and the guest MAC,
+// so without this check a VM could have eth0, a container's veth or
+// another VM's tap enslaved to its bridge.
+func checkTap(p policy.Port, what, mac string) error {
+	if what != "tap" {
+		return fmt.Errorf("tap %q of NIC %s on bridge %q: %s is a %s, not a tun/tap device in tap mode "+
+			"(what libvirt creates for a VM NIC), so it is not this VM's tap and is left alone; "+
+			"remove <target dev='%s'/> from the NIC and let libvirt name its tap: %w",
+			p.Tap, p.MAC, p.Bridge, p.Tap, what, p.Tap, ErrNotTap)
+	}
+	want, err := TapMAC(p.MAC)
+	if err != nil {
+		return fmt.Errorf("tap %q of bridge %q: %w", p.Tap, p.Bridge, err)
+	}
+	if hw, err := net.ParseMAC(mac); err != nil || hw.String() != want {
+		return fmt.Errorf("tap %q of NIC %s on bridge %q has MAC %s, but libvirt gives this NIC's tap the MAC %s: "+
+			"%s is another VM's or program's tun/tap device and is left alone; remove <target dev='%s'/> from the NIC, "+
+			"or see which VM holds %s with `virtbridge who %s`: %w",
+			p.Tap, p.MAC, p.Bridge, mac, want, p.Tap, p.Tap, p.Tap, p.Tap, ErrNotTap)
+	}
+	return nil
+}
+
+// kindText describes a link kind as netlink names it, for messages.
+func kindText(kind string) string {
+	switch kind {
+	case "device":
+		return "network interface (NIC)"
+	case "tuntap":
+		return "tun/tap device in tun mode"
+	}
+	return kind + " link"
+}

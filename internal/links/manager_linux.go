@@ -179,7 +179,10 @@ func (m *Manager) linkName(i int) string {
 // alias (IFLA_IFALIAS) to alias. It is idempotent: a tap already in its
 // bridge with that alias is left alone and no change is returned. Undo
 // steps on rv put back the tap's old master and alias. A missing tap or
-// bridge is an error wrapping ErrTapMissing or ErrBridgeMissing.
+// bridge is an error wrapping ErrTapMissing or ErrBridgeMissing. A link
+// that is no tun/tap device in tap mode, or whose MAC is not the one
+// libvirt gives the NIC's tap (TapMAC), is refused before any change with
+// an error wrapping ErrNotTap: it is not this VM's tap.
 func (m *Manager) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
 	if rv == nil {
 		rv = &revert.Reverter{}
@@ -194,6 +197,9 @@ func (m *Manager) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) (
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading tap %q: %w", p.Tap, err)
+	}
+	if err := checkTap(p, tapKind(tap), tap.Attrs().HardwareAddr.String()); err != nil {
+		return nil, err
 	}
 	br, err := m.existingBridge(p.Bridge)
 	if err != nil {
@@ -228,6 +234,15 @@ func (m *Manager) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) (
 		cs = append(cs, change.Change{Kind: change.AliasSet, Object: p.Tap, Before: old, After: alias})
 	}
 	return cs, nil
+}
+
+// tapKind is "tap" for a tun/tap device in tap mode, else what the link
+// is, for checkTap.
+func tapKind(l netlink.Link) string {
+	if t, ok := l.(*netlink.Tuntap); ok && t.Mode == netlink.TUNTAP_MODE_TAP {
+		return "tap"
+	}
+	return kindText(l.Type())
 }
 
 func (m *Manager) restoreMaster(l netlink.Link, master int) error {

@@ -126,8 +126,9 @@ func TestEnsurePort(t *testing.T) {
 	l.host.Script(t, `
 		ip link add br-other type bridge
 		ip tuntap add dev vnet0 mode tap
+		ip link set vnet0 address fe:54:00:00:00:10
 		ip tuntap add dev vnet1 mode tap
-		ip link set vnet1 master br-other
+		ip link set vnet1 address fe:54:00:00:00:11 master br-other
 		ip link set vnet1 alias old-alias
 		# The bridge has had a port: a port leaving does not give the bridge
 		# back its tso_max_size of before the first port.
@@ -149,7 +150,7 @@ func TestEnsurePort(t *testing.T) {
 	if cs, err := l.m.EnsurePort(p, "vm1/net0", &prv); err != nil || len(cs) != 0 {
 		t.Errorf("second EnsurePort = %v, %v; want no change", cs, err)
 	}
-	p1 := policy.Port{Tap: "vnet1", Bridge: "br0"}
+	p1 := policy.Port{Tap: "vnet1", Bridge: "br0", MAC: "52:54:00:00:00:11"}
 	cs, err = l.m.EnsurePort(p1, "vm2/net0", &prv)
 	if err != nil || len(cs) != 2 || cs[0].Before != "br-other" || cs[1].Before != "old-alias" {
 		t.Fatalf("EnsurePort(vnet1) = %v, %v; want moved from br-other and alias replaced", cs, err)
@@ -168,7 +169,7 @@ func TestEnsurePort(t *testing.T) {
 	if !errors.Is(err, ErrTapMissing) || !strings.Contains(err.Error(), `"vnet9"`) {
 		t.Errorf("EnsurePort(missing tap) = %v, want ErrTapMissing naming vnet9", err)
 	}
-	_, err = l.m.EnsurePort(policy.Port{Tap: "vnet0", Bridge: "br-none"}, "x", &prv)
+	_, err = l.m.EnsurePort(policy.Port{Tap: "vnet0", Bridge: "br-none", MAC: "52:54:00:00:00:10"}, "x", &prv)
 	if !errors.Is(err, ErrBridgeMissing) {
 		t.Errorf("EnsurePort(missing bridge) = %v, want ErrBridgeMissing", err)
 	}

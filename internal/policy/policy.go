@@ -44,7 +44,7 @@ type Bridge struct {
 
 // Port is one VM NIC on a managed bridge.
 type Port struct {
-	Tap     string `json:"tap"` // empty when the XML names none (prepare, stopped)
+	Tap     string `json:"tap"` // empty when the XML names none (stopped), and before libvirt makes it (Op.BeforeTaps)
 	MAC     string `json:"mac"`
 	Bridge  string `json:"bridge"`
 	Network string `json:"network,omitempty"`
@@ -106,6 +106,9 @@ func Decide(cfg *config.Config, ev events.Event) Desired {
 		case skip != nil:
 			d.Skipped = append(d.Skipped, *skip)
 		default:
+			if ev.Op.BeforeTaps() {
+				port.Tap = "" // not made yet: nothing to check or record
+			}
 			d.Ports = append(d.Ports, port)
 			if !slices.ContainsFunc(d.Bridges, func(b Bridge) bool { return b.Name == port.Bridge }) {
 				b, _ := cfg.Bridge(port.Bridge)

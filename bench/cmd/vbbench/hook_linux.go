@@ -225,11 +225,14 @@ func foreignRules(path string, v, n int) error {
 }
 
 // addTaps creates n taps named prefix0.. in the host, up, spread over
-// bridges round-robin, with one `ip -batch`.
+// bridges round-robin, with one `ip -batch`. Tap i carries the MAC libvirt
+// gives the tap of guest MAC 52:54:00:ab:HI:LO (syntheticVMs' NIC i), so
+// that the engine takes it for that NIC's tap.
 func addTaps(h *host, prefix string, n int, bridges []string) error {
 	var b strings.Builder
 	for i := range n {
-		fmt.Fprintf(&b, "tuntap add %s%d mode tap\nlink set %s%d master %s up\n", prefix, i, prefix, i, bridges[i%len(bridges)])
+		fmt.Fprintf(&b, "tuntap add %s%d mode tap\nlink set %s%d address fe:54:00:ab:%02x:%02x master %s up\n",
+			prefix, i, prefix, i, i>>8, i&0xff, bridges[i%len(bridges)])
 	}
 	p := filepath.Join(h.dir, "taps.batch")
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {

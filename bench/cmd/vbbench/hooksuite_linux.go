@@ -79,13 +79,14 @@ func (b *bencher) steadyHosts(ctx context.Context, fx map[string]fixture) (hs st
 	if err := addTaps(hs.taps, "tp", b.opts.taps, []string{"br-a", "br-b"}); err != nil {
 		return hs, err
 	}
-	// The VM's tap of the started/stopped fixtures, in its bridge, as
-	// libvirt leaves it before "started".
+	// The VM's tap of the started/stopped fixtures, in its bridge with the
+	// MAC libvirt gives it (the guest MAC made fe:...), as libvirt leaves
+	// it before "started".
 	for _, h := range []*host{hs.plain, hs.nojd, hs.taps} {
 		if err := b.once(h, fx["one-nic/01-prepare-begin"]); err != nil {
 			return hs, err
 		}
-		if _, err := h.sh("ip tuntap add vnet0 mode tap\nip link set vnet0 master br-a up"); err != nil {
+		if _, err := h.sh("ip tuntap add vnet0 mode tap\nip link set vnet0 address fe:54:00:aa:01:01 master br-a up"); err != nil {
 			return hs, err
 		}
 	}
