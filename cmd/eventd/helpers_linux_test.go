@@ -485,6 +485,17 @@ func (r record) time(t *testing.T) time.Time {
 	return time.UnixMicro(us)
 }
 
+// sent returns when the record was sent: journald's
+// _SOURCE_REALTIME_TIMESTAMP (the socket's receive time), which, unlike
+// __REALTIME_TIMESTAMP, does not move later while journald is busy.
+func (r record) sent(t *testing.T) time.Time {
+	t.Helper()
+	if us, err := strconv.ParseInt(r["_SOURCE_REALTIME_TIMESTAMP"], 10, 64); err == nil {
+		return time.UnixMicro(us)
+	}
+	return r.time(t)
+}
+
 // String renders the fields a port record is checked by.
 func (r record) String() string {
 	kind := map[string]string{journal.IDAttached: "attached", journal.IDDetached: "detached"}[r[journal.FieldMessageID]]
@@ -549,7 +560,9 @@ func waitRecordOf(t *testing.T, l *lab.Lab, j *journaltest.Journald, v vm, limit
 // late journald reads it.
 func hostChanges(t *testing.T, j *journaltest.Journald, pid int, since time.Time) ([]string, []record) {
 	t.Helper()
-	entries := j.Entries(t, "_PID="+strconv.Itoa(pid), journal.FieldIdentifier+"="+journal.Identifier,
+	// _COMM too: the journald is shared with other test packages, whose
+	// hooks may get pid again once the daemon has exited.
+	entries := j.Entries(t, "_PID="+strconv.Itoa(pid), "_COMM=virtbridged", journal.FieldIdentifier+"="+journal.Identifier,
 		journal.FieldMessageID+"="+journal.IDHostChange)
 	var lines []string
 	var recs []record

@@ -220,7 +220,10 @@ func (d *demo) stopVM(ctx context.Context) error {
 		return fmt.Errorf("virtbridge who %s still names a VM after the stop: %s", d.tap, out)
 	}
 	d.note("no VM owns %s now, but the journal keeps its history: who owned it while the VM ran?", d.tap)
-	at := d.running.Add(time.Second).Format(time.TimeOnly)
+	// A moment just after the attach (who --at takes fractions of a
+	// second): on a journald that other labs share, a wider window could
+	// take in their records of a tap of the same name.
+	at := d.running.Add(time.Millisecond).Format("15:04:05.000")
 	_, err := d.show(ctx, inHV, d.cli, "who", d.tap, "--at", at)
 	return err
 }

@@ -30,7 +30,7 @@ func lookup() journal.Lookup {
 
 func runWho(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlags("who", "who TAP [--at TIME] [--json]", stderr)
-	at := fs.String("at", "", "answer for this past moment instead of now: RFC 3339, \"2006-01-02 15:04[:05]\", or \"15:04[:05]\" (today), local time")
+	at := fs.String("at", "", "answer for this past moment instead of now: RFC 3339, \"2006-01-02 15:04[:05[.000]]\", or \"15:04[:05[.000]]\" (today), local time")
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: virtbridge who TAP [--at TIME] [--json]
@@ -112,7 +112,7 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 		}
 		if !strings.Contains(layout, "2006") {
 			y, m, d := now.Date()
-			t = time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), 0, time.Local)
+			t = time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.Local)
 		}
 		return t, nil
 	}
