@@ -54,9 +54,10 @@ libvirtd looks for hooks only when it starts. libvirtd runs it as
 
 At prepare (and reconnect, migrate, restore, attach) it makes the VM's
 managed bridges exist, enslaves their uplinks (moving the host's addresses
-and routes to the bridge), and sets sysctls and firewall rules. At start and
-started it checks each tap is in its bridge and names the VM in the tap's
-interface alias. It never writes to stdout and never calls the libvirt API.
+and routes to the bridge), and sets sysctls and firewall rules. At started
+it puts each tap libvirt made for the VM in its bridge and names the VM in
+the tap's interface alias. It changes only what the configuration names,
+never writes to stdout, never runs a shell and never calls the libvirt API.
 
 Configuration: /etc/virtbridge/virtbridge.yaml, or $VIRTBRIDGE_CONFIG.
 Exit status: 1 refuses the operation where libvirt allows (prepare, start,
