@@ -9,6 +9,42 @@ import (
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
+// PortError is the failure of one port when ports are checked one by one
+// (ActionPorts): the caller learns which ports did not get into their
+// bridge.
+type PortError struct {
+	Port policy.Port
+	Err  error
+}
+
+func (e *PortError) Error() string { return e.Err.Error() }
+func (e *PortError) Unwrap() error { return e.Err }
+
+// FailedPorts returns the ports of the PortErrors in err's tree whose error
+// matches target (errors.Is).
+func FailedPorts(err error, target error) []policy.Port {
+	var out []policy.Port
+	var walk func(error)
+	walk = func(err error) {
+		if pe, ok := err.(*PortError); ok {
+			if errors.Is(pe.Err, target) {
+				out = append(out, pe.Port)
+			}
+			return
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}
+
 // Host is the set of backends that change one host (or one network
 // namespace).
 type Host struct {
@@ -78,7 +114,7 @@ func (h *Host) apply(d policy.Desired, alias string, rv *revert.Reverter, step f
 			}
 			var prv revert.Reverter
 			if err := step(h.Links.EnsurePort(p, alias, &prv)); err != nil {
-				errs = append(errs, err)
+				errs = append(errs, &PortError{Port: p, Err: err})
 				prv.Fail()
 			}
 		}

@@ -101,11 +101,27 @@ func (e *Engine) Handle(ev events.Event) (Result, error) {
 			return r, nil
 		}
 		// After start the taps exist whatever happened: record them even
-		// if one could not be checked.
+		// if one could not be checked — except a link that is not the
+		// NIC's tap (another VM's, the host's): it maps nothing of this VM.
 		r.warn(err)
+		d.Ports = withoutPorts(d.Ports, apply.FailedPorts(err, links.ErrNotTap))
 	}
 	r.warn(e.record(ev, vm, d))
 	return r, nil
+}
+
+// withoutPorts returns ports less those in drop (by MAC), in a new slice.
+func withoutPorts(ports, drop []policy.Port) []policy.Port {
+	if len(drop) == 0 {
+		return ports
+	}
+	out := make([]policy.Port, 0, len(ports))
+	for _, p := range ports {
+		if !slices.ContainsFunc(drop, func(d policy.Port) bool { return d.MAC == p.MAC }) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // notBridges refuses NICs on unmanaged bridges whose name is a host link

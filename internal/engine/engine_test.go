@@ -446,3 +446,30 @@ func TestTargetDevNamingAHostLinkRefused(t *testing.T) {
 		t.Error("prepare with a free <target dev> did not make br-a")
 	}
 }
+
+// TestStartedRecordsOnlyTheVMsOwnTaps: at started each port is checked on
+// its own; a port whose link is not the NIC's tap (another VM's, a
+// program's, the host's) gets a warning and is not recorded, while the
+// VM's real taps are.
+func TestStartedRecordsOnlyTheVMsOwnTaps(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:bb:00:07", "br-b") // another VM's tap
+	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.records(t))
+	res, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1"))
+	if err != nil || len(res.Warnings) == 0 || !errors.Is(res.Warnings[0], links.ErrNotTap) {
+		t.Fatalf("started: err %v warnings %v, want a not-its-tap warning", err, res.Warnings)
+	}
+	var attached []string
+	for _, rec := range r.records(t)[before:] {
+		if strings.HasPrefix(rec, "attached") {
+			attached = append(attached, rec)
+		}
+	}
+	if len(attached) != 1 || !strings.Contains(attached[0], "vnet0") {
+		t.Fatalf("attach records %q, want vnet0's alone", attached)
+	}
+}
