@@ -23,7 +23,7 @@ func TestDeadlineWithTheHostLockHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Release()
-	waitNoTentative(t, h)
+	h.settle(t)
 	before := h.hv.Dump(t)
 	r := h.hook(t, "one-nic", "01-prepare-begin")
 	t.Logf("%s", r.stderr)
@@ -38,18 +38,5 @@ func TestDeadlineWithTheHostLockHeld(t *testing.T) {
 	l.Release()
 	if r := h.hook(t, "one-nic", "01-prepare-begin"); r.code != 0 {
 		t.Fatalf("prepare with the lock free: %+v", r)
-	}
-}
-
-// waitNoTentative waits until the namespace's IPv6 link-local addresses
-// have passed duplicate address detection, which would otherwise change a
-// dump taken a second later by itself.
-func waitNoTentative(t *testing.T, h *hypervisor) {
-	t.Helper()
-	for i := 0; strings.Contains(h.hv.Run(t, "ip", "-6", "addr", "show"), "tentative"); i++ {
-		if i == 100 {
-			t.Fatal("IPv6 addresses still tentative after 10 s")
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -77,10 +77,7 @@ func (h *hypervisor) settle(t *testing.T) {
 // oneNIC is the captured prepare XML of a VM with one NIC on br-a.
 func oneNIC(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "hook", "one-nic", "01-prepare-begin.xml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, data := fixture(t, "one-nic", "01-prepare-begin")
 	return string(data)
 }
 

@@ -250,6 +250,7 @@ func TestPrepareIsIdempotent(t *testing.T) {
 	if r := h.hook(t, "two-nics", "01-prepare-begin"); r.code != 0 {
 		t.Fatalf("first prepare: %+v", r)
 	}
+	h.settle(t) // the new bridge's link-local address leaves DAD by itself
 	before := h.hv.Dump(t)
 	if r := h.hook(t, "two-nics", "01-prepare-begin"); r.code != 0 || r.stderr != "" {
 		t.Fatalf("second prepare: %+v", r)
