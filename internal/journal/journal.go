@@ -159,12 +159,13 @@ func HostChangeRecord(vm VM, c change.Change) Record {
 }
 
 // StoreRecoveredRecord returns the warning that the mapping store was
-// corrupt and was moved aside. It has no MESSAGE_ID of its own. Pure.
+// corrupt or untrusted (a link, another owner, writable by others) and was
+// moved aside. It has no MESSAGE_ID of its own. Pure.
 func StoreRecoveredRecord(r *store.Recovery) Record {
 	f := map[string]string{
 		FieldIdentifier: Identifier, FieldStore: r.Path, FieldMovedTo: r.MovedTo, FieldReason: fmt.Sprint(r.Cause),
 	}
-	msg := fmt.Sprintf("mapping store %s was corrupt (%s); moved it to %s and started with an empty mapping: "+
+	msg := fmt.Sprintf("mapping store %s was unusable (%s); moved it to %s and started with an empty mapping: "+
 		"`virtbridge who` knows only taps attached from now on until the VMs restart",
 		r.Path, oneLine(fmt.Sprint(r.Cause)), r.MovedTo)
 	return Record{Message: msg, Priority: sdjournal.PriWarning, Fields: f}

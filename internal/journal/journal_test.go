@@ -105,7 +105,7 @@ VIRTBRIDGE_CHANGE="sysctl-changed"
 VIRTBRIDGE_OBJECT="net.ipv4.ip_forward"
 VIRTBRIDGE_SOURCE="cli"
 --
-MESSAGE=mapping store /s/ports.json was corrupt (corrupt mapping store: EOF); moved it to /s/ports.json.corrupt-X and started with an empty mapping: ` + "`virtbridge who`" + ` knows only taps attached from now on until the VMs restart
+MESSAGE=mapping store /s/ports.json was unusable (corrupt mapping store: EOF); moved it to /s/ports.json.corrupt-X and started with an empty mapping: ` + "`virtbridge who`" + ` knows only taps attached from now on until the VMs restart
 PRIORITY=4
 SYSLOG_IDENTIFIER="virtbridge"
 VIRTBRIDGE_MOVED_TO="/s/ports.json.corrupt-X"

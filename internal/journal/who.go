@@ -17,6 +17,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/command"
 	"github.com/virtbridge/virtbridge/internal/names"
+	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
 
@@ -177,7 +178,8 @@ func runJournalctl(ctx context.Context, journalctl string, args ...string) ([]by
 // record of tap at or before at; later lines win ties. Lines that do not
 // parse (one cut by a crash) are skipped.
 func lastFromFile(path, tap string, at time.Time) (*PortRecord, error) {
-	f, err := os.Open(path)
+	f, err := paths.OpenFile(path, os.O_RDONLY, 0) // what the writer would trust
+
 	if err != nil {
 		return nil, fmt.Errorf("reading %q: %w", path, err)
 	}
