@@ -21,14 +21,17 @@ func (e *PortError) Error() string { return e.Err.Error() }
 func (e *PortError) Unwrap() error { return e.Err }
 
 // FailedPorts returns the ports of the PortErrors in err's tree whose error
-// matches target (errors.Is).
-func FailedPorts(err error, target error) []policy.Port {
+// matches one of targets (errors.Is).
+func FailedPorts(err error, targets ...error) []policy.Port {
 	var out []policy.Port
 	var walk func(error)
 	walk = func(err error) {
 		if pe, ok := err.(*PortError); ok {
-			if errors.Is(pe.Err, target) {
-				out = append(out, pe.Port)
+			for _, target := range targets {
+				if errors.Is(pe.Err, target) {
+					out = append(out, pe.Port)
+					break
+				}
 			}
 			return
 		}

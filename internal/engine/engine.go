@@ -92,19 +92,18 @@ func (e *Engine) Handle(ev events.Event) (Result, error) {
 		if err != nil && d.Action == policy.ActionHost {
 			return r, err
 		}
-		if errors.Is(err, links.ErrTapMissing) {
-			// The VM is gone: the daemon read its started event just
-			// before it was destroyed, and its stopped call has detached
-			// it. A tap that does not exist maps nothing; recording it
-			// would attach a stopped VM again.
-			r.warn(err)
+		// After start the taps exist whatever happened: record them even
+		// if one could not be checked — except a tap that does not exist
+		// (the VM is gone: the daemon read its started event just before
+		// it was destroyed, and its stopped call has detached it) and a
+		// link that is not the NIC's tap (another VM's, the host's): those
+		// map nothing of this VM, and recording them would attach a
+		// stopped VM again or name the wrong owner.
+		r.warn(err)
+		failed := apply.FailedPorts(err, links.ErrTapMissing, links.ErrNotTap)
+		if d.Ports = withoutPorts(d.Ports, failed); len(failed) > 0 && len(d.Ports) == 0 {
 			return r, nil
 		}
-		// After start the taps exist whatever happened: record them even
-		// if one could not be checked — except a link that is not the
-		// NIC's tap (another VM's, the host's): it maps nothing of this VM.
-		r.warn(err)
-		d.Ports = withoutPorts(d.Ports, apply.FailedPorts(err, links.ErrNotTap))
 	}
 	r.warn(e.record(ev, vm, d))
 	return r, nil
