@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
 func TestExampleConfigParses(t *testing.T) {
@@ -209,7 +211,7 @@ func TestLoadRefusesIrregularFiles(t *testing.T) {
 	if cfg, err := Load(link); err != nil || len(cfg.Bridges) != 1 {
 		t.Fatalf("a symlink to a regular config is fine: %v", err)
 	}
-	if _, err := ReadRegular(link, maxSize, false); err == nil || !strings.Contains(err.Error(), "is a symlink") {
+	if _, err := paths.ReadRegular(link, maxSize, false); err == nil || !strings.Contains(err.Error(), "is a symlink") {
 		t.Fatalf("ReadRegular(link, no follow) = %v", err)
 	}
 }

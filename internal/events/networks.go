@@ -10,7 +10,7 @@ import (
 
 	"libvirt.org/go/libvirtxml"
 
-	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
 // NetworkDirs are where libvirt keeps network definitions: the live status
@@ -88,7 +88,7 @@ func readNetwork(name string, dirs []string) (*libvirtxml.Network, error) {
 		return nil, err
 	}
 	for _, dir := range dirs {
-		data, err := config.ReadRegular(filepath.Join(dir, name+".xml"), MaxXML, false)
+		data, err := paths.ReadRegular(filepath.Join(dir, name+".xml"), MaxXML, false)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
