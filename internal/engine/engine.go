@@ -149,7 +149,7 @@ func (e *Engine) notBridges(skipped []policy.Skipped) []string {
 		}
 		if kind != "" && kind != "bridge" {
 			errs = append(errs, fmt.Sprintf("NIC %s names %q as its bridge, but %s is a %s on this host, not a bridge; "+
-				"point the NIC at a bridge (the managed ones are under bridges: in %s)", s.MAC, s.Unmanaged, s.Unmanaged, linkWhat(kind), e.Config.Path))
+				"point the NIC at a bridge (the managed ones are under bridges: in %s)", s.MAC, s.Unmanaged, s.Unmanaged, links.KindText(kind), e.Config.Path))
 		}
 	}
 	return errs
@@ -175,18 +175,10 @@ func (e *Engine) takenTaps(nics []events.NIC, ports []policy.Port) []string {
 		case kind != "":
 			errs = append(errs, fmt.Sprintf("NIC %s names <target dev='%s'/>, but %s already exists on this host (a %s), "+
 				"so it cannot be the tap libvirt makes for this VM and is left alone; remove the <target> element "+
-				"and let libvirt name the tap", n.MAC, n.Tap, n.Tap, linkWhat(kind)))
+				"and let libvirt name the tap", n.MAC, n.Tap, n.Tap, links.KindText(kind)))
 		}
 	}
 	return errs
-}
-
-// linkWhat names a link kind as LinkKind gives it, for messages.
-func linkWhat(kind string) string {
-	if kind == "device" {
-		return "network interface (NIC)"
-	}
-	return kind + " link"
 }
 
 // storeHolds reports whether the store has entries of the VM, reading it

@@ -425,11 +425,7 @@ func (f *Fake) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]c
 	if p.Tap == "" || tap == nil {
 		return nil, fmt.Errorf("tap %q of bridge %q: no link named %q in this network namespace: %w", p.Tap, p.Bridge, p.Tap, ErrTapMissing)
 	}
-	what := kindText(tap.Kind)
-	if tap.Kind == "tuntap" && tap.TunMode == "tap" {
-		what = "tap"
-	}
-	if err := checkTap(p, what, tap.MAC); err != nil {
+	if err := checkTap(p, tapWhat(tap.Kind, tap.TunMode == "tap"), tap.MAC); err != nil {
 		return nil, err
 	}
 	br := f.links[p.Bridge]

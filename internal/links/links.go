@@ -146,13 +146,23 @@ func checkTap(p policy.Port, what, mac string) error {
 	return nil
 }
 
-// kindText describes a link kind as netlink names it, for messages.
-func kindText(kind string) string {
-	switch kind {
-	case "device":
+// KindText describes a link kind as netlink names it ("device" for a NIC,
+// "veth", "bridge", ...), for messages.
+func KindText(kind string) string {
+	if kind == "device" {
 		return "network interface (NIC)"
-	case "tuntap":
-		return "tun/tap device in tun mode"
 	}
 	return kind + " link"
+}
+
+// tapWhat is what checkTap is told a link is: "tap" for a tun/tap device in
+// tap mode, else its description.
+func tapWhat(kind string, tapMode bool) string {
+	switch {
+	case kind == "tuntap" && tapMode:
+		return "tap"
+	case kind == "tuntap":
+		return "tun/tap device in tun mode"
+	}
+	return KindText(kind)
 }

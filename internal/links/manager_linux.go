@@ -239,10 +239,8 @@ func (m *Manager) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) (
 // tapKind is "tap" for a tun/tap device in tap mode, else what the link
 // is, for checkTap.
 func tapKind(l netlink.Link) string {
-	if t, ok := l.(*netlink.Tuntap); ok && t.Mode == netlink.TUNTAP_MODE_TAP {
-		return "tap"
-	}
-	return kindText(l.Type())
+	t, ok := l.(*netlink.Tuntap)
+	return tapWhat(l.Type(), ok && t.Mode == netlink.TUNTAP_MODE_TAP)
 }
 
 func (m *Manager) restoreMaster(l netlink.Link, master int) error {
