@@ -220,10 +220,11 @@ func notABridge(cfg *config.Config, nic events.NIC) string {
 // configuredLink says what name is in cfg ("managed bridge ..." or "the
 // uplink of ..."), or "" when cfg does not name it.
 func configuredLink(cfg *config.Config, name string) string {
+	if name == "" {
+		return ""
+	}
 	for _, b := range cfg.Bridges {
 		switch {
-		case name == "":
-			return ""
 		case name == b.Name:
 			return fmt.Sprintf("managed bridge %q", b.Name)
 		case name == b.Uplink:
