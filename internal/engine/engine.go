@@ -209,7 +209,8 @@ func (e *Engine) applyHost(ev events.Event, vm journal.VM, r *Result) error {
 }
 
 // record brings the mapping store in line with the event and journals the
-// difference: ports with a tap are attached; at stop every port of the VM
+// difference: ports with a tap are attached once the taps exist (not at
+// prepare, where a <target dev> is only the name libvirt will give); at stop every port of the VM
 // is detached; after an unplug, the VM's ports whose MAC left its live XML.
 func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error {
 	s, err := journal.OpenStore(e.Journal, e.StorePath)
@@ -232,7 +233,7 @@ func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error 
 			}
 		}
 		errs = append(errs, journal.DetachNICs(e.Journal, s, vm, gone))
-	default:
+	case d.TapsExist():
 		errs = append(errs, journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
 	}
 	if err := s.Save(); err != nil {
