@@ -338,7 +338,7 @@ func parseEntry(line []byte, from string) (*PortRecord, bool) {
 		Time: time.UnixMicro(us),
 		Port: Port{
 			VM:  VM{Name: f[FieldVM], UUID: f[FieldUUID], Op: f[FieldOp], Source: f[FieldSource]},
-			Tap: f[FieldTap], MAC: f[FieldMAC], Bridge: f[FieldBridge],
+			Tap: f[FieldTap], MAC: f[FieldMAC], Bridge: f[FieldBridge], Store: f[FieldStore],
 		},
 		From: from,
 	}, true
