@@ -191,6 +191,9 @@ func TestStoreCatchesUpAfterAFullDisk(t *testing.T) {
 	if got := d.entries(t); got != x.name+" "+x.tap {
 		t.Fatalf("store on the full disk: %q, want X's entry still (nothing could be written)", got)
 	}
+	if out := d.who(t, x.tap); !strings.Contains(out, "note: the mapping store may lack the changes since") {
+		t.Errorf("who %s on the full disk does not say the store is behind: %s", x.tap, out)
+	}
 	d.sh(t, "rm "+filepath.Join(d.state, "fill"))
 
 	d.start(t, c)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/paths"
+	"github.com/virtbridge/virtbridge/internal/store"
 )
 
 func init() {
@@ -40,8 +41,9 @@ it at TIME, from the journal (journald, or the JSON-lines file where journald
 is absent): name, UUID, MAC and bridge. When no VM owns it (now, or at
 TIME), it says so and names the VM that had it last, from when until when,
 from the journal; --json then prints the owner's keys empty and that VM as
-"last_owner" ("since", "until"). Tap names are recycled, so --at is the way
-to answer audit questions. Exit status: 0 found, 1 no owner, 2 bad usage.
+"last_owner" ("since", "until"). When a failed save left the store behind
+(a full disk), a note on stderr says so until the next run catches it up.
+Tap names are recycled, so --at is the way to answer audit questions. Exit status: 0 found, 1 no owner, 2 bad usage.
 
 `)
 		fs.PrintDefaults()
@@ -71,6 +73,11 @@ to answer audit questions. Exit status: 0 found, 1 no owner, 2 bad usage.
 			return exitUsage
 		}
 		owner, err = lookup().At(ctx, tap, t)
+	}
+	if since, stale, _ := store.StaleSince(filepath.Join(paths.RunDir(), store.StaleFile)); stale && *at == "" {
+		fmt.Fprintf(stderr, "virtbridge who: note: the mapping store may lack the changes since %s (saving it failed); "+
+			"the next VM start or stop, or virtbridged, catches it up from the journal; meanwhile --at with the time of day answers from the journal\n",
+			since.Local().Format(time.DateTime))
 	}
 	var none *journal.NoOwnerError
 	if errors.As(err, &none) && *asJSON {

@@ -40,8 +40,8 @@ type Engine struct {
 	// the host ready. Nil skips that check.
 	LinkKind func(name string) (string, error)
 	// StaleMarker says that a save of the store failed and since when the
-	// store may lack records (store.MarkStale). Empty: "ports.stale" beside
-	// LockPath, in the run directory, a filesystem other than the store's.
+	// store may lack records (store.MarkStale). Empty: store.StaleFile
+	// beside LockPath, in the run directory.
 	StaleMarker string
 }
 

@@ -32,7 +32,7 @@ func (e *Engine) staleMarker() string {
 	if e.StaleMarker != "" {
 		return e.StaleMarker
 	}
-	return filepath.Join(filepath.Dir(e.LockPath), "ports.stale")
+	return filepath.Join(filepath.Dir(e.LockPath), store.StaleFile)
 }
 
 // openStore loads the mapping store (the caller holds the host lock) and,

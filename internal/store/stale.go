@@ -12,7 +12,12 @@ import (
 	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
-// StaleMode is the mode of the stale marker.
+// StaleFile is the stale marker's name, in the run directory
+// (/run/virtbridge), a filesystem other than the store's.
+const StaleFile = "ports.stale"
+
+// StaleMode is the mode of the stale marker: `virtbridge who`, run by
+// anyone, reads it to say that the store may be behind.
 const StaleMode = 0o644
 
 // MarkStale records, in the marker file at marker, that the store on disk
