@@ -186,7 +186,8 @@ func (e *Engine) takenTaps(nics []events.NIC, ports []policy.Port) []string {
 }
 
 // storeHolds reports whether the store has entries of the VM, reading it
-// without the lock: the hook's stop path stays cheap for unmanaged VMs.
+// without the lock: the hook's stop path stays cheap for unmanaged VMs. A
+// store marked stale may lack them: true.
 func (e *Engine) storeHolds(uuid string) bool {
 	if _, stale, _ := store.StaleSince(e.staleMarker()); stale {
 		return true // the store may lack the VM: catch it up under the lock
@@ -217,8 +218,10 @@ func (e *Engine) applyHost(ev events.Event, vm journal.VM, r *Result) error {
 
 // record brings the mapping store in line with the event and journals the
 // difference: ports with a tap are attached once the taps exist (not at
-// prepare, where a <target dev> is only the name libvirt will give); at stop every port of the VM
-// is detached; after an unplug, the VM's ports whose MAC left its live XML.
+// prepare, where a <target dev> is only the name libvirt will give); at
+// stop every port of the VM is detached; after an unplug, the VM's ports
+// whose MAC left its live XML. A store that a failed save left stale is
+// caught up from the journal first (openStore).
 func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error {
 	m, err := e.openStore()
 	if m == nil {
