@@ -49,7 +49,7 @@ type NoOwnerError struct {
 	Msg  string // the whole answer, for a person
 }
 
-func (e *NoOwnerError) Error() string { return e.Msg + ": " + ErrUnknown.Error() }
+func (e *NoOwnerError) Error() string { return e.Msg }
 func (e *NoOwnerError) Unwrap() error { return ErrUnknown }
 
 // Lookup answers `virtbridge who`. The zero value reads the default store,
