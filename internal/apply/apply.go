@@ -97,9 +97,10 @@ func (h *Host) apply(d policy.Desired, alias string, rv *revert.Reverter, step f
 				return err
 			}
 		}
-		// At reconnect and hot-plug the taps already exist.
+		// At reconnect and hot-plug the taps already exist; at prepare a
+		// NIC's <target dev> names a tap libvirt has not made yet.
 		for _, p := range d.Ports {
-			if p.Tap != "" {
+			if p.Tap != "" && d.TapsExist() {
 				if err := step(h.Links.EnsurePort(p, alias, rv)); err != nil {
 					return err
 				}

@@ -39,6 +39,10 @@ type Engine struct {
 	// called once per unmanaged bridge a VM names, at the ops that make
 	// the host ready. Nil skips that check.
 	LinkKind func(name string) (string, error)
+	// StaleMarker says that a save of the store failed and since when the
+	// store may lack records (store.MarkStale). Empty: store.StaleFile
+	// beside LockPath, in the run directory.
+	StaleMarker string
 }
 
 // RefusedError is a VM operation the policy or the host refused.
@@ -182,8 +186,12 @@ func (e *Engine) takenTaps(nics []events.NIC, ports []policy.Port) []string {
 }
 
 // storeHolds reports whether the store has entries of the VM, reading it
-// without the lock: the hook's stop path stays cheap for unmanaged VMs.
+// without the lock: the hook's stop path stays cheap for unmanaged VMs. A
+// store marked stale may lack them: true.
 func (e *Engine) storeHolds(uuid string) bool {
+	if _, stale, _ := store.StaleSince(e.staleMarker()); stale {
+		return true // the store may lack the VM: catch it up under the lock
+	}
 	s, err := store.Read(e.StorePath)
 	if err != nil {
 		return true // let the locked path load, recover and report it
@@ -209,14 +217,17 @@ func (e *Engine) applyHost(ev events.Event, vm journal.VM, r *Result) error {
 }
 
 // record brings the mapping store in line with the event and journals the
-// difference: ports with a tap are attached; at stop every port of the VM
-// is detached; after an unplug, the VM's ports whose MAC left its live XML.
+// difference: ports with a tap are attached once the taps exist (not at
+// prepare, where a <target dev> is only the name libvirt will give); at
+// stop every port of the VM is detached; after an unplug, the VM's ports
+// whose MAC left its live XML. A store that a failed save left stale is
+// caught up from the journal first (openStore).
 func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error {
-	s, err := journal.OpenStore(e.Journal, e.StorePath)
-	if s == nil {
-		return fmt.Errorf("loading the mapping store: %w", err)
+	m, err := e.openStore()
+	if m == nil {
+		return err
 	}
-	errs := []error{err}
+	s, errs := m.Store, []error{err}
 	switch {
 	case ev.Op.Ends():
 		errs = append(errs, journal.DetachVM(e.Journal, s, vm))
@@ -232,13 +243,10 @@ func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error 
 			}
 		}
 		errs = append(errs, journal.DetachNICs(e.Journal, s, vm, gone))
-	default:
+	case d.TapsExist():
 		errs = append(errs, journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
 	}
-	if err := s.Save(); err != nil {
-		errs = append(errs, fmt.Errorf("saving the mapping store: %w", err))
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, e.saveStore(m))...)
 }
 
 func (r *Result) warn(err error) {

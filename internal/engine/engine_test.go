@@ -445,6 +445,12 @@ func TestTargetDevNamingAHostLinkRefused(t *testing.T) {
 	if r.links.Link("br-a") == nil {
 		t.Error("prepare with a free <target dev> did not make br-a")
 	}
+	if r.links.Link("vbtest0") != nil || r.eng.storeHolds(event(events.OpPrepare).UUID) {
+		t.Error("prepare with a free <target dev> made or recorded the tap libvirt has not made yet")
+	}
+	if recs := r.records(t); slices.ContainsFunc(recs, func(s string) bool { return strings.HasPrefix(s, "attached") }) {
+		t.Errorf("prepare with a free <target dev> journaled an attach: %q", recs)
+	}
 }
 
 // TestStartedRecordsOnlyTheVMsOwnTaps: at started each port is checked on

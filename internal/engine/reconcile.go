@@ -38,10 +38,11 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 		return r, err
 	}
 	defer closeHost()
-	s, err := journal.OpenStore(e.Journal, e.StorePath)
-	if s == nil {
-		return r, fmt.Errorf("loading the mapping store: %w", err)
+	m, err := e.openStore()
+	if m == nil {
+		return r, err
 	}
+	s := m.Store
 	r.warn(err)
 	var errs []error
 	alive := map[string]map[string]bool{} // uuid → MACs of its NICs
@@ -87,8 +88,8 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 			r.warn(journal.DetachNICs(e.Journal, s, gone, []string{x.MAC}))
 		}
 	}
-	if err := s.Save(); err != nil {
-		errs = append(errs, fmt.Errorf("saving the mapping store: %w", err))
+	if err := e.saveStore(m); err != nil {
+		errs = append(errs, err)
 	}
 	return r, errors.Join(errs...)
 }

@@ -90,6 +90,9 @@ type Port struct {
 	Tap    string
 	MAC    string
 	Bridge string
+	// Store is the mapping store the attach or detach changed, when one
+	// did: a stale store catches up from its own records only (CatchUp).
+	Store string
 }
 
 // PortOf returns the port of a store entry, as reported by vm's op.
@@ -124,6 +127,9 @@ func portRecord(p Port, id, verb, prep string) (Record, error) {
 	f := p.VM.fields(id)
 	f[FieldVM] = p.Name // present even when empty: every port record has all fields
 	f[FieldTap], f[FieldMAC], f[FieldBridge] = p.Tap, p.MAC, p.Bridge
+	if p.Store != "" {
+		f[FieldStore] = p.Store
+	}
 	msg := fmt.Sprintf("%s %s: vm %s (uuid %s) mac %s %s bridge %s",
 		oneLine(p.Tap), verb, strconv.Quote(p.Name), oneLine(p.UUID), oneLine(p.MAC), prep, oneLine(p.Bridge))
 	return Record{Message: msg, Priority: sdjournal.PriInfo, Fields: f}, nil

@@ -129,11 +129,22 @@ func checkWho(t *testing.T, j *journaltest.Journald, l Lookup, tap1, tap2 string
 	}
 	attachedA, detachedA, attachedB := realtime(t, hist[0]), realtime(t, hist[1]), realtime(t, hist[2])
 	ctx := context.Background()
-	if o, err := l.Now(tap1); err != nil || o.VM != b.Name || o.UUID != b.UUID || o.MAC != "52:54:00:bb:00:01" || o.Bridge != "br0" || o.From != "store" {
+	if o, err := l.Now(ctx, tap1); err != nil || o.VM != b.Name || o.UUID != b.UUID || o.MAC != "52:54:00:bb:00:01" || o.Bridge != "br0" || o.From != "store" {
 		t.Errorf("who %s now = %+v, %v; want %s from the store", tap1, o, err, b.Name)
 	}
-	if _, err := l.Now(tap2); !errors.Is(err, ErrUnknown) {
-		t.Errorf("who %s now: %v, want ErrUnknown", tap2, err)
+	// tap2 has no owner now: the journal names A, from its attach until
+	// its detach.
+	hist2 := j.Entries(t, FieldIdentifier+"="+Identifier, FieldTap+"="+tap2)
+	if len(hist2) != 2 {
+		t.Fatalf("%d entries for %s, want 2", len(hist2), tap2)
+	}
+	_, err := l.Now(ctx, tap2)
+	var none *NoOwnerError
+	want := Owner{VM: a.Name, UUID: a.UUID, MAC: "52:54:00:aa:00:02", Tap: tap2, Bridge: "br1",
+		Since: realtime(t, hist2[0]), Until: realtime(t, hist2[1]), From: "journald"}
+	if !errors.As(err, &none) || !errors.Is(err, ErrUnknown) || none.Last == nil || *none.Last != want ||
+		!strings.Contains(err.Error(), fmt.Sprintf("no VM owns tap %q now; its last owner was vm %q", tap2, a.Name)) {
+		t.Errorf("who %s now: %v (last %+v), want ErrUnknown naming %+v", tap2, err, none, want)
 	}
 	for _, c := range []struct {
 		name string
@@ -158,7 +169,10 @@ func checkWho(t *testing.T, j *journaltest.Journald, l Lookup, tap1, tap2 string
 	if o, err := l.At(ctx, tap2, detachedA.Add(-time.Microsecond)); err != nil || o.VM != a.Name || o.MAC != "52:54:00:aa:00:02" || o.Bridge != "br1" {
 		t.Errorf("who %s before A's stop: %+v, %v", tap2, o, err)
 	}
-	_, err := l.At(ctx, tap2, time.Now())
+	_, err = l.At(ctx, tap2, time.Now())
+	if !errors.As(err, &none) || none.Last == nil || *none.Last != want {
+		t.Errorf("who %s at now: %v, want the last owner %+v", tap2, err, want)
+	}
 	if !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "detached from vm "+strconv.Quote(a.Name)) {
 		t.Errorf("who %s now from the journal: %v; want ErrUnknown saying it was detached from %s", tap2, err, a.Name)
 	}

@@ -48,14 +48,22 @@ func AttachPorts(w *Writer, s *store.Store, vm VM, ports []policy.Port, now time
 		// displaced holds the NIC's previous tap, if it had another one,
 		// and any other holder of this tap.
 		for _, e := range displaced {
-			errs = append(errs, w.Detached(PortOf(vm, e)))
+			errs = append(errs, w.Detached(portIn(s, vm, e)))
 		}
 		if changed || vm.Op == string(events.OpReconnect) {
 			e, _ := s.ByTap(p.Tap)
-			errs = append(errs, w.Attached(PortOf(vm, e)))
+			errs = append(errs, w.Attached(portIn(s, vm, e)))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// portIn is the port of a store entry, as reported by vm's op, naming
+// the store s.
+func portIn(s *store.Store, vm VM, e store.Entry) Port {
+	p := PortOf(vm, e)
+	p.Store = s.Path()
+	return p
 }
 
 // DetachVM records that all the VM's ports are gone (stopped, release):
@@ -66,7 +74,7 @@ func AttachPorts(w *Writer, s *store.Store, vm VM, ports []policy.Port, now time
 func DetachVM(w *Writer, s *store.Store, vm VM) error {
 	var errs []error
 	for _, e := range s.DetachVM(vm.UUID) {
-		errs = append(errs, w.Detached(PortOf(vm, e)))
+		errs = append(errs, w.Detached(portIn(s, vm, e)))
 	}
 	return errors.Join(errs...)
 }
@@ -77,7 +85,7 @@ func DetachNICs(w *Writer, s *store.Store, vm VM, macs []string) error {
 	var errs []error
 	for _, mac := range macs {
 		if e, ok := s.Detach(vm.UUID, mac); ok {
-			errs = append(errs, w.Detached(PortOf(vm, e)))
+			errs = append(errs, w.Detached(portIn(s, vm, e)))
 		}
 	}
 	return errors.Join(errs...)

@@ -36,9 +36,21 @@ type Owner struct {
 	MAC    string
 	Tap    string
 	Bridge string
-	Since  time.Time // store: attached since; journal: time of the attached record
+	Since  time.Time // store: attached since; journal: time of the attached record (zero if the journal has none left)
+	Until  time.Time // journal: time of the detached record that ended it; zero while it lasts
 	From   string    // "store", "journald" or the JSON-lines file's path
 }
+
+// NoOwnerError says that no VM owns the tap (at the time asked), and who
+// owned it last before, when the journal knows. It wraps ErrUnknown.
+type NoOwnerError struct {
+	Tap  string
+	Last *Owner // the last owner before, from the journal; nil when it has no record
+	Msg  string // the whole answer, for a person
+}
+
+func (e *NoOwnerError) Error() string { return e.Msg }
+func (e *NoOwnerError) Unwrap() error { return ErrUnknown }
 
 // Lookup answers `virtbridge who`. The zero value reads the default store,
 // the system journal and the default fallback file.
@@ -62,8 +74,11 @@ func (l Lookup) withDefaults() Lookup {
 }
 
 // Now returns the VM that owns tap now, from the mapping store (read
-// without the host lock; it changes nothing). Read-only, idempotent.
-func (l Lookup) Now(tap string) (Owner, error) {
+// without the host lock; it changes nothing). When the store holds no
+// owner, the error is a *NoOwnerError naming the tap's last owner, from
+// and until when, from the journal's newest records of the tap.
+// Read-only, idempotent.
+func (l Lookup) Now(ctx context.Context, tap string) (Owner, error) {
 	l = l.withDefaults()
 	if err := names.Ifname(tap); err != nil {
 		return Owner{}, fmt.Errorf("who owns tap: %w", err)
@@ -72,58 +87,122 @@ func (l Lookup) Now(tap string) (Owner, error) {
 	if err != nil {
 		return Owner{}, err
 	}
-	e, ok := s.ByTap(tap)
-	if !ok {
-		return Owner{}, fmt.Errorf("tap %q is not in the mapping store %s: it is not attached to a VM "+
-			"virtbridge manages (or was attached before virtbridge recorded it): %w", tap, l.Store, ErrUnknown)
+	if e, ok := s.ByTap(tap); ok {
+		return Owner{VM: e.VM, UUID: e.UUID, MAC: e.MAC, Tap: e.Tap, Bridge: e.Bridge, Since: e.Since, From: "store"}, nil
 	}
-	return Owner{VM: e.VM, UUID: e.UUID, MAC: e.MAC, Tap: e.Tap, Bridge: e.Bridge, Since: e.Since, From: "store"}, nil
+	notIn := fmt.Sprintf("tap %q is not in the mapping store %s", tap, l.Store)
+	last, sources, err := l.newest(ctx, tap, time.Now(), IDAttached, IDDetached)
+	if err != nil {
+		return Owner{}, fmt.Errorf("%s; reading its history: %w", notIn, err)
+	}
+	if last == nil {
+		return Owner{}, &NoOwnerError{Tap: tap, Msg: fmt.Sprintf("%s and the journal has no record of it (searched %s): "+
+			"it is not attached to a VM virtbridge manages (or was attached before virtbridge recorded it)", notIn, sources)}
+	}
+	o, err := l.ownerOf(ctx, last)
+	if err != nil {
+		return Owner{}, fmt.Errorf("%s; reading its history: %w", notIn, err)
+	}
+	if last.Kind == IDAttached {
+		return Owner{}, &NoOwnerError{Tap: tap, Last: o, Msg: fmt.Sprintf("%s, but the journal's last record of it, at %s, "+
+			"attached it to vm %q (uuid %s) mac %s on bridge %s and no record detached it: the store is stale (a save failed?); "+
+			"the next VM start or stop, or virtbridged, brings it up to date",
+			notIn, o.Since.Format(TimeLayout), o.VM, o.UUID, o.MAC, o.Bridge)}
+	}
+	return Owner{}, &NoOwnerError{Tap: tap, Last: o, Msg: fmt.Sprintf("no VM owns tap %q now; its last owner was vm %q (uuid %s) mac %s on bridge %s, %s [%s]",
+		tap, o.VM, o.UUID, o.MAC, o.Bridge, o.span(), o.From)}
+}
+
+// span says when a past owner held the tap.
+func (o *Owner) span() string {
+	since := "attached before the journal's oldest record"
+	if !o.Since.IsZero() {
+		since = "attached " + o.Since.Format(TimeLayout)
+	}
+	return since + ", detached " + o.Until.Format(TimeLayout)
+}
+
+// ownerOf turns the newest record of a tap into its (last) owner: an
+// attached record is the owner since then; a detached one ends an
+// ownership that began at the NIC's attached record before it, if the
+// journal still has it.
+func (l Lookup) ownerOf(ctx context.Context, r *PortRecord) (*Owner, error) {
+	p := r.Port
+	o := &Owner{VM: p.Name, UUID: p.UUID, MAC: p.MAC, Tap: p.Tap, Bridge: p.Bridge, Since: r.Time, From: r.From}
+	if r.Kind == IDAttached {
+		return o, nil
+	}
+	o.Since, o.Until = time.Time{}, r.Time
+	a, _, err := l.newest(ctx, p.Tap, r.Time, IDAttached)
+	if err != nil {
+		return nil, err
+	}
+	if a != nil && a.Port.UUID == p.UUID && a.Port.MAC == p.MAC {
+		o.Since = a.Time
+	}
+	return o, nil
 }
 
 // At returns the VM that owned tap at time at: the last attached or
 // detached record of tap at or before at, in journald and in the JSON-lines
 // file (whichever is later). Attached names the owner; detached, or no
-// record, is ErrUnknown. Read-only, idempotent.
+// record, is a *NoOwnerError (ErrUnknown), naming the VM detached and since
+// when it had the tap. Read-only, idempotent.
 func (l Lookup) At(ctx context.Context, tap string, at time.Time) (Owner, error) {
 	l = l.withDefaults()
 	if err := names.Ifname(tap); err != nil {
 		return Owner{}, fmt.Errorf("who owned tap: %w", err)
 	}
-	var best *PortRecord
-	var sources []string
-	if path, err := exec.LookPath(l.Journalctl); err == nil {
-		e, err := lastFromJournald(ctx, path, tap, at)
-		if err != nil {
-			return Owner{}, err
-		}
-		best, sources = later(best, e), append(sources, "journald")
-	}
-	e, err := lastFromFile(l.File, tap, at)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
+	best, sources, err := l.newest(ctx, tap, at, IDAttached, IDDetached)
+	if err != nil {
 		return Owner{}, err
-	default:
-		best, sources = later(best, e), append(sources, l.File)
 	}
 	when := at.Format(TimeLayout)
 	if best == nil {
-		if len(sources) == 0 {
-			sources = []string{"nothing: journalctl is not installed and " + l.File + " does not exist"}
-		}
 		hint := ""
-		if os.Geteuid() != 0 && slices.Contains(sources, "journald") {
+		if os.Geteuid() != 0 && strings.Contains(sources, "journald") {
 			hint = "; journalctl shows an unprivileged user only what it may read: run as root or in group systemd-journal"
 		}
-		return Owner{}, fmt.Errorf("no record of tap %q at or before %s (searched %s%s): %w",
-			tap, when, strings.Join(sources, ", "), hint, ErrUnknown)
+		return Owner{}, &NoOwnerError{Tap: tap, Msg: fmt.Sprintf("no record of tap %q at or before %s (searched %s%s)",
+			tap, when, sources, hint)}
+	}
+	o, err := l.ownerOf(ctx, best)
+	if err != nil {
+		return Owner{}, err
 	}
 	if best.Kind == IDDetached {
-		return Owner{}, fmt.Errorf("tap %q was attached to no VM at %s: it was detached from vm %q (uuid %s) at %s: %w",
-			tap, when, best.Port.Name, best.Port.UUID, best.Time.Format(TimeLayout), ErrUnknown)
+		return Owner{}, &NoOwnerError{Tap: tap, Last: o, Msg: fmt.Sprintf("tap %q was attached to no VM at %s: it was detached from vm %q (uuid %s) at %s; "+
+			"its owner before was vm %q (uuid %s) mac %s on bridge %s, %s [%s]",
+			tap, when, o.VM, o.UUID, best.Time.Format(TimeLayout), o.VM, o.UUID, o.MAC, o.Bridge, o.span(), o.From)}
 	}
-	p := best.Port
-	return Owner{VM: p.Name, UUID: p.UUID, MAC: p.MAC, Tap: p.Tap, Bridge: p.Bridge, Since: best.Time, From: best.From}, nil
+	return *o, nil
+}
+
+// newest returns the newest record of tap of one of kinds at or before
+// at, from journald (when journalctl is installed) and the JSON-lines file
+// (when it exists), whichever is later, and the sources searched, as text.
+func (l Lookup) newest(ctx context.Context, tap string, at time.Time, kinds ...string) (*PortRecord, string, error) {
+	var best *PortRecord
+	var sources []string
+	if path, err := exec.LookPath(l.Journalctl); err == nil {
+		e, err := lastFromJournald(ctx, path, tap, at, kinds)
+		if err != nil {
+			return nil, "", err
+		}
+		best, sources = later(best, e), append(sources, "journald")
+	}
+	e, err := lastFromFile(l.File, tap, at, kinds)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, "", err
+	default:
+		best, sources = later(best, e), append(sources, l.File)
+	}
+	if len(sources) == 0 {
+		sources = []string{"nothing: journalctl is not installed and " + l.File + " does not exist"}
+	}
+	return best, strings.Join(sources, ", "), nil
 }
 
 // PortRecord is one attached or detached record read back.
@@ -141,19 +220,22 @@ func later(a, b *PortRecord) *PortRecord {
 	return a
 }
 
-// lastFromJournald asks journalctl for the newest attached/detached record
-// of tap at or before at. Matches on one field are ORed, on different
+// lastFromJournald asks journalctl for the newest record of tap of one of
+// kinds (IDAttached, IDDetached) at or before at. Matches on one field are ORed, on different
 // fields ANDed; -r -n 1 with --until gives the newest one up to until.
-func lastFromJournald(ctx context.Context, journalctl, tap string, at time.Time) (*PortRecord, error) {
+func lastFromJournald(ctx context.Context, journalctl, tap string, at time.Time, kinds []string) (*PortRecord, error) {
 	args := []string{"-o", "json", "--all", "--no-pager", "-q", "-r", "-n", "1", "--until=" + untilArg(at),
-		FieldIdentifier + "=" + Identifier, FieldTap + "=" + tap, FieldMessageID + "=" + IDAttached, FieldMessageID + "=" + IDDetached}
+		FieldIdentifier + "=" + Identifier, FieldTap + "=" + tap}
+	for _, k := range kinds {
+		args = append(args, FieldMessageID+"="+k)
+	}
 	out, err := runJournalctl(ctx, journalctl, args...)
 	if err != nil {
 		return nil, err
 	}
 	var last *PortRecord
 	for _, line := range bytes.Split(out, []byte("\n")) {
-		if e, ok := parseEntry(line, "journald"); ok && e.Port.Tap == tap && !e.Time.After(at) {
+		if e, ok := parseEntry(line, "journald"); ok && e.Port.Tap == tap && !e.Time.After(at) && slices.Contains(kinds, e.Kind) {
 			last = later(last, e)
 		}
 	}
@@ -174,10 +256,10 @@ func runJournalctl(ctx context.Context, journalctl string, args ...string) ([]by
 	}.Output(ctx)
 }
 
-// lastFromFile scans the JSON-lines file for the newest attached/detached
-// record of tap at or before at; later lines win ties. Lines that do not
+// lastFromFile scans the JSON-lines file for the newest record of tap of
+// one of kinds at or before at; later lines win ties. Lines that do not
 // parse (one cut by a crash) are skipped.
-func lastFromFile(path, tap string, at time.Time) (*PortRecord, error) {
+func lastFromFile(path, tap string, at time.Time, kinds []string) (*PortRecord, error) {
 	f, err := paths.OpenFile(path, os.O_RDONLY, 0) // what the writer would trust
 
 	if err != nil {
@@ -191,7 +273,7 @@ func lastFromFile(path, tap string, at time.Time) (*PortRecord, error) {
 		if !bytes.Contains(line, key) {
 			return // cheap filter before decoding JSON
 		}
-		if e, ok := parseEntry(line, path); ok && e.Port.Tap == tap && !e.Time.After(at) {
+		if e, ok := parseEntry(line, path); ok && e.Port.Tap == tap && !e.Time.After(at) && slices.Contains(kinds, e.Kind) {
 			if last == nil || !e.Time.Before(last.Time) {
 				last = e
 			}
@@ -256,7 +338,7 @@ func parseEntry(line []byte, from string) (*PortRecord, bool) {
 		Time: time.UnixMicro(us),
 		Port: Port{
 			VM:  VM{Name: f[FieldVM], UUID: f[FieldUUID], Op: f[FieldOp], Source: f[FieldSource]},
-			Tap: f[FieldTap], MAC: f[FieldMAC], Bridge: f[FieldBridge],
+			Tap: f[FieldTap], MAC: f[FieldMAC], Bridge: f[FieldBridge], Store: f[FieldStore],
 		},
 		From: from,
 	}, true

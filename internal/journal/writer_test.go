@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -253,11 +254,32 @@ func TestAttachPortsDetachVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := Lookup{Store: s.Path(), File: w.File(), Journalctl: "/nonexistent/journalctl"}
-	if o, err := l.Now("vnet2"); err != nil || o.VM != "db01" || o.From != "store" {
+	if o, err := l.Now(context.Background(), "vnet2"); err != nil || o.VM != "db01" || o.From != "store" {
 		t.Fatalf("who vnet2 now: %+v, %v", o, err)
 	}
-	if _, err := l.Now("vnet1"); !errors.Is(err, ErrUnknown) {
-		t.Fatalf("who vnet1 now: %v, want ErrUnknown", err)
+	// vnet1 has no owner now; the file names its last one, from its
+	// attach (after the restart) until its unplug.
+	var since, until time.Time
+	for _, f := range fileRecords(t, w.File()) {
+		us, _ := strconv.ParseInt(f[FieldRealtime], 10, 64)
+		if f[FieldTap] == "vnet1" && f[FieldMessageID] == IDAttached {
+			since = time.UnixMicro(us)
+		}
+		if f[FieldTap] == "vnet1" && f[FieldOp] == "device-removed" {
+			until = time.UnixMicro(us)
+		}
+	}
+	_, err := l.Now(context.Background(), "vnet1")
+	var none *NoOwnerError
+	if !errors.As(err, &none) || !errors.Is(err, ErrUnknown) || none.Last == nil {
+		t.Fatalf("who vnet1 now: %v, want a NoOwnerError naming its last owner", err)
+	}
+	got = []string{fmt.Sprint(err), fmt.Sprintf("%+v", *none.Last)}
+	last := Owner{VM: "web01", UUID: web01.UUID, MAC: "52:54:00:aa:00:01", Tap: "vnet1", Bridge: "br0", Since: since, Until: until, From: w.File()}
+	want = []string{fmt.Sprintf(`no VM owns tap "vnet1" now; its last owner was vm "web01" (uuid %s) mac 52:54:00:aa:00:01 on bridge br0, `+
+		"attached %s, detached %s [%s]", web01.UUID, since.Format(TimeLayout), until.Format(TimeLayout), w.File()), fmt.Sprintf("%+v", last)}
+	if since.IsZero() || until.IsZero() || !slices.Equal(got, want) {
+		t.Fatalf("who vnet1 now:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
@@ -284,15 +306,15 @@ func TestWhoNoSources(t *testing.T) {
 	if !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "journalctl is not installed") {
 		t.Fatalf("At with no sources: %v", err)
 	}
-	if _, err := l.Now("vnet0"); !errors.Is(err, ErrUnknown) {
+	if _, err := l.Now(context.Background(), "vnet0"); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("Now with no store: %v", err)
 	}
-	if _, err := l.Now("bad/tap"); err == nil || errors.Is(err, ErrUnknown) {
+	if _, err := l.Now(context.Background(), "bad/tap"); err == nil || errors.Is(err, ErrUnknown) {
 		t.Fatalf("Now(bad/tap): %v, want a validation error", err)
 	}
 	os.WriteFile(l.Store, []byte("{"), 0o644)
 	var ce *store.CorruptError
-	if _, err := l.Now("vnet0"); !errors.As(err, &ce) {
+	if _, err := l.Now(context.Background(), "vnet0"); !errors.As(err, &ce) {
 		t.Fatalf("Now with a corrupt store: %v", err)
 	}
 }

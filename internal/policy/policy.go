@@ -44,7 +44,7 @@ type Bridge struct {
 
 // Port is one VM NIC on a managed bridge.
 type Port struct {
-	Tap     string `json:"tap"` // empty when the XML names none (stopped), and before libvirt makes it (Op.BeforeTaps)
+	Tap     string `json:"tap"` // empty when the XML names none (at stopped; at prepare unless the VM chose the name)
 	MAC     string `json:"mac"`
 	Bridge  string `json:"bridge"`
 	Network string `json:"network,omitempty"`
@@ -106,9 +106,6 @@ func Decide(cfg *config.Config, ev events.Event) Desired {
 		case skip != nil:
 			d.Skipped = append(d.Skipped, *skip)
 		default:
-			if ev.Op.BeforeTaps() {
-				port.Tap = "" // not made yet: nothing to check or record
-			}
 			d.Ports = append(d.Ports, port)
 			if !slices.ContainsFunc(d.Bridges, func(b Bridge) bool { return b.Name == port.Bridge }) {
 				b, _ := cfg.Bridge(port.Bridge)
@@ -124,6 +121,12 @@ func Decide(cfg *config.Config, ev events.Event) Desired {
 	}
 	return d
 }
+
+// TapsExist reports whether the ports' taps exist at d's op. Before
+// libvirt makes them (prepare, migrate, restore: events.Op.BeforeTaps) a
+// tap a NIC names is only the name the tap will get: it is shown, but not
+// looked for, put into a bridge or recorded.
+func (d Desired) TapsExist() bool { return !events.Op(d.Op).BeforeTaps() }
 
 // FirewallIntent is the firewall state cfg asks for, nil when virtbridge
 // leaves the firewall alone. It covers every managed bridge.

@@ -71,7 +71,8 @@ func TestDecide(t *testing.T) {
 		want string
 	}{
 		"prepare one nic":       {ev(events.OpPrepare, nicA), "action=host bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
-		"prepare two bridges":   {ev(events.OpPrepare, nicB, nicA), "action=host bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:00:02@br-b[] port=52:54:00:aa:00:01@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+		"prepare two bridges":   {ev(events.OpPrepare, nicB, nicA), "action=host bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7] port=52:54:00:aa:00:01@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+		"prepare chosen tap":    {ev(events.OpPrepare, nicB), "action=host bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
 		"same bridge twice":     {ev(events.OpReconnect, nicA, nicNet), "action=host bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[] port=52:54:00:aa:00:03@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
 		"started":               {ev(events.OpStarted, nicB), "action=ports bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7]"},
 		"start":                 {ev(events.OpStart, nicB), "action=none bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7]"},
