@@ -279,13 +279,15 @@ func (p *parser) structure(n *yaml.Node, seen map[*yaml.Node]bool, anchors *[]*y
 
 func (p *parser) top(n *yaml.Node) {
 	p.mapping(n, "the top level", map[string]func(*yaml.Node){
-		"bridges":           p.bridges,
-		"unmanaged_bridges": func(v *yaml.Node) { p.cfg.UnmanagedBridges = choose(p, v, "unmanaged_bridges", IgnoreUnmanaged, RefuseUnmanaged) },
-		"on_failure":        func(v *yaml.Node) { p.cfg.OnFailure = choose(p, v, "on_failure", RefuseOnFailure, WarnOnFailure) },
-		"sysctl":            p.sysctl,
-		"firewall":          p.firewall,
-		"daemon":            p.daemon,
-		"hook_timeout":      p.hookTimeout,
+		"bridges": p.bridges,
+		"unmanaged_bridges": func(v *yaml.Node) {
+			p.cfg.UnmanagedBridges = choose(p, v, "unmanaged_bridges", IgnoreUnmanaged, RefuseUnmanaged)
+		},
+		"on_failure":   func(v *yaml.Node) { p.cfg.OnFailure = choose(p, v, "on_failure", RefuseOnFailure, WarnOnFailure) },
+		"sysctl":       p.sysctl,
+		"firewall":     p.firewall,
+		"daemon":       p.daemon,
+		"hook_timeout": p.hookTimeout,
 	})
 }
 
