@@ -90,12 +90,8 @@ type Sysctl struct {
 
 // Firewall holds the firewall settings.
 type Firewall struct {
-	// Backend is "iptables" (detect the nf_tables or legacy variant),
-	// "iptables-nft", "iptables-legacy" or "none".
-	Backend string
-	// BridgedForward is "accept" (accept bridged traffic of managed bridges
-	// in FORWARD) or "leave".
-	BridgedForward string
+	Backend        FirewallBackend
+	BridgedForward Forward
 }
 
 // Daemon holds settings of virtbridged.
@@ -108,8 +104,8 @@ type Daemon struct {
 type Config struct {
 	Path             string
 	Bridges          []Bridge // sorted by name
-	UnmanagedBridges string   // "ignore" | "refuse"
-	OnFailure        string   // "refuse" | "warn"
+	UnmanagedBridges Unmanaged
+	OnFailure        FailureMode
 	Sysctl           Sysctl
 	Firewall         Firewall
 	Daemon           Daemon
@@ -130,10 +126,10 @@ func (c *Config) Bridge(name string) (Bridge, bool) {
 // Default returns the configuration used for keys a file leaves out.
 func Default() *Config {
 	return &Config{
-		UnmanagedBridges: "ignore",
-		OnFailure:        "refuse",
+		UnmanagedBridges: IgnoreUnmanaged,
+		OnFailure:        RefuseOnFailure,
 		Sysctl:           Sysctl{IPForward: On},
-		Firewall:         Firewall{Backend: "iptables", BridgedForward: "accept"},
+		Firewall:         Firewall{Backend: BackendIPTables, BridgedForward: AcceptForward},
 		Daemon:           Daemon{FirewallRecheck: 30 * time.Second},
 		HookTimeout:      DefaultHookTimeout,
 	}
@@ -283,13 +279,15 @@ func (p *parser) structure(n *yaml.Node, seen map[*yaml.Node]bool, anchors *[]*y
 
 func (p *parser) top(n *yaml.Node) {
 	p.mapping(n, "the top level", map[string]func(*yaml.Node){
-		"bridges":           p.bridges,
-		"unmanaged_bridges": func(v *yaml.Node) { p.cfg.UnmanagedBridges = p.enum(v, "unmanaged_bridges", "ignore", "refuse") },
-		"on_failure":        func(v *yaml.Node) { p.cfg.OnFailure = p.enum(v, "on_failure", "refuse", "warn") },
-		"sysctl":            p.sysctl,
-		"firewall":          p.firewall,
-		"daemon":            p.daemon,
-		"hook_timeout":      p.hookTimeout,
+		"bridges": p.bridges,
+		"unmanaged_bridges": func(v *yaml.Node) {
+			p.cfg.UnmanagedBridges = choose(p, v, "unmanaged_bridges", IgnoreUnmanaged, RefuseUnmanaged)
+		},
+		"on_failure":   func(v *yaml.Node) { p.cfg.OnFailure = choose(p, v, "on_failure", RefuseOnFailure, WarnOnFailure) },
+		"sysctl":       p.sysctl,
+		"firewall":     p.firewall,
+		"daemon":       p.daemon,
+		"hook_timeout": p.hookTimeout,
 	})
 }
 
@@ -358,9 +356,9 @@ func (p *parser) firewall(n *yaml.Node) {
 	f := &p.cfg.Firewall
 	p.mapping(n, "firewall", map[string]func(*yaml.Node){
 		"backend": func(v *yaml.Node) {
-			f.Backend = p.enum(v, "backend", "iptables", "iptables-nft", "iptables-legacy", "none")
+			f.Backend = choose(p, v, "backend", BackendIPTables, BackendIPTablesNFT, BackendIPTablesLegacy, BackendNone)
 		},
-		"bridged_forward": func(v *yaml.Node) { f.BridgedForward = p.enum(v, "bridged_forward", "accept", "leave") },
+		"bridged_forward": func(v *yaml.Node) { f.BridgedForward = choose(p, v, "bridged_forward", AcceptForward, LeaveForward) },
 	})
 }
 
@@ -437,15 +435,6 @@ func (p *parser) integer(v *yaml.Node, key string, lo, hi int) int {
 		return 0
 	}
 	return i
-}
-
-func (p *parser) enum(v *yaml.Node, key string, allowed ...string) string {
-	s := p.str(v, key)
-	if !slices.Contains(allowed, s) {
-		p.errorf(v, "%s must be one of %s, not %q", key, strings.Join(allowed, ", "), s)
-		return allowed[0]
-	}
-	return s
 }
 
 func (p *parser) toggle(v *yaml.Node, key string) Toggle {

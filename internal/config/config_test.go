@@ -25,7 +25,7 @@ func TestExampleConfigParses(t *testing.T) {
 	if cfg.Sysctl.IPForward != On || cfg.Sysctl.BridgeNFCallIPTables != Leave {
 		t.Fatalf("sysctl = %+v", cfg.Sysctl)
 	}
-	if cfg.Firewall.Backend != "iptables" || cfg.Firewall.BridgedForward != "accept" || cfg.OnFailure != "refuse" {
+	if cfg.Firewall.Backend != BackendIPTables || cfg.Firewall.BridgedForward != AcceptForward || cfg.OnFailure != RefuseOnFailure {
 		t.Fatalf("cfg = %+v", cfg)
 	}
 	if cfg.Daemon.FirewallRecheck != 30*time.Second {
@@ -49,7 +49,7 @@ func TestEmptyConfigRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Bridges) != 0 || cfg.UnmanagedBridges != "ignore" || cfg.Sysctl.IPForward != On {
+	if len(cfg.Bridges) != 0 || cfg.UnmanagedBridges != IgnoreUnmanaged || cfg.Sysctl.IPForward != On {
 		t.Fatalf("defaults = %+v", cfg)
 	}
 }
@@ -110,8 +110,8 @@ daemon: {firewall_recheck: 5s}
 		t.Fatalf("br0 = %+v", b0)
 	}
 	want := Sysctl{IPForward: Leave, IPv6Forward: On, BridgeNFCallIPTables: Off, BridgeNFCallIP6Tables: On}
-	if cfg.Sysctl != want || cfg.UnmanagedBridges != "refuse" || cfg.OnFailure != "warn" ||
-		cfg.Firewall != (Firewall{Backend: "none", BridgedForward: "leave"}) || cfg.Daemon.FirewallRecheck != 5*time.Second {
+	if cfg.Sysctl != want || cfg.UnmanagedBridges != RefuseUnmanaged || cfg.OnFailure != WarnOnFailure ||
+		cfg.Firewall != (Firewall{Backend: BackendNone, BridgedForward: LeaveForward}) || cfg.Daemon.FirewallRecheck != 5*time.Second {
 		t.Fatalf("cfg = %+v", cfg)
 	}
 }

@@ -209,7 +209,7 @@ func (e *Engine) applyHost(ev events.Event, vm journal.VM, r *Result) error {
 	r.Changes = changes
 	r.warn(e.Journal.HostChanges(vm, changes))
 	if err != nil {
-		err = &RefusedError{Err: err}
+		err = &RefusedError{Err: e.withConfigPath(err)}
 		r.warn(e.Journal.Refused(vm, err.Error()))
 		return err
 	}

@@ -479,3 +479,31 @@ func TestStartedRecordsOnlyTheVMsOwnTaps(t *testing.T) {
 		t.Fatalf("attach records %q, want vnet0's alone", attached)
 	}
 }
+
+// TestStartedJournalsTheOtherPortsChanges: at started a port that fails
+// does not hide the changes made for the VM's other ports: they are in the
+// result and journaled, like those of a start where every port is right.
+func TestStartedJournalsTheOtherPortsChanges(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:bb:00:07", "br-b") // another VM's tap
+	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.records(t))
+	res, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range res.Changes {
+		got = append(got, string(c.Kind)+" "+c.Object)
+	}
+	if want := []string{"alias-set vnet0"}; !slices.Equal(got, want) {
+		t.Errorf("Result.Changes = %q, want %q", got, want)
+	}
+	want := []string{"change alias-set vnet0", "refused web01", "attached vnet0 web01 br-a started"}
+	if got := r.records(t)[before:]; !equalKinds(got, want) {
+		t.Errorf("journaled:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -73,7 +73,7 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 			continue
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("domain %q: %w", ev.Domain, err))
+			errs = append(errs, fmt.Errorf("domain %q: %w", ev.Domain, e.withConfigPath(err)))
 			continue
 		}
 		r.warn(journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
@@ -118,7 +118,7 @@ func (e *Engine) CheckFirewall() error {
 	var rv revert.Reverter
 	changes, err := host.Firewall.Ensure(*fw, &rv)
 	if err != nil {
-		return errors.Join(err, rv.Fail())
+		return errors.Join(e.withConfigPath(err), rv.Fail())
 	}
 	rv.Success()
 	return e.Journal.HostChanges(journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes)

@@ -89,7 +89,7 @@ func run(env Env, op events.Op, w *watchdog) int {
 	}
 	var re *engine.RefusedError
 	hostFailure := errors.As(err, &re) && len(res.Desired.Errors) == 0 && res.Desired.Action == policy.ActionHost
-	if cfg.OnFailure == "warn" && hostFailure {
+	if cfg.OnFailure == config.WarnOnFailure && hostFailure {
 		fmt.Fprintf(env.Stderr, "virtbridge: domain %q (%s): warning (on_failure: warn, the VM goes on without it): %v\n", ev.Domain, op, err)
 		return ExitOK
 	}

@@ -58,9 +58,9 @@ func checkFields(t *testing.T, entry map[string]string, want map[string]string) 
 func TestJournaldVMWithTwoNICs(t *testing.T) {
 	j := journaltest.Require(t)
 	dir := t.TempDir()
-	w := New(Options{File: filepath.Join(dir, "journal.jsonl")}) // the default socket: go-systemd's journal.Send
+	w := New(Options{File: filepath.Join(dir, "journal.jsonl")}) // the default socket
 	if !w.JournaldAvailable() {
-		t.Fatalf("journald runs (%+v) but go-systemd's journal.Enabled() says no", j)
+		t.Fatalf("journald runs (%+v) but JournaldAvailable says no", j)
 	}
 	s := store.New(filepath.Join(dir, "ports.json"))
 	id := uniq(4)
@@ -179,9 +179,8 @@ func checkWho(t *testing.T, j *journaltest.Journald, l Lookup, tap1, tap2 string
 }
 
 // TestJournaldOtherRecords sends a refusal (multi-line reason) and host
-// changes, through go-systemd and through the native encoder (a socket path
-// other than the default, here a symlink to journald's), and reads them
-// back.
+// changes, to the default socket and to another path (here a symlink to
+// journald's), and reads them back.
 func TestJournaldOtherRecords(t *testing.T) {
 	j := journaltest.Require(t)
 	dir := t.TempDir()
@@ -189,7 +188,7 @@ func TestJournaldOtherRecords(t *testing.T) {
 	if err := os.Symlink(j.Socket, link); err != nil {
 		t.Fatal(err)
 	}
-	for name, socket := range map[string]string{"go-systemd": "", "native": link} {
+	for name, socket := range map[string]string{"default": "", "other-path": link} {
 		w := New(Options{Socket: socket, File: filepath.Join(dir, name+".jsonl")})
 		vm := VM{Name: "vm-" + uniq(4), UUID: randomUUID(), Op: "prepare", Source: "hook"}
 		reason := "NIC 52:54:00:aa:00:09 uses bridge \"br9\", which virtbridge does not manage\n(unmanaged_bridges: refuse in /etc/virtbridge/virtbridge.yaml)"
@@ -223,6 +222,31 @@ func TestJournaldOtherRecords(t *testing.T) {
 		})
 		if _, err := os.Stat(w.File()); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s: records went to the fallback file", name)
+		}
+	}
+}
+
+// TestJournaldLargeRecord sends a record larger than one datagram (the
+// socket refuses it with EMSGSIZE): it reaches journald whole, passed as a
+// sealed memfd, and nothing goes to the fallback file.
+func TestJournaldLargeRecord(t *testing.T) {
+	j := journaltest.Require(t)
+	id := uniq(6)
+	r := Record{Message: "large record " + id, Priority: 6, Fields: map[string]string{
+		FieldIdentifier: "virtbridge-test", "VIRTBRIDGE_RUN": id}}
+	for i := 0; i < 64; i++ { // 64 × 8 KiB: more than the default socket buffer
+		r.Fields[fmt.Sprintf("VIRTBRIDGE_PART%02d", i)] = strings.Repeat(string(rune('a'+i%26)), maxValue)
+	}
+	if err := sendNative(DefaultSocket, r, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e := j.WaitEntries(t, 1, "VIRTBRIDGE_RUN="+id)
+	if len(e) != 1 {
+		t.Fatalf("%d entries, want 1", len(e))
+	}
+	for k, v := range r.Fields {
+		if e[0][k] != v {
+			t.Fatalf("field %s: %d bytes read back, want %d", k, len(e[0][k]), len(v))
 		}
 	}
 }

@@ -195,7 +195,7 @@ func (f *Fake) uplink(b policy.Bridge, br *FakeLink) (*FakeLink, error) {
 	case b.Uplink != "":
 		if up = f.links[b.Uplink]; up == nil {
 			return nil, fmt.Errorf("uplink %q of bridge %q: no link named %q in this network namespace; "+
-				"check `ip link` and the uplink: key in %s: %w", b.Uplink, b.Name, b.Uplink, ConfigPath, ErrUplinkMissing)
+				"check `ip link` and the uplink: key in the configuration: %w", b.Uplink, b.Name, b.Uplink, ErrUplinkMissing)
 		}
 	case b.UplinkMAC != "":
 		var found []string

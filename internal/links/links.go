@@ -18,10 +18,6 @@ import (
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
-// ConfigPath is the configuration file named in messages that tell the
-// operator what to fix.
-const ConfigPath = "/etc/virtbridge/virtbridge.yaml"
-
 // Refusals. Every error EnsureBridge or EnsurePort returns for a state it
 // will not change wraps one of these.
 var (
@@ -91,8 +87,8 @@ func wirelessError(bridge, uplink string) error {
 
 func busyError(bridge, uplink, owner string) error {
 	return fmt.Errorf("uplink %q of bridge %q is already enslaved to %q; release it first "+
-		"(ip link set %s nomaster) or make %q the uplink of bridge %q in %s: %w",
-		uplink, bridge, owner, uplink, owner, bridge, ConfigPath, ErrUplinkBusy)
+		"(ip link set %s nomaster) or make %q the uplink of bridge %q in the configuration: %w",
+		uplink, bridge, owner, uplink, owner, bridge, ErrUplinkBusy)
 }
 
 // macCarrier tells the link kinds that carry a MAC of another link without

@@ -131,10 +131,10 @@ func (d Desired) TapsExist() bool { return !events.Op(d.Op).BeforeTaps() }
 // FirewallIntent is the firewall state cfg asks for, nil when virtbridge
 // leaves the firewall alone. It covers every managed bridge.
 func FirewallIntent(cfg *config.Config) *Firewall {
-	if cfg.Firewall.Backend == "none" || cfg.Firewall.BridgedForward != "accept" {
+	if cfg.Firewall.Backend == config.BackendNone || cfg.Firewall.BridgedForward != config.AcceptForward {
 		return nil
 	}
-	fw := &Firewall{Backend: cfg.Firewall.Backend, AcceptBridges: []string{}}
+	fw := &Firewall{Backend: string(cfg.Firewall.Backend), AcceptBridges: []string{}}
 	for _, b := range cfg.Bridges {
 		fw.AcceptBridges = append(fw.AcceptBridges, b.Name)
 	}
@@ -184,7 +184,7 @@ func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
 		return Port{}, nil, err
 	}
 	if _, ok := cfg.Bridge(nic.Bridge); !ok {
-		if cfg.UnmanagedBridges == "refuse" {
+		if cfg.UnmanagedBridges == config.RefuseUnmanaged {
 			return Port{}, nil, fmt.Sprintf("NIC %s uses bridge %q, which virtbridge does not manage "+
 				"(unmanaged_bridges: refuse in %s); add %q under bridges: there, or point the NIC at a managed bridge",
 				nic.MAC, nic.Bridge, cfg.Path, nic.Bridge)
