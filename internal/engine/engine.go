@@ -39,6 +39,10 @@ type Engine struct {
 	// called once per unmanaged bridge a VM names, at the ops that make
 	// the host ready. Nil skips that check.
 	LinkKind func(name string) (string, error)
+	// Source names who drives the engine in the records of changes made
+	// for no VM (EnsureHost, Reconcile's host pass and detaches); empty
+	// means events.SourceEventd.
+	Source events.Source
 }
 
 // RefusedError is a VM operation the policy or the host refused.
