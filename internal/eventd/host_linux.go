@@ -26,7 +26,8 @@ func (d *daemon) prepare(ctx context.Context) bool {
 			d.ready = true
 			d.retryDelay.reset()
 			d.log.Info("host matches the configuration", "op", op, "took", time.Since(begin))
-			d.notify(fmt.Sprintf("READY=1\nSTATUS=host matches the configuration; connecting to libvirt at %s", d.o.URI))
+			d.notify("READY=1")
+			d.status("host matches the configuration; connecting to libvirt at %s", d.o.URI)
 			return true
 		}
 		delay := d.retryDelay.next()

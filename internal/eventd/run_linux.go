@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,8 +163,10 @@ func (d *daemon) notify(state string) {
 	}
 }
 
+// status says STATUS=, on one line: a newline would end the field (joined
+// errors, a configuration's errors, have several).
 func (d *daemon) status(format string, args ...any) {
-	d.notify("STATUS=" + fmt.Sprintf(format, args...))
+	d.notify("STATUS=" + strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", "; "))
 }
 
 // loop connects, runs a session until the connection drops, and again,
