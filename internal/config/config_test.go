@@ -19,8 +19,8 @@ func TestExampleConfigParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, ok := cfg.Bridge("br0")
-	if !ok || b.Uplink != "eth0" || b.STP || b.ForwardDelay != 0 || !b.MoveAddresses {
-		t.Fatalf("br0 = %+v, want uplink eth0, stp off, delay 0, move_addresses", b)
+	if !ok || b.Uplink != "eth0" || b.STP || b.ForwardDelay != 0 || !b.MoveAddresses || !b.AtStart() {
+		t.Fatalf("br0 = %+v, want uplink eth0, stp off, delay 0, move_addresses, create: at_start", b)
 	}
 	if cfg.Sysctl.IPForward != On || cfg.Sysctl.BridgeNFCallIPTables != Leave {
 		t.Fatalf("sysctl = %+v", cfg.Sysctl)
