@@ -54,11 +54,12 @@ daemon.firewall_recheck changes take effect at the next start.
 Under systemd (Type=notify) it sends READY=1 once the host matches the
 configuration (the bridges made at start, their uplinks, sysctls and
 firewall; it retries until then, without contacting libvirt, which is
-ordered after it), RELOADING=1 and READY=1 around a reload, STATUS= lines, WATCHDOG=1 when WatchdogSec= is set, and
-STOPPING=1 on SIGTERM or SIGINT, then exits within a second or two. Logs go
-to stderr as text or, when systemd connects stderr to the journal, to
-journald as structured entries (SYSLOG_IDENTIFIER=virtbridged, one
-VIRTBRIDGE_<KEY> field per detail). The host lock it shares with the hook is
+ordered after it), RELOADING=1 and READY=1 around a reload, STATUS=
+lines, WATCHDOG=1 when WatchdogSec= is set, and STOPPING=1 on SIGTERM or
+SIGINT, then exits within a second or two. Logs go to stderr as text or,
+when systemd connects stderr to the journal, to journald as structured
+entries (SYSLOG_IDENTIFIER=virtbridged, one VIRTBRIDGE_<KEY> field per
+detail). The host lock it shares with the hook is
 taken by the engine.
 
 With --once it makes the bridges made at start and reconciles every

@@ -127,7 +127,7 @@ func TestMainUsage(t *testing.T) {
 	if code := Main([]string{"--help"}, &out, fail); code != ExitOK {
 		t.Errorf("--help: exit %d, want 0", code)
 	}
-	for _, want := range []string{"--config FILE", "--uri URI", "--once", "READY=1", "STOPPING=1", "qemu:///system", "firewall_recheck"} {
+	for _, want := range []string{"--config FILE", "--uri URI", "--once", "READY=1", "RELOADING=1", "SIGHUP", "create: on_demand", "STOPPING=1", "qemu:///system", "firewall_recheck"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
