@@ -64,10 +64,11 @@ type Handler interface {
 	// dropped (a stopped event follows). An error is logged and followed by
 	// a Reconcile after a backoff.
 	Handle(ctx context.Context, ev events.Event) error
-	// Reconcile makes the host match the policy for all running domains
-	// (their live XML as events with Op events.OpReconnect, sorted by
-	// domain name) and records detaches for domains no longer running.
-	// Called at start, after every reconnect to libvirtd, after link
+	// Reconcile makes the host match the configuration (what EnsureHost
+	// does: a bridge deleted under nobody's VM comes back) and the policy
+	// for all running domains (their live XML as events with Op
+	// events.OpReconnect, sorted by domain name) and records detaches for
+	// domains no longer running. Called after every (re)connection to libvirtd, after link
 	// changes (drift) and, with backoff, after a failed call. listed is
 	// when libvirt was asked for running: a VM that started after it is
 	// missing from running but not gone.
