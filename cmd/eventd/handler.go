@@ -27,7 +27,9 @@ type handler struct {
 var _ eventd.Handler = handler{}
 
 func newHandler(cfg *config.Config) (eventd.Handler, func(), error) {
-	h := handler{eng: engine.ForHost(cfg, lockWait), log: slog.New(journal.LogHandler("virtbridged", os.Stderr))}
+	eng := engine.ForHost(cfg, lockWait)
+	eng.Source = events.SourceEventd
+	h := handler{eng: eng, log: slog.New(journal.LogHandler("virtbridged", os.Stderr))}
 	return h, func() {}, nil
 }
 
@@ -59,6 +61,24 @@ func (h handler) Reconcile(ctx context.Context, running []events.Event, listed t
 
 func (h handler) CheckFirewall(ctx context.Context) error {
 	return h.engine(ctx).CheckFirewall()
+}
+
+func (h handler) EnsureHost(ctx context.Context, op string) error {
+	res, err := h.engine(ctx).EnsureHost(op)
+	h.report("", res, err)
+	return err
+}
+
+// Reload re-reads the configuration from where it was loaded; the engine
+// keeps the running one when the new one does not load. Only the daemon's
+// goroutine calls the handler, so the swap needs no lock.
+func (h handler) Reload(context.Context) error {
+	cfg, err := config.Load(h.eng.Config.Path)
+	if err != nil {
+		return err
+	}
+	h.eng.Config = cfg
+	return nil
 }
 
 func (h handler) report(domain string, res engine.Result, err error) {

@@ -63,8 +63,16 @@ type Bridge struct {
 	ForwardDelay  int // seconds
 	MTU           int // 0: leave the MTU alone
 	MoveAddresses bool
-	Line          int // where the bridge is defined, for messages
+	// Create says when virtbridge makes the bridge: CreateAtStart (the
+	// daemon at start-up and on drift, `virtbridge apply`, `doctor --fix`,
+	// and any VM's prepare) or CreateOnDemand (only at the prepare of a VM
+	// on it, as before).
+	Create Create
+	Line   int // where the bridge is defined, for messages
 }
+
+// AtStart reports whether the bridge is made whether or not a VM uses it.
+func (b Bridge) AtStart() bool { return b.Create != CreateOnDemand }
 
 // HasUplink reports whether the bridge enslaves a NIC.
 func (b Bridge) HasUplink() bool { return b.Uplink != "" || b.UplinkMAC != nil }
@@ -301,7 +309,7 @@ func (p *parser) bridges(n *yaml.Node) {
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		b := Bridge{Name: k.Value, MoveAddresses: true, Line: k.Line}
+		b := Bridge{Name: k.Value, MoveAddresses: true, Create: CreateAtStart, Line: k.Line}
 		if err := names.Ifname(k.Value); err != nil {
 			p.errorf(k, "bridge name: %v", err)
 		} else if k.Value == loopback {
@@ -329,6 +337,7 @@ func (p *parser) bridges(n *yaml.Node) {
 				"forward_delay":  func(v *yaml.Node) { b.ForwardDelay = p.integer(v, "forward_delay", 0, 30) },
 				"mtu":            func(v *yaml.Node) { b.MTU = p.integer(v, "mtu", 68, 65535) },
 				"move_addresses": func(v *yaml.Node) { b.MoveAddresses = p.boolean(v, "move_addresses") },
+				"create":         func(v *yaml.Node) { b.Create = choose(p, v, "create", CreateAtStart, CreateOnDemand) },
 			})
 			if b.Uplink != "" && b.UplinkMAC != nil {
 				p.errorf(k, "bridge %q sets both uplink and uplink_mac; keep one", b.Name)

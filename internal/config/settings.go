@@ -73,6 +73,22 @@ func (f Forward) String() string {
 	return "accept"
 }
 
+// Create is a bridge's create: when virtbridge makes it.
+type Create int8
+
+// Create values.
+const (
+	CreateAtStart  Create = iota // at the daemon's start, on drift, by apply, and at any VM's prepare
+	CreateOnDemand               // only at the prepare of a VM on it
+)
+
+func (c Create) String() string {
+	if c == CreateOnDemand {
+		return "on_demand"
+	}
+	return "at_start"
+}
+
 // choose returns the one of choices whose text v holds; otherwise it
 // records an error naming key and the choices, and returns the first.
 func choose[T fmt.Stringer](p *parser, v *yaml.Node, key string, choices ...T) T {

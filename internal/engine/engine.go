@@ -43,6 +43,10 @@ type Engine struct {
 	// store may lack records (store.MarkStale). Empty: store.StaleFile
 	// beside LockPath, in the run directory.
 	StaleMarker string
+	// Source names who drives the engine in the records of changes made
+	// for no VM (EnsureHost, Reconcile's host pass and detaches); empty
+	// means events.SourceEventd.
+	Source events.Source
 }
 
 // RefusedError is a VM operation the policy or the host refused.

@@ -342,7 +342,8 @@ func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
 // storm) is missing from the list but not gone: Reconcile leaves its ports
 // alone. A pass listed after it started detaches them.
 func TestReconcileJudgesOnlyWhatTheListKnew(t *testing.T) {
-	r := newRig(t, rigConfig)
+	// on_demand: Reconcile makes no bridge of its own, only records count.
+	r := newRig(t, "bridges:\n  br-a: {uplink: uplink0, create: on_demand}\n  br-b: {create: on_demand}\nsysctl: {ip_forward: 1}\n")
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
 	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "")
 	listed := time.Now()

@@ -13,8 +13,10 @@ import (
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
-// Reconcile makes the host match the policy for every running domain (the
-// daemon passes their live XML) and brings the mapping store in line:
+// Reconcile makes the host match the configuration (EnsureHost: every
+// bridge made at start, whether or not a VM uses it, re-created if someone
+// deleted it) and the policy for every running domain (the daemon passes
+// their live XML), and brings the mapping store in line:
 // ports of running VMs are attached, taps put back into bridges that were
 // deleted and re-created, and the entries of VMs (or NICs) that went away
 // while nobody watched are journaled as detached. One VM's failure does not
@@ -44,7 +46,7 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 	}
 	s := m.Store
 	r.warn(err)
-	var errs []error
+	errs := []error{e.ensureHost(host, string(events.OpReconcile), &r)}
 	alive := map[string]map[string]bool{} // uuid → MACs of its NICs
 	for _, ev := range running {
 		ev.Op = events.OpReconcile
@@ -78,7 +80,7 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 		}
 		r.warn(journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
 	}
-	gone := journal.VM{Op: string(events.OpReconcile), Source: string(events.SourceEventd)}
+	gone := journal.VM{Op: string(events.OpReconcile), Source: string(e.source())}
 	for _, x := range s.All() {
 		if !listed.IsZero() && x.Since.After(listed) {
 			continue

@@ -74,6 +74,17 @@ func (f *Fake) AddRoute(link, route string) {
 	l.Routes = append(l.Routes, route)
 }
 
+// DelLink deletes the link named name, as `ip link del` does: its ports
+// leave it. No such link is no error.
+func (f *Fake) DelLink(name string) {
+	delete(f.links, name)
+	for _, l := range f.links {
+		if l.Master == name {
+			l.Master = ""
+		}
+	}
+}
+
 // Link returns the link named name, nil if there is none.
 func (f *Fake) Link(name string) *FakeLink { return f.links[name] }
 

@@ -128,6 +128,38 @@ func Decide(cfg *config.Config, ev events.Event) Desired {
 // looked for, put into a bridge or recorded.
 func (d Desired) TapsExist() bool { return !events.Op(d.Op).BeforeTaps() }
 
+// AtStart returns what the host must look like whatever VMs run: for each
+// managed bridge set to be made at start (create: at_start), the Desired
+// of a VM's prepare on that bridge alone (the bridge, its uplink and
+// addresses), then one for the host-wide settings (sysctls, firewall). It
+// is empty when no bridge is made at start: the host is left as it is
+// until a VM needs a bridge. One Desired per bridge lets the engine keep
+// going past a bridge it cannot make. Pure; slices never nil.
+func AtStart(cfg *config.Config) []Desired {
+	out := []Desired{}
+	empty := func() Desired {
+		return Desired{Op: OpAtStart, Action: ActionHost, Bridges: []Bridge{}, Ports: []Port{},
+			Skipped: []Skipped{}, Sysctls: []Sysctl{}, Errors: []string{}}
+	}
+	for _, b := range cfg.Bridges {
+		if b.AtStart() {
+			d := empty()
+			d.Bridges = append(d.Bridges, bridgeOf(b))
+			out = append(out, d)
+		}
+	}
+	if len(out) > 0 {
+		d := empty()
+		d.Sysctls = sysctls(cfg.Sysctl)
+		d.Firewall = FirewallIntent(cfg)
+		out = append(out, d)
+	}
+	return out
+}
+
+// OpAtStart is the Op of the Desired states AtStart returns.
+const OpAtStart = "at-start"
+
 // FirewallIntent is the firewall state cfg asks for, nil when virtbridge
 // leaves the firewall alone. It covers every managed bridge.
 func FirewallIntent(cfg *config.Config) *Firewall {
