@@ -77,7 +77,7 @@ func (e *Engine) Handle(ev events.Event) (Result, error) {
 		r.Desired.Errors = append(r.Desired.Errors, e.takenTaps(ev.NICs, r.Desired.Ports)...)
 	}
 	d := r.Desired
-	vm := journal.VMOf(ev)
+	vm := vmOf(ev)
 	if len(d.Errors) > 0 {
 		err := &RefusedError{Err: errors.New(strings.Join(d.Errors, "; "))}
 		r.warn(e.Journal.Refused(vm, err.Error()))
@@ -234,7 +234,7 @@ func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error 
 	s, errs := m.Store, []error{err}
 	switch {
 	case ev.Op.Ends():
-		errs = append(errs, journal.DetachVM(e.Journal, s, vm))
+		errs = append(errs, detachVM(e.Journal, s, vm))
 	case ev.Op == events.OpDeviceRemoved:
 		present := map[string]bool{}
 		for _, n := range ev.NICs {
@@ -246,9 +246,9 @@ func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error 
 				gone = append(gone, x.MAC)
 			}
 		}
-		errs = append(errs, journal.DetachNICs(e.Journal, s, vm, gone))
+		errs = append(errs, detachNICs(e.Journal, s, vm, gone))
 	case d.TapsExist():
-		errs = append(errs, journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
+		errs = append(errs, attachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
 	}
 	return errors.Join(append(errs, e.saveStore(m))...)
 }

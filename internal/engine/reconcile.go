@@ -56,7 +56,7 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 		}
 		alive[ev.UUID] = macs
 		d := policy.Decide(e.Config, ev)
-		vm := journal.VMOf(ev)
+		vm := vmOf(ev)
 		if len(d.Errors) > 0 {
 			// A running VM cannot be refused; say so once per pass.
 			errs = append(errs, fmt.Errorf("domain %q: %v", ev.Domain, d.Errors))
@@ -78,7 +78,7 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 			errs = append(errs, fmt.Errorf("domain %q: %w", ev.Domain, e.withConfigPath(err)))
 			continue
 		}
-		r.warn(journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
+		r.warn(attachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
 	}
 	gone := journal.VM{Op: string(events.OpReconcile), Source: string(e.source())}
 	for _, x := range s.All() {
@@ -87,7 +87,7 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 		}
 		if macs, ok := alive[x.UUID]; !ok || !macs[x.MAC] {
 			gone.Name, gone.UUID = x.VM, x.UUID
-			r.warn(journal.DetachNICs(e.Journal, s, gone, []string{x.MAC}))
+			r.warn(detachNICs(e.Journal, s, gone, []string{x.MAC}))
 		}
 	}
 	if err := e.saveStore(m); err != nil {
