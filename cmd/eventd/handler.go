@@ -44,8 +44,9 @@ func (h handler) engine(ctx context.Context) *engine.Engine {
 func (h handler) Handle(ctx context.Context, ev events.Event) error {
 	res, err := h.engine(ctx).Handle(ev)
 	h.report(ev.Domain, res, err)
-	var re *engine.RefusedError
-	if errors.As(err, &re) {
+	var pe *engine.PolicyError
+	var he *engine.HostError
+	if errors.As(err, &pe) || errors.As(err, &he) {
 		// Journaled; a running VM's NIC cannot be refused after the fact,
 		// and a retry would not change the answer.
 		return nil

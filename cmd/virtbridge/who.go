@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/who"
 )
 
 func init() {
@@ -22,8 +22,8 @@ func init() {
 // timeLayouts are the forms --at accepts, besides RFC 3339.
 var timeLayouts = []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04", "15:04:05", "15:04"}
 
-func lookup() journal.Lookup {
-	return journal.Lookup{
+func lookup() who.Lookup {
+	return who.Lookup{
 		Store: filepath.Join(paths.StateDir(), "ports.json"),
 		File:  filepath.Join(paths.LogDir(), "journal.jsonl"),
 	}
@@ -59,7 +59,7 @@ Tap names are recycled, so --at is the way to answer audit questions. Exit statu
 		return exitUsage
 	}
 	var (
-		owner journal.Owner
+		owner who.Owner
 		err   error
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -79,13 +79,13 @@ Tap names are recycled, so --at is the way to answer audit questions. Exit statu
 			"the next VM start or stop, or virtbridged, catches it up from the journal; meanwhile --at with the time of day answers from the journal\n",
 			since.Local().Format(time.DateTime))
 	}
-	var none *journal.NoOwnerError
+	var none *who.NoOwnerError
 	if errors.As(err, &none) && *asJSON {
 		printJSON(stdout, noOwnerJSON(none))
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "virtbridge who: %v\n", err)
-		if errors.Is(err, journal.ErrUnknown) {
+		if errors.Is(err, who.ErrUnknown) {
 			return exitFound
 		}
 		return exitUsage
@@ -112,7 +112,7 @@ func printJSON(w io.Writer, v any) {
 // empty, as when there is one; "last_owner" with the VM that had it last,
 // from "since" until "until" (null when the journal has none), and
 // "reason", the sentence the text output prints.
-func noOwnerJSON(e *journal.NoOwnerError) map[string]any {
+func noOwnerJSON(e *who.NoOwnerError) map[string]any {
 	var last any
 	if o := e.Last; o != nil {
 		last = map[string]any{

@@ -179,9 +179,9 @@ func TestFailureRevertsAndIsJournaled(t *testing.T) {
 	before := r.links.String()
 	r.links.FailOn("route-add")
 	_, err := r.eng.Handle(event(events.OpPrepare))
-	var re *RefusedError
-	if !errors.As(err, &re) || !errors.Is(err, links.ErrInjected) {
-		t.Fatalf("Handle = %v, want a RefusedError wrapping the injected failure", err)
+	var he *HostError
+	if !errors.As(err, &he) || !errors.Is(err, links.ErrInjected) {
+		t.Fatalf("Handle = %v, want a HostError wrapping the injected failure", err)
 	}
 	if after := r.links.String(); after != before {
 		t.Fatalf("links not reverted:\n--- before\n%s--- after\n%s", before, after)
@@ -316,7 +316,7 @@ func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
 		r.lookups = 0
 		ev := events.Event{Source: events.SourceHook, Op: events.OpPrepare, Domain: "web02", UUID: "u-2", NICs: tc.nics}
 		_, err := r.eng.Handle(ev)
-		var re *RefusedError
+		var re *PolicyError
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: Handle = %v, want no refusal", tc.name, err)

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/command"
-	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/who"
 )
 
 // catchUpWait bounds how long a run waits for journald while it catches a
@@ -40,7 +40,7 @@ func (e *Engine) staleMarker() string {
 // since then. A nil mapping is an error; otherwise err holds warnings.
 func (e *Engine) openStore() (*mapping, error) {
 	m := &mapping{began: time.Now()}
-	s, err := journal.OpenStore(e.Journal, e.StorePath)
+	s, err := loadStore(e.Journal, e.StorePath)
 	if s == nil {
 		return nil, fmt.Errorf("loading the mapping store: %w", err)
 	}
@@ -52,11 +52,11 @@ func (e *Engine) openStore() (*mapping, error) {
 	m.marked = true
 	ctx, cancel := context.WithTimeout(context.Background(), min(catchUpWait, max(e.LockWait, time.Second)))
 	defer cancel()
-	l := journal.Lookup{Store: e.StorePath, File: e.Journal.File()}
+	l := who.Lookup{Store: e.StorePath, File: e.Journal.File()}
 	if path, lerr := command.LookPath("journalctl"); lerr == nil {
 		l.Journalctl = path
 	}
-	_, complete, cerr := journal.CatchUp(ctx, e.Journal, l, s, since)
+	_, complete, cerr := catchUp(ctx, e.Journal, l, s, since)
 	m.fresh = complete && serr == nil
 	return m, errors.Join(err, serr, cerr)
 }

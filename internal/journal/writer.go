@@ -20,7 +20,6 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/paths"
-	"github.com/virtbridge/virtbridge/internal/store"
 )
 
 // DefaultSocket is journald's native socket.
@@ -147,13 +146,10 @@ func (w *Writer) HostChanges(vm VM, cs []change.Change) error {
 	return errors.Join(errs...)
 }
 
-// StoreRecovered journals that the mapping store was corrupt and moved
-// aside (store.Store.Recovered); nil does nothing.
-func (w *Writer) StoreRecovered(r *store.Recovery) error {
-	if r == nil {
-		return nil
-	}
-	return w.Write(StoreRecoveredRecord(r))
+// StoreRecovered journals that the mapping store path was corrupt or
+// untrusted (cause) and moved aside to movedTo.
+func (w *Writer) StoreRecovered(path, movedTo string, cause error) error {
+	return w.Write(StoreRecoveredRecord(path, movedTo, cause))
 }
 
 func capRecord(r Record) Record {

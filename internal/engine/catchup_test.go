@@ -1,4 +1,4 @@
-package journal
+package engine
 
 import (
 	"bytes"
@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/who"
 )
 
 // TestCatchUpFromFile: a store saved before web01 stopped and db01 started
@@ -22,28 +24,28 @@ func TestCatchUpFromFile(t *testing.T) {
 	w := fileWriter(t, dir, &bytes.Buffer{}, clock)
 	path := filepath.Join(dir, "ports.json")
 	live := store.New(path) // what the runs did in memory
-	db := VM{Name: "db01", UUID: "6f1c7c52-3b7a-4a8e-9d0a-222222222222", Op: "started", Source: "hook"}
+	db := journal.VM{Name: "db01", UUID: "6f1c7c52-3b7a-4a8e-9d0a-222222222222", Op: "started", Source: "hook"}
 	step := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	step(AttachPorts(w, live, web01, []policy.Port{{Tap: "vnet1", MAC: "52:54:00:aa:00:01", Bridge: "br0"}}, clock.now()))
+	step(attachPorts(w, live, web01, []policy.Port{{Tap: "vnet1", MAC: "52:54:00:aa:00:01", Bridge: "br0"}}, clock.now()))
 	step(live.Save()) // the last good save
-	clock.t = clock.t.Add(CatchUpSlack)
+	clock.t = clock.t.Add(catchUpSlack)
 	stale := clock.now() // a save fails from here on
 	stopped := web01
 	stopped.Op = "stopped"
-	step(DetachVM(w, live, stopped))
-	step(AttachPorts(w, live, db, []policy.Port{{Tap: "vnet1", MAC: "52:54:00:bb:00:01", Bridge: "br0"}}, clock.now()))
+	step(detachVM(w, live, stopped))
+	step(attachPorts(w, live, db, []policy.Port{{Tap: "vnet1", MAC: "52:54:00:bb:00:01", Bridge: "br0"}}, clock.now()))
 	other := store.New(filepath.Join(dir, "other.json")) // another host's store, same file
-	step(AttachPorts(w, other, web01, []policy.Port{{Tap: "vnet9", MAC: "52:54:00:aa:00:09", Bridge: "br0"}}, clock.now()))
+	step(attachPorts(w, other, web01, []policy.Port{{Tap: "vnet9", MAC: "52:54:00:aa:00:09", Bridge: "br0"}}, clock.now()))
 
 	s, err := store.Load(path)
 	step(err)
-	l := Lookup{Store: path, File: w.File(), Journalctl: "/nonexistent/journalctl"}
-	n, complete, err := CatchUp(context.Background(), w, l, s, stale)
+	l := who.Lookup{Store: path, File: w.File(), Journalctl: "/nonexistent/journalctl"}
+	n, complete, err := catchUp(context.Background(), w, l, s, stale)
 	step(err)
 	entries := func() string {
 		var got []string
@@ -56,7 +58,7 @@ func TestCatchUpFromFile(t *testing.T) {
 		t.Fatalf("CatchUp replayed %d records (complete %v), store:\n%s\nwant db01 on vnet1 alone, from 2 records", n, complete, got)
 	}
 	// Idempotent: a second catch-up (the save failed again) changes nothing.
-	if _, _, err := CatchUp(context.Background(), w, l, s, stale); err != nil || entries() != "db01 vnet1 52:54:00:bb:00:01" {
+	if _, _, err := catchUp(context.Background(), w, l, s, stale); err != nil || entries() != "db01 vnet1 52:54:00:bb:00:01" {
 		t.Fatalf("CatchUp again: %v, store:\n%s", err, entries())
 	}
 }

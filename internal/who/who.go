@@ -1,4 +1,11 @@
-package journal
+// Package who answers `virtbridge who`: which VM owns a tap now (the
+// mapping store, then the journal's newest record of the tap) or owned it
+// at a past time (the journal's records; tap names are recycled). It also
+// reads back a mapping store's records since a time, which the engine
+// replays to catch a stale store up. It only reads: the record schema and
+// its writer are package journal's, and what is recorded when is package
+// engine's.
+package who
 
 import (
 	"bufio"
@@ -16,6 +23,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/command"
+	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/names"
 	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/store"
@@ -24,10 +32,6 @@ import (
 // ErrUnknown means no VM is known to own the tap (at that time): the CLI
 // says so and exits 1. Errors wrapping it say why.
 var ErrUnknown = errors.New("no known owner")
-
-// TimeLayout is how errors print times: to the microsecond, as the journal
-// keeps them, so that two records in one second are told apart.
-const TimeLayout = "2006-01-02 15:04:05.000000 -0700"
 
 // Owner is the VM NIC that owns (or owned) a tap.
 type Owner struct {
@@ -56,7 +60,7 @@ func (e *NoOwnerError) Unwrap() error { return ErrUnknown }
 // the system journal and the default fallback file.
 type Lookup struct {
 	Store      string // store.DefaultPath if empty
-	File       string // DefaultFile if empty
+	File       string // journal.DefaultFile if empty
 	Journalctl string // "journalctl" (from PATH) if empty; journald is skipped when it is not installed
 }
 
@@ -65,7 +69,7 @@ func (l Lookup) withDefaults() Lookup {
 		l.Store = store.DefaultPath
 	}
 	if l.File == "" {
-		l.File = DefaultFile
+		l.File = journal.DefaultFile
 	}
 	if l.Journalctl == "" {
 		l.Journalctl = "journalctl"
@@ -91,7 +95,7 @@ func (l Lookup) Now(ctx context.Context, tap string) (Owner, error) {
 		return Owner{VM: e.VM, UUID: e.UUID, MAC: e.MAC, Tap: e.Tap, Bridge: e.Bridge, Since: e.Since, From: "store"}, nil
 	}
 	notIn := fmt.Sprintf("tap %q is not in the mapping store %s", tap, l.Store)
-	last, sources, err := l.newest(ctx, tap, time.Now(), IDAttached, IDDetached)
+	last, sources, err := l.newest(ctx, tap, time.Now(), journal.IDAttached, journal.IDDetached)
 	if err != nil {
 		return Owner{}, fmt.Errorf("%s; reading its history: %w", notIn, err)
 	}
@@ -103,11 +107,11 @@ func (l Lookup) Now(ctx context.Context, tap string) (Owner, error) {
 	if err != nil {
 		return Owner{}, fmt.Errorf("%s; reading its history: %w", notIn, err)
 	}
-	if last.Kind == IDAttached {
+	if last.Kind == journal.IDAttached {
 		return Owner{}, &NoOwnerError{Tap: tap, Last: o, Msg: fmt.Sprintf("%s, but the journal's last record of it, at %s, "+
 			"attached it to vm %q (uuid %s) mac %s on bridge %s and no record detached it: the store is stale (a save failed?); "+
 			"the next VM start or stop, or virtbridged, brings it up to date",
-			notIn, o.Since.Format(TimeLayout), o.VM, o.UUID, o.MAC, o.Bridge)}
+			notIn, o.Since.Format(journal.TimeLayout), o.VM, o.UUID, o.MAC, o.Bridge)}
 	}
 	return Owner{}, &NoOwnerError{Tap: tap, Last: o, Msg: fmt.Sprintf("no VM owns tap %q now; its last owner was vm %q (uuid %s) mac %s on bridge %s, %s [%s]",
 		tap, o.VM, o.UUID, o.MAC, o.Bridge, o.span(), o.From)}
@@ -117,9 +121,9 @@ func (l Lookup) Now(ctx context.Context, tap string) (Owner, error) {
 func (o *Owner) span() string {
 	since := "attached before the journal's oldest record"
 	if !o.Since.IsZero() {
-		since = "attached " + o.Since.Format(TimeLayout)
+		since = "attached " + o.Since.Format(journal.TimeLayout)
 	}
-	return since + ", detached " + o.Until.Format(TimeLayout)
+	return since + ", detached " + o.Until.Format(journal.TimeLayout)
 }
 
 // ownerOf turns the newest record of a tap into its (last) owner: an
@@ -129,11 +133,11 @@ func (o *Owner) span() string {
 func (l Lookup) ownerOf(ctx context.Context, r *PortRecord) (*Owner, error) {
 	p := r.Port
 	o := &Owner{VM: p.Name, UUID: p.UUID, MAC: p.MAC, Tap: p.Tap, Bridge: p.Bridge, Since: r.Time, From: r.From}
-	if r.Kind == IDAttached {
+	if r.Kind == journal.IDAttached {
 		return o, nil
 	}
 	o.Since, o.Until = time.Time{}, r.Time
-	a, _, err := l.newest(ctx, p.Tap, r.Time, IDAttached)
+	a, _, err := l.newest(ctx, p.Tap, r.Time, journal.IDAttached)
 	if err != nil {
 		return nil, err
 	}
@@ -153,11 +157,11 @@ func (l Lookup) At(ctx context.Context, tap string, at time.Time) (Owner, error)
 	if err := names.Ifname(tap); err != nil {
 		return Owner{}, fmt.Errorf("who owned tap: %w", err)
 	}
-	best, sources, err := l.newest(ctx, tap, at, IDAttached, IDDetached)
+	best, sources, err := l.newest(ctx, tap, at, journal.IDAttached, journal.IDDetached)
 	if err != nil {
 		return Owner{}, err
 	}
-	when := at.Format(TimeLayout)
+	when := at.Format(journal.TimeLayout)
 	if best == nil {
 		hint := ""
 		if os.Geteuid() != 0 && strings.Contains(sources, "journald") {
@@ -170,10 +174,10 @@ func (l Lookup) At(ctx context.Context, tap string, at time.Time) (Owner, error)
 	if err != nil {
 		return Owner{}, err
 	}
-	if best.Kind == IDDetached {
+	if best.Kind == journal.IDDetached {
 		return Owner{}, &NoOwnerError{Tap: tap, Last: o, Msg: fmt.Sprintf("tap %q was attached to no VM at %s: it was detached from vm %q (uuid %s) at %s; "+
 			"its owner before was vm %q (uuid %s) mac %s on bridge %s, %s [%s]",
-			tap, when, o.VM, o.UUID, best.Time.Format(TimeLayout), o.VM, o.UUID, o.MAC, o.Bridge, o.span(), o.From)}
+			tap, when, o.VM, o.UUID, best.Time.Format(journal.TimeLayout), o.VM, o.UUID, o.MAC, o.Bridge, o.span(), o.From)}
 	}
 	return *o, nil
 }
@@ -207,9 +211,9 @@ func (l Lookup) newest(ctx context.Context, tap string, at time.Time, kinds ...s
 
 // PortRecord is one attached or detached record read back.
 type PortRecord struct {
-	Kind string // IDAttached or IDDetached
+	Kind string // journal.IDAttached or journal.IDDetached
 	Time time.Time
-	Port Port
+	Port journal.Port
 	From string // "journald" or the file's path
 }
 
@@ -221,13 +225,13 @@ func later(a, b *PortRecord) *PortRecord {
 }
 
 // lastFromJournald asks journalctl for the newest record of tap of one of
-// kinds (IDAttached, IDDetached) at or before at. Matches on one field are ORed, on different
+// kinds (journal.IDAttached, journal.IDDetached) at or before at. Matches on one field are ORed, on different
 // fields ANDed; -r -n 1 with --until gives the newest one up to until.
 func lastFromJournald(ctx context.Context, journalctl, tap string, at time.Time, kinds []string) (*PortRecord, error) {
 	args := []string{"-o", "json", "--all", "--no-pager", "-q", "-r", "-n", "1", "--until=" + untilArg(at),
-		FieldIdentifier + "=" + Identifier, FieldTap + "=" + tap}
+		journal.FieldIdentifier + "=" + journal.Identifier, journal.FieldTap + "=" + tap}
 	for _, k := range kinds {
-		args = append(args, FieldMessageID+"="+k)
+		args = append(args, journal.FieldMessageID+"="+k)
 	}
 	out, err := runJournalctl(ctx, journalctl, args...)
 	if err != nil {
@@ -321,63 +325,25 @@ func eachLine(r io.Reader, fn func([]byte)) error {
 // parseEntry reads one journalctl -o json line (or a fallback file line)
 // and returns it if it is a virtbridge attached or detached record.
 func parseEntry(line []byte, from string) (*PortRecord, bool) {
-	f, ok := ParseFields(line)
-	if !ok || f[FieldIdentifier] != Identifier {
+	f, ok := journal.ParseFields(line)
+	if !ok || f[journal.FieldIdentifier] != journal.Identifier {
 		return nil, false
 	}
-	id := f[FieldMessageID]
-	if id != IDAttached && id != IDDetached {
+	id := f[journal.FieldMessageID]
+	if id != journal.IDAttached && id != journal.IDDetached {
 		return nil, false
 	}
-	us, err := strconv.ParseInt(f[FieldRealtime], 10, 64)
+	us, err := strconv.ParseInt(f[journal.FieldRealtime], 10, 64)
 	if err != nil {
 		return nil, false
 	}
 	return &PortRecord{
 		Kind: id,
 		Time: time.UnixMicro(us),
-		Port: Port{
-			VM:  VM{Name: f[FieldVM], UUID: f[FieldUUID], Op: f[FieldOp], Source: f[FieldSource]},
-			Tap: f[FieldTap], MAC: f[FieldMAC], Bridge: f[FieldBridge], Store: f[FieldStore],
+		Port: journal.Port{
+			VM:  journal.VM{Name: f[journal.FieldVM], UUID: f[journal.FieldUUID], Op: f[journal.FieldOp], Source: f[journal.FieldSource]},
+			Tap: f[journal.FieldTap], MAC: f[journal.FieldMAC], Bridge: f[journal.FieldBridge], Store: f[journal.FieldStore],
 		},
 		From: from,
 	}, true
-}
-
-// ParseFields decodes one line of journalctl -o json (or of the fallback
-// file) into field → value. journalctl prints a value as a string, as an
-// array of byte values when it is not printable UTF-8, as an array of those
-// when the field repeats (the first is kept), and as null when it left it
-// out.
-func ParseFields(line []byte) (map[string]string, bool) {
-	var raw map[string]json.RawMessage
-	if json.Unmarshal(line, &raw) != nil {
-		return nil, false
-	}
-	out := make(map[string]string, len(raw))
-	for k, v := range raw {
-		if s, ok := fieldValue(v); ok {
-			out[k] = s
-		}
-	}
-	return out, true
-}
-
-func fieldValue(v json.RawMessage) (string, bool) {
-	if len(v) == 0 || string(v) == "null" {
-		return "", false
-	}
-	var s string
-	if json.Unmarshal(v, &s) == nil {
-		return s, true
-	}
-	var raw []byte // an array of numbers decodes element by element
-	if v[0] == '[' && json.Unmarshal(v, &raw) == nil {
-		return string(raw), true
-	}
-	var many []json.RawMessage
-	if json.Unmarshal(v, &many) == nil && len(many) > 0 {
-		return fieldValue(many[0])
-	}
-	return "", false
 }
