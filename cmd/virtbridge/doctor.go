@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -66,7 +67,7 @@ again. Exit status: 0 all ok, 1 warnings, 2 failures
 			if !ok {
 				running = nil // libvirt unreachable: leave the taps and the store alone
 			}
-			res := doctor.Fix(cliEngine(src.Config), src.Config, doctor.LinkExists(src.Links), running, listed)
+			res := doctor.Fix(context.Background(), cliEngine(src.Config), src.Config, doctor.LinkExists(src.Links), running, listed)
 			fixed = &res
 			src = doctorSources(*cfgPath, *uri, *hooksDir) // read everything again
 		}

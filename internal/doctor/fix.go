@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -13,9 +14,9 @@ import (
 // Engine is what Fix drives; *engine.Engine is one (engine.ForHost for
 // the host: same backends, lock, store and journal as the hook).
 type Engine interface {
-	EnsureHost(op string) (engine.Result, error)
-	Handle(ev events.Event) (engine.Result, error)
-	Reconcile(running []events.Event, listed time.Time) (engine.Result, error)
+	EnsureHost(ctx context.Context, op string) (engine.Result, error)
+	Handle(ctx context.Context, ev events.Event) (engine.Result, error)
+	Reconcile(ctx context.Context, running []events.Event, listed time.Time) (engine.Result, error)
 }
 
 var _ Engine = (*engine.Engine)(nil)
@@ -47,10 +48,11 @@ type FixResult struct {
 // Idempotent: on a host that is right it changes nothing.
 //
 // listed is when running was read from libvirt: entries the store gained
-// after it (a VM started meanwhile) are not judged by it.
-func Fix(e Engine, cfg *config.Config, exists func(name string) bool, running []events.Event, listed time.Time) FixResult {
+// after it (a VM started meanwhile) are not judged by it. The engine's
+// waits (the host lock, commands, journald) end with ctx.
+func Fix(ctx context.Context, e Engine, cfg *config.Config, exists func(name string) bool, running []events.Event, listed time.Time) FixResult {
 	res := FixResult{Changes: []change.Change{}, Errors: []string{}}
-	r, err := e.EnsureHost(engine.OpApply)
+	r, err := e.EnsureHost(ctx, engine.OpApply)
 	res.add(r, err, "making the host match the configuration")
 	for _, b := range cfg.Bridges {
 		if b.AtStart() || exists == nil || !exists(b.Name) {
@@ -58,14 +60,14 @@ func Fix(e Engine, cfg *config.Config, exists func(name string) bool, running []
 		}
 		ev := events.Event{Source: events.SourceCLI, Op: events.OpReconcile,
 			NICs: []events.NIC{{Type: "bridge", Bridge: b.Name}}}
-		r, err := e.Handle(ev)
+		r, err := e.Handle(ctx, ev)
 		res.add(r, err, "bridge "+b.Name)
 	}
 	if running != nil {
 		for i := range running {
 			running[i].Source = events.SourceCLI
 		}
-		r, err := e.Reconcile(running, listed)
+		r, err := e.Reconcile(ctx, running, listed)
 		res.add(r, err, "reconciling running VMs")
 	}
 	return res

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -33,7 +34,7 @@ func NewFake() *Fake {
 
 // Ensure is Firewall.Ensure on the in-memory tables; it is idempotent. A
 // backend of "none" changes nothing.
-func (f *Fake) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error) {
 	if fw.Backend == BackendNone {
 		return nil, nil
 	}
@@ -44,15 +45,15 @@ func (f *Fake) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Change,
 	if err != nil {
 		return nil, err
 	}
-	cs, changed, err := ensureTables(f.all(), bridges, rv)
+	cs, changed, err := ensureTables(ctx, f.all(), bridges, rv)
 	if err == nil {
-		err = verifyTables(changed, bridges)
+		err = verifyTables(ctx, changed, bridges)
 	}
 	return cs, err
 }
 
 // Check is Firewall.Check on the in-memory tables.
-func (f *Fake) Check(fw policy.Firewall) ([]string, error) {
+func (f *Fake) Check(ctx context.Context, fw policy.Firewall) ([]string, error) {
 	if fw.Backend == BackendNone {
 		return []string{}, nil
 	}
@@ -60,14 +61,14 @@ func (f *Fake) Check(fw policy.Firewall) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return checkTables(f.all(), bridges)
+	return checkTables(ctx, f.all(), bridges)
 }
 
 // Remove is Firewall.Remove on the in-memory tables; it is idempotent.
-func (f *Fake) Remove() ([]change.Change, error) {
+func (f *Fake) Remove(ctx context.Context) ([]change.Change, error) {
 	var rv revert.Reverter
 	defer rv.Success()
-	cs, _, err := ensureTables(f.all(), nil, &rv)
+	cs, _, err := ensureTables(ctx, f.all(), nil, &rv)
 	return cs, err
 }
 
@@ -125,9 +126,9 @@ type fakeTable struct {
 
 func (t fakeTable) name() string { return t.fam.command() + "-fake" }
 
-func (t fakeTable) read() (*ruleset, error) { return t.f.tables[t.fam].clone(), nil }
+func (t fakeTable) read(context.Context) (*ruleset, error) { return t.f.tables[t.fam].clone(), nil }
 
-func (t fakeTable) do(o op) (bool, error) {
+func (t fakeTable) do(_ context.Context, o op) (bool, error) {
 	if t.f.Fail != nil {
 		if err := t.f.Fail(t.fam, o.String()); err != nil {
 			return false, err
