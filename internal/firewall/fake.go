@@ -9,6 +9,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
@@ -126,9 +127,19 @@ type fakeTable struct {
 
 func (t fakeTable) name() string { return t.fam.command() + "-fake" }
 
-func (t fakeTable) read(context.Context) (*ruleset, error) { return t.f.tables[t.fam].clone(), nil }
+// read and do, like iptables run through package command, do nothing
+// once ctx has ended.
+func (t fakeTable) read(ctx context.Context) (*ruleset, error) {
+	if err := deadline.Ended(ctx, "reading %s filter table", t.name()); err != nil {
+		return nil, err
+	}
+	return t.f.tables[t.fam].clone(), nil
+}
 
-func (t fakeTable) do(_ context.Context, o op) (bool, error) {
+func (t fakeTable) do(ctx context.Context, o op) (bool, error) {
+	if err := deadline.Ended(ctx, "changing %s filter table: %s", t.name(), o); err != nil {
+		return false, err
+	}
 	if t.f.Fail != nil {
 		if err := t.f.Fail(t.fam, o.String()); err != nil {
 			return false, err
