@@ -41,8 +41,9 @@ firewall rules (Docker's too), the NICs of the defined VMs and the taps in
 the bridges — and says for each problem what is wrong, why it breaks
 bridged VMs, and the exact fix, or that virtbridge fixes it itself.
 --fix applies those fixes the way the hook does (under the host lock,
-journaled) and checks again. Exit status: 0 all ok, 1 warnings, 2 failures
-(or bad usage).
+journaled), checks again, and says what it could not fix, why, and what
+to do first (e.g. an uplink that does not exist yet). Exit status: 0 all
+ok, 1 warnings, 2 failures, something --fix could not fix, or bad usage.
 
 `)
 		fs.PrintDefaults()
@@ -70,6 +71,9 @@ journaled) and checks again. Exit status: 0 all ok, 1 warnings, 2 failures
 		}
 	}
 	r := doctor.Run(src)
+	if fixed != nil {
+		r.AfterFix(fixed)
+	}
 	var err error
 	if *asJSON {
 		err = doctor.WriteJSON(stdout, r, fixed)
@@ -78,6 +82,9 @@ journaled) and checks again. Exit status: 0 all ok, 1 warnings, 2 failures
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "virtbridge doctor: %v\n", err)
+	}
+	if fixed != nil && len(fixed.NotFixed) > 0 {
+		return max(r.ExitCode(), 2)
 	}
 	return r.ExitCode()
 }
