@@ -1,12 +1,16 @@
 package main
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/doctor"
+	"github.com/virtbridge/virtbridge/internal/netnstest"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
 
@@ -227,4 +231,62 @@ func TestDoctorFixCannot(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(text, "No change needed: what virtbridge fixes was already right.\n") {
 		t.Errorf("exit %d on a fixed host:\n%s", code, text)
 	}
+}
+
+// TestDoctorFixRecycledNamespace is issue 14 #2 as an operator saw it:
+// `virtbridge doctor --fix` in a namespace that got the inode number of a
+// deleted one (whose --fix left a firewall state in the same run
+// directory), at the same nf_tables generation, left FORWARD rejecting
+// bridged frames while the state vouched for virtbridge's rules. After
+// --fix, FORWARD must accept them.
+func TestDoctorFixRecycledNamespace(t *testing.T) {
+	bins := buildDoctor(t)
+	runDir := t.TempDir() // the machine's /run/virtbridge, shared by the namespaces
+	var h *doctorHost
+	var gen uint32
+	deadline := time.Now().Add(3 * time.Minute)
+	for round := 1; ; round++ {
+		first := newDoctorHost(t, bins, doctorBrA, doctorEmptyNode)
+		first.runDir = runDir
+		first.json(t, "--fix").requireClean(t, "the first namespace after --fix")
+		gen = recordedGeneration(t, filepath.Join(runDir, "firewall.state"))
+		ino := first.ns.Inode(t)
+		first.ns.Delete(t)
+		ns, tries, ok := netnstest.Recycle(t, "vbdr", ino, 20*time.Second)
+		if ok {
+			t.Logf("round %d: namespace inode %d handed out again to %s after %d tries", round, ino, ns.Name, tries)
+			h = newDoctorHostIn(t, bins, ns, doctorBrA, doctorEmptyNode)
+			h.runDir = runDir
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("round %d: namespace inode %d not handed out again in %d tries", round, ino, tries)
+		}
+		t.Logf("round %d: inode %d taken by another namespace; starting over", round, ino)
+	}
+	h.json(t).expect(t, 2, "forward", "iptables-nft FORWARD", doctor.Fail, "REJECT")
+	h.ns.PadGeneration(t, gen)
+	t.Logf("nf_tables generation brought to %d, as recorded", gen)
+	fixed := h.json(t, "--fix")
+	fixed.expect(t, 0, "forward", "iptables-nft FORWARD", doctor.OK, "virtbridge's jump")
+	fixed.expect(t, 0, "forward", "ip6tables-nft FORWARD", doctor.OK, "virtbridge's jump")
+	fixed.requireClean(t, "the recycled namespace after --fix")
+}
+
+// recordedGeneration reads the nf_tables generation from a firewall state
+// file.
+func recordedGeneration(t *testing.T, path string) uint32 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Gen   uint32 `json:"gen"`
+		GenOK bool   `json:"gen_ok"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil || !st.GenOK {
+		t.Fatalf("firewall state %s: %v: %s", path, err, b)
+	}
+	return st.Gen
 }

@@ -1,16 +1,8 @@
 package firewall
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,17 +23,13 @@ func TestRecycledNamespaceIsNotTrusted(t *testing.T) {
 		fail: filepath.Join(dir, "fail"), state: filepath.Join(dir, "firewall.state")}
 	p := policy.Firewall{Backend: BackendAuto, AcceptBridges: []string{"br0"}}
 	var st *state
-	var f *Firewall
 	// Other processes make namespaces too and may take the freed number
 	// and keep it: then start over with a new first namespace.
 	deadline := time.Now().Add(3 * time.Minute)
 	for round := 1; ; round++ {
-		b := make([]byte, 4)
-		rand.Read(b)
-		first := "vbfrec-" + hex.EncodeToString(b)
-		addNS(t, first)
+		first := netnstest.New(t, "vbfrec")
 		l.useNS(t, first)
-		f = l.firewall(false)
+		f := l.firewall(false)
 		breakForward(t, l)
 		mustEnsure(t, f, p)
 		if _, runs := ensureCounting(t, l, f, p); len(runs) != 0 {
@@ -51,23 +39,23 @@ func TestRecycledNamespaceIsNotTrusted(t *testing.T) {
 		if st, err = loadState(l.state); err != nil || st == nil || !st.GenOK {
 			t.Fatalf("state after Ensure: %+v, %v", st, err)
 		}
-		ino := inodeOf(t, "/run/netns/"+first)
-		delNS(t, first)
-		name, tries, ok := recycle(t, first, ino, 20*time.Second)
+		ino := first.Inode(t)
+		first.Delete(t)
+		next, tries, ok := netnstest.Recycle(t, "vbfrec", ino, 20*time.Second)
 		if ok {
-			t.Logf("round %d: namespace inode %d handed out again to %s after %d tries", round, ino, name, tries)
-			l.useNS(t, name) // the same state file
-			f = l.firewall(false)
+			t.Logf("round %d: namespace inode %d handed out again to %s after %d tries", round, ino, next.Name, tries)
+			l.useNS(t, next) // the same state file
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("round %d: namespace inode %d not handed out again in %d tries (held by: %s)", round, ino, tries, holders(ino))
+			t.Fatalf("round %d: namespace inode %d not handed out again in %d tries", round, ino, tries)
 		}
-		t.Logf("round %d: inode %d taken by another namespace (held by: %s); starting over", round, ino, holders(ino))
+		t.Logf("round %d: inode %d taken by another namespace; starting over", round, ino)
 	}
+	f := l.firewall(false)
 	breakForward(t, l)
-	gen := padGeneration(t, f, st.Gen)
-	t.Logf("nf_tables generation brought to %d, as recorded", gen)
+	l.ns.PadGeneration(t, st.Gen)
+	t.Logf("nf_tables generation brought to %d, as recorded", st.Gen)
 
 	n, runs := ensureCounting(t, l, f, p)
 	t.Logf("Ensure in the recycled namespace: %d changes, %d iptables runs", n, len(runs))
@@ -83,10 +71,10 @@ func TestRecycledNamespaceIsNotTrusted(t *testing.T) {
 	}
 }
 
-// useNS points the lab's wrappers at namespace name.
-func (l *lab) useNS(t *testing.T, name string) {
+// useNS points the lab's wrappers at namespace ns.
+func (l *lab) useNS(t *testing.T, ns *netnstest.NS) {
 	t.Helper()
-	l.ns = &netnstest.NS{Name: name}
+	l.ns = ns
 	l.wrap(t, commands, []Variant{NFT})
 }
 
@@ -96,89 +84,6 @@ func breakForward(t *testing.T, l *lab) {
 	l.both(t, NFT, "-P", "FORWARD", "DROP")
 	l.ipt(t, NFT, IPv4, "-A", "FORWARD", "-j", "REJECT", "--reject-with", "icmp-host-prohibited")
 	l.ipt(t, NFT, IPv6, "-A", "FORWARD", "-j", "REJECT")
-}
-
-// recycle creates namespaces named prefix-N until one gets inode ino, and
-// returns its name. The kernel hands out the lowest free number, and frees
-// a deleted namespace's number once its cleanup has run, some time after
-// `ip netns del`. A namespace that got a higher number is deleted (ino is
-// not free yet); one that got a lower number is kept until the end, since
-// it fills a hole left by a namespace deleted after the first was made.
-// ok is false when ino did not come back within patience.
-func recycle(t *testing.T, prefix string, ino uint64, patience time.Duration) (name string, tries int, ok bool) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for try := 1; ; try++ {
-		name := fmt.Sprintf("%s-%d", prefix, try)
-		addNS(t, name)
-		got := inodeOf(t, "/run/netns/"+name)
-		if got == ino {
-			return name, try, true
-		}
-		if got > ino {
-			delNS(t, name)
-		}
-		if time.Now().After(deadline) {
-			return "", try, false
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// padGeneration changes the ruleset until its generation is want.
-func padGeneration(t *testing.T, f *Firewall, want uint32) uint32 {
-	t.Helper()
-	for i := 0; ; i++ {
-		fx, err := f.ns.facts()
-		if err != nil || !fx.GenOK {
-			t.Fatalf("reading the generation: %+v, %v", fx, err)
-		}
-		if fx.Gen == want {
-			return fx.Gen
-		}
-		if fx.Gen > want || i > 1000 {
-			t.Fatalf("generation %d passed the recorded %d", fx.Gen, want)
-		}
-		verb := "add"
-		if i%2 == 1 {
-			verb = "delete"
-		}
-		cmd := exec.Command("ip", "netns", "exec", f.ns.path[len("/run/netns/"):], "nft", verb, "table", "inet", "vbfpad")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nft %s table: %v: %s", verb, err, out)
-		}
-	}
-}
-
-func addNS(t *testing.T, name string) {
-	t.Helper()
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if _, err := os.Stat("/run/netns/" + name); errors.Is(err, fs.ErrNotExist) {
-			return
-		}
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-}
-
-func delNS(t *testing.T, name string) {
-	t.Helper()
-	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns del %s: %v: %s", name, err, out)
-	}
-}
-
-func inodeOf(t *testing.T, path string) uint64 {
-	t.Helper()
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Ino
 }
 
 // BenchmarkFacts measures what the fast path reads before it decides, in
@@ -200,20 +105,4 @@ func BenchmarkFacts(b *testing.B) {
 			}
 		})
 	}
-}
-
-// holders lists the threads whose network namespace is inode ino.
-func holders(ino uint64) string {
-	links, _ := filepath.Glob("/proc/*/task/*/ns/net")
-	var out []string
-	want := fmt.Sprintf("net:[%d]", ino)
-	for _, l := range links {
-		if dst, err := os.Readlink(l); err == nil && dst == want {
-			out = append(out, l)
-		}
-	}
-	if len(out) == 0 {
-		return "no thread (a socket, a mount or the kernel's cleanup)"
-	}
-	return strings.Join(out, ", ")
 }
