@@ -61,7 +61,9 @@ type Finding struct {
 	// Fix is the exact fix, in one line.
 	Fix string `json:"fix,omitempty"`
 	// Fixable: virtbridge fixes it itself, with `virtbridge doctor --fix`
-	// and at the next start of a VM on the bridge.
+	// and at the next start of a VM on the bridge. False while a step of
+	// the operator's must come first (Fix then says which): --fix cannot
+	// make a bridge whose uplink is missing, for one.
 	Fixable bool `json:"fixable,omitempty"`
 }
 
