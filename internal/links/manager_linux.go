@@ -61,6 +61,10 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 		// NLMSG_DONE with extended-ack TLVs, and panics (seen on a dump).
 		m.socks[proto] = &nl.SocketHandle{Socket: s}
 	}
+	if err := m.setStrict(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("asking the kernel for filtered netlink dumps: %w", err)
+	}
 	m.wireless = m.nl80211Wireless
 	return m, nil
 }
