@@ -98,6 +98,8 @@ type run struct {
 	br  netlink.Link // the bridge, re-read after each change that matters
 	up  netlink.Link // the uplink, nil when the bridge has none
 	new bool         // the bridge was created by this run
+	// enslaved: this run put the uplink into the bridge.
+	enslaved bool
 }
 
 func (r *run) record(kind change.Kind, object, before, after string) {

@@ -116,6 +116,7 @@ func (m *Manager) enslave(r *run) error {
 			return fmt.Errorf("enslaving %q to bridge %q: %w", name, r.b.Name, err)
 		}
 		r.rv.Add(func() error { return m.restoreMaster(up, 0) })
+		r.enslaved = true
 		r.record(change.UplinkEnslaved, name, "", r.b.Name)
 	}
 	if up.Attrs().Flags&net.FlagUp == 0 {
