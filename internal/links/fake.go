@@ -219,7 +219,11 @@ func (f *Fake) uplink(b policy.Bridge, br *FakeLink) (*FakeLink, error) {
 	case up.Kind == "bridge":
 		return nil, fmt.Errorf("uplink %q of bridge %q is itself a bridge: %w", up.Name, b.Name, ErrUplinkBusy)
 	case up.Master != "" && up.Master != b.Name:
-		return nil, busyError(b.Name, up.Name, up.Master)
+		kind := ""
+		if o, ok := f.links[up.Master]; ok {
+			kind = o.Kind
+		}
+		return nil, busyError(b.Name, up.Name, up.Master, kind)
 	case up.Kind == "wireless":
 		return nil, wirelessError(b.Name, up.Name)
 	}

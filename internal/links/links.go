@@ -89,10 +89,26 @@ func wirelessError(bridge, uplink string) error {
 		"%s: %w", uplink, bridge, wirelessAdvice, ErrUplinkWireless)
 }
 
-func busyError(bridge, uplink, owner string) error {
-	return fmt.Errorf("uplink %q of bridge %q is already enslaved to %q; release it first "+
-		"(ip link set %s nomaster) or make %q the uplink of bridge %q in %s: %w",
-		uplink, bridge, owner, uplink, owner, bridge, ConfigPath, ErrUplinkBusy)
+// busyError refuses an uplink enslaved to another master (owner, of kind
+// ownerKind as netlink names it, "" if unknown). It never advises taking
+// the NIC out of its master (ip link set ... nomaster): the NIC may be the
+// one carrying the host's own network through that master.
+func busyError(bridge, uplink, owner, ownerKind string) error {
+	var advice string
+	switch ownerKind {
+	case "bridge":
+		advice = fmt.Sprintf("to put VMs on the network of %q, manage that bridge itself: rename bridge %q to %q in %s "+
+			"(virtbridge takes an existing bridge over as it is, ports included); or give bridge %q another NIC",
+			owner, bridge, owner, ConfigPath, bridge)
+	case "bond", "team":
+		advice = fmt.Sprintf("name %q, the %s, as the uplink of bridge %q in %s (a %s can be a bridge port); "+
+			"or give bridge %q another NIC", owner, ownerKind, bridge, ConfigPath, ownerKind, bridge)
+	default:
+		advice = fmt.Sprintf("give bridge %q another NIC in %s", bridge, ConfigPath)
+	}
+	return fmt.Errorf("uplink %q of bridge %q is already enslaved to %q, and a NIC has one master only; "+
+		"virtbridge does not take it away, as it may carry the host's own network: %s: %w",
+		uplink, bridge, owner, advice, ErrUplinkBusy)
 }
 
 // macCarrier tells the link kinds that carry a MAC of another link without

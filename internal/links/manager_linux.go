@@ -173,12 +173,18 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
 }
 
+// linkNameKind names the link with index i and its kind, for messages.
+func (m *Manager) linkNameKind(i int) (string, string) {
+	if l, err := m.h.LinkByIndex(i); err == nil {
+		return l.Attrs().Name, l.Type()
+	}
+	return fmt.Sprintf("ifindex %d", i), ""
+}
+
 // linkName names the link with index i, for messages.
 func (m *Manager) linkName(i int) string {
-	if l, err := m.h.LinkByIndex(i); err == nil {
-		return l.Attrs().Name
-	}
-	return fmt.Sprintf("ifindex %d", i)
+	name, _ := m.linkNameKind(i)
+	return name
 }
 
 // EnsurePort puts the tap p.Tap into bridge p.Bridge and sets its interface
