@@ -200,6 +200,14 @@ func (e *Engine) applyHost(ev events.Event, vm journal.VM, r *Result) error {
 	changes, err := host.Apply(r.Desired, journal.Alias(ev.Domain, ev.UUID))
 	r.Changes = changes
 	r.warn(e.Journal.HostChanges(vm, changes))
+	// Changes to a bridge someone else made are said where the operator
+	// looks (the hook's stderr, which virsh start shows; the daemon's log),
+	// not only in the journal.
+	for _, c := range changes {
+		if c.Kind == change.ForeignBridge {
+			r.warn(errors.New(c.After))
+		}
+	}
 	if err != nil {
 		err = &RefusedError{Err: err}
 		r.warn(e.Journal.Refused(vm, err.Error()))

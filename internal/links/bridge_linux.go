@@ -49,7 +49,14 @@ func (m *Manager) createBridge(r *run) error {
 	r.new = true
 	r.record(change.BridgeCreated, name, "", fmt.Sprintf("stp %s, forward_delay %d, mac %s, up",
 		onOffText(r.b.STP), r.b.ForwardDelay, mac))
-	return m.reread(r)
+	if err := m.reread(r); err != nil {
+		return err
+	}
+	// Marks the bridge as virtbridge's (see CreatedAlias); undone with it.
+	if err := m.h.LinkSetAlias(r.br, CreatedAlias); err != nil {
+		return fmt.Errorf("setting the alias of bridge %q: %w", name, err)
+	}
+	return nil
 }
 
 // randomMAC is what the kernel would pick (eth_hw_addr_random): a random

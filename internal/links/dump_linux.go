@@ -174,3 +174,26 @@ func (m *Manager) routeDump(fam, oif int) ([]netlink.Route, error) {
 	}
 	return rs, nil
 }
+
+// portDump lists the links whose master is the link with index master
+// (a bridge's ports), asking the kernel for those only (IFLA_MASTER).
+func (m *Manager) portDump(master int) ([]netlink.Link, error) {
+	req := m.request(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(master))))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil {
+		return nil, err
+	}
+	var ls []netlink.Link
+	for _, b := range msgs {
+		l, err := netlink.LinkDeserialize(nil, b)
+		if err != nil {
+			return nil, err
+		}
+		if l.Attrs().MasterIndex == master {
+			ls = append(ls, l)
+		}
+	}
+	return ls, nil
+}

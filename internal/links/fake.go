@@ -171,6 +171,7 @@ func (f *Fake) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.Chan
 		return nil, err
 	}
 	r.up = up
+	foreign := r.br != nil && r.br.Alias != CreatedAlias
 	if r.br == nil {
 		err = f.create(r)
 	} else {
@@ -184,6 +185,17 @@ func (f *Fake) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.Chan
 	}
 	if err == nil && up != nil && b.MoveAddresses {
 		err = f.move(r)
+	}
+	if err == nil && foreign {
+		var others []string
+		for _, n := range slices.Sorted(mapKeys(f.links)) {
+			if l := f.links[n]; l.Master == b.Name && l.Kind != "tuntap" && l != up {
+				others = append(others, fmt.Sprintf("%s (%s)", n, l.Kind))
+			}
+		}
+		if c, ok := foreignNotice(b.Name, r.cs, others); ok {
+			r.cs = append(r.cs, c)
+		}
 	}
 	return r.cs, err
 }
@@ -252,7 +264,7 @@ func (f *Fake) create(r *fakeRun) error {
 		mac = fmt.Sprintf("02:00:00:00:00:%02x", f.macs)
 	}
 	r.br = &FakeLink{Name: r.b.Name, Kind: "bridge", MAC: mac, MTU: 1500, Up: true,
-		STP: r.b.STP, ForwardDelay: r.b.ForwardDelay, MACPinned: true}
+		STP: r.b.STP, ForwardDelay: r.b.ForwardDelay, MACPinned: true, Alias: CreatedAlias}
 	f.links[r.b.Name] = r.br
 	name := r.b.Name
 	r.rv.Add(func() error {

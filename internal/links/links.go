@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 
+	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
@@ -50,6 +52,44 @@ var (
 	// tap (another VM's tap, a VPN's tap0).
 	ErrNotTap = errors.New("not the VM's tap")
 )
+
+// CreatedAlias is the interface alias (IFLA_IFALIAS, `ip link show`'s
+// "alias") virtbridge gives a bridge it creates. A bridge without it was
+// made by someone else (the distribution's network configuration, an
+// operator, another program): when virtbridge changes such a bridge, it
+// says so on stderr and in its logs, not only in the journal. The alias
+// lives as long as the bridge: a bridge re-made at boot by the network
+// configuration is someone else's again, one re-made by virtbridge gets it
+// again.
+const CreatedAlias = "created by virtbridge"
+
+// foreignNotice describes, for the operator, the changes cs of one run on
+// bridge, which virtbridge did not create, and names its other ports
+// (neither its uplink nor VM taps: "eth1 (veth)"). ok is false when cs
+// holds no change of that bridge.
+func foreignNotice(bridge string, cs []change.Change, others []string) (c change.Change, ok bool) {
+	var what []string
+	for _, c := range cs {
+		switch {
+		case c.Kind == change.BridgeUpdated && c.Object == bridge:
+			what = append(what, c.Before+" -> "+c.After)
+		case c.Kind == change.UplinkEnslaved && c.After == bridge:
+			what = append(what, "uplink "+c.Object+" enslaved")
+		case (c.Kind == change.AddressMoved || c.Kind == change.RouteMoved) && c.After == bridge:
+			what = append(what, fmt.Sprintf("%s %s moved from %s", strings.TrimSuffix(string(c.Kind), "-moved"), c.Object, c.Before))
+		}
+	}
+	if len(what) == 0 {
+		return change.Change{}, false
+	}
+	msg := fmt.Sprintf("bridge %q was not created by virtbridge (its alias is not %q), and virtbridge changed it to match %s: %s",
+		bridge, CreatedAlias, ConfigPath, strings.Join(what, "; "))
+	if len(others) > 0 {
+		msg += fmt.Sprintf("; its ports %s are neither its uplink nor VM taps, and now forward with the settings above: "+
+			"check that they belong on this bridge", strings.Join(others, ", "))
+	}
+	return change.Change{Kind: change.ForeignBridge, Object: bridge, After: msg}, true
+}
 
 // wirelessAdvice is what the operator reads when the uplink is 802.11.
 const wirelessAdvice = "802.11 drops frames whose source MAC is not the station's own; route or NAT instead"

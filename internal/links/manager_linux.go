@@ -100,6 +100,8 @@ type run struct {
 	new bool         // the bridge was created by this run
 	// enslaved: this run put the uplink into the bridge.
 	enslaved bool
+	// foreign: the bridge existed without CreatedAlias.
+	foreign bool
 }
 
 func (r *run) record(kind change.Kind, object, before, after string) {
@@ -135,7 +137,7 @@ func (m *Manager) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.C
 	if br == nil {
 		err = m.createBridge(r)
 	} else {
-		r.br = br
+		r.br, r.foreign = br, br.Attrs().Alias != CreatedAlias
 		err = m.reapplyBridge(r)
 	}
 	if err == nil && r.up != nil {
@@ -147,7 +149,30 @@ func (m *Manager) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.C
 	if err == nil && plan != nil {
 		err = m.moveAddresses(r, plan)
 	}
+	if err == nil && r.foreign && len(r.cs) > 0 {
+		err = m.noteForeign(r)
+	}
 	return r.cs, err
+}
+
+// noteForeign adds the ForeignBridge notice of this run's changes on a
+// bridge virtbridge did not create, naming its ports that are neither its
+// uplink nor taps (tun/tap devices: what libvirt gives a VM NIC).
+func (m *Manager) noteForeign(r *run) error {
+	ports, err := m.ports(r.br)
+	if err != nil {
+		return err
+	}
+	var others []string
+	for _, p := range ports {
+		if p.Type() != "tuntap" && (r.up == nil || p.Attrs().Index != r.up.Attrs().Index) {
+			others = append(others, fmt.Sprintf("%s (%s)", p.Attrs().Name, p.Type()))
+		}
+	}
+	if c, ok := foreignNotice(r.b.Name, r.cs, others); ok {
+		r.cs = append(r.cs, c)
+	}
+	return nil
 }
 
 // existingBridge returns the bridge named name, nil if there is no link of
