@@ -8,9 +8,9 @@ import (
 // TestForeignBridgeChangesAreSaid: a br-a made by someone else (STP on,
 // forward delay 15, its own MAC, another port) is changed by prepare, and
 // the hook says on stderr what it changed and that the other port is
-// neither the uplink nor a VM tap, exiting 0; the next prepare, with
-// nothing to change, says nothing. A bridge the hook creates itself is
-// marked as its own and never reported.
+// neither the uplink nor a VM tap, exiting 0, and marks it as managed;
+// the next prepare, with nothing to change, says nothing. A bridge the
+// hook creates itself is marked at once and never reported.
 func TestForeignBridgeChangesAreSaid(t *testing.T) {
 	h := newHypervisor(t, brA)
 	h.hv.Script(t, `
@@ -27,7 +27,8 @@ func TestForeignBridgeChangesAreSaid(t *testing.T) {
 		t.Fatalf("prepare: %+v", r)
 	}
 	for _, want := range []string{
-		`virtbridge: domain "one-nic" (prepare): warning: bridge "br-a" was not created by virtbridge`,
+		`virtbridge: domain "one-nic" (prepare): warning: bridge "br-a" was made by someone else`,
+		`alias "managed by virtbridge" set`,
 		"stp on -> stp off", "forward_delay 15 -> forward_delay 0", "mac 02:11:22:33:44:55 -> ",
 		"uplink uplink0 enslaved", "address 10.77.0.2/24 moved from uplink0",
 		"its ports other0 (veth) are neither its uplink nor VM taps",
@@ -38,6 +39,9 @@ func TestForeignBridgeChangesAreSaid(t *testing.T) {
 	}
 	if strings.Contains(r.stderr, "vnet7") {
 		t.Errorf("stderr names the tap vnet7 as a foreign port")
+	}
+	if link := h.hv.Run(t, "ip", "link", "show", "br-a"); !strings.Contains(link, "alias managed by virtbridge") {
+		t.Errorf("the bridge taken over lacks the alias:\n%s", link)
 	}
 	h.settle(t)
 	if r := h.hook(t, "one-nic", "01-prepare-begin"); r.code != 0 || r.stderr != "" {
@@ -50,7 +54,7 @@ func TestForeignBridgeChangesAreSaid(t *testing.T) {
 	if r.code != 0 || strings.Contains(r.stderr, "warning") {
 		t.Fatalf("prepare creating br-a: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if link := h2.hv.Run(t, "ip", "link", "show", "br-a"); !strings.Contains(link, "alias created by virtbridge") {
+	if link := h2.hv.Run(t, "ip", "link", "show", "br-a"); !strings.Contains(link, "alias managed by virtbridge") {
 		t.Errorf("the created bridge lacks its alias:\n%s", link)
 	}
 	h2.hv.Script(t, "ip link set br-a type bridge stp_state 1")

@@ -52,8 +52,8 @@ func (m *Manager) createBridge(r *run) error {
 	if err := m.reread(r); err != nil {
 		return err
 	}
-	// Marks the bridge as virtbridge's (see CreatedAlias); undone with it.
-	if err := m.h.LinkSetAlias(r.br, CreatedAlias); err != nil {
+	// Marks the bridge as virtbridge's (see ManagedAlias); undone with it.
+	if err := m.h.LinkSetAlias(r.br, ManagedAlias); err != nil {
 		return fmt.Errorf("setting the alias of bridge %q: %w", name, err)
 	}
 	return nil

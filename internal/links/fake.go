@@ -171,7 +171,7 @@ func (f *Fake) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.Chan
 		return nil, err
 	}
 	r.up = up
-	foreign := r.br != nil && r.br.Alias != CreatedAlias
+	foreign := r.br != nil && r.br.Alias != ManagedAlias
 	if r.br == nil {
 		err = f.create(r)
 	} else {
@@ -185,6 +185,14 @@ func (f *Fake) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.Chan
 	}
 	if err == nil && up != nil && b.MoveAddresses {
 		err = f.move(r)
+	}
+	if err == nil && foreign && r.br.Alias == "" {
+		if err = f.step("alias-set", b.Name); err == nil {
+			br := r.br
+			br.Alias = ManagedAlias
+			rv.Add(func() error { br.Alias = ""; return nil })
+			r.record(change.AliasSet, b.Name, "", ManagedAlias)
+		}
 	}
 	if err == nil && foreign {
 		var others []string
@@ -264,7 +272,7 @@ func (f *Fake) create(r *fakeRun) error {
 		mac = fmt.Sprintf("02:00:00:00:00:%02x", f.macs)
 	}
 	r.br = &FakeLink{Name: r.b.Name, Kind: "bridge", MAC: mac, MTU: 1500, Up: true,
-		STP: r.b.STP, ForwardDelay: r.b.ForwardDelay, MACPinned: true, Alias: CreatedAlias}
+		STP: r.b.STP, ForwardDelay: r.b.ForwardDelay, MACPinned: true, Alias: ManagedAlias}
 	f.links[r.b.Name] = r.br
 	name := r.b.Name
 	r.rv.Add(func() error {

@@ -53,26 +53,32 @@ var (
 	ErrNotTap = errors.New("not the VM's tap")
 )
 
-// CreatedAlias is the interface alias (IFLA_IFALIAS, `ip link show`'s
-// "alias") virtbridge gives a bridge it creates. A bridge without it was
-// made by someone else (the distribution's network configuration, an
-// operator, another program): when virtbridge changes such a bridge, it
-// says so on stderr and in its logs, not only in the journal. The alias
-// lives as long as the bridge: a bridge re-made at boot by the network
-// configuration is someone else's again, one re-made by virtbridge gets it
-// again.
-const CreatedAlias = "created by virtbridge"
+// ManagedAlias is the interface alias (IFLA_IFALIAS, `ip link show`'s
+// "alias") of a bridge virtbridge manages: it gives it to the bridges it
+// creates, and to an existing bridge without alias the first time it
+// manages it. A bridge without it was made by someone else (the
+// distribution's network configuration, an operator, another program) and
+// not taken over yet, or it carries an alias of the operator's, which is
+// never overwritten: when virtbridge changes such a bridge, it says so on
+// stderr and in its logs, not only in the journal. The alias lives as long
+// as the bridge: a bridge re-made at boot by the network configuration is
+// someone else's again and is reported once more when taken over. (A run
+// killed between creating a bridge and marking it leaves it unmarked: the
+// next run reports it as taken over.)
+const ManagedAlias = "managed by virtbridge"
 
 // foreignNotice describes, for the operator, the changes cs of one run on
-// bridge, which virtbridge did not create, and names its other ports
-// (neither its uplink nor VM taps: "eth1 (veth)"). ok is false when cs
-// holds no change of that bridge.
+// bridge, which virtbridge did not create or take over before, and names
+// its other ports (neither its uplink nor VM taps: "eth1 (veth)"). ok is
+// false when cs holds no change of that bridge.
 func foreignNotice(bridge string, cs []change.Change, others []string) (c change.Change, ok bool) {
 	var what []string
 	for _, c := range cs {
 		switch {
 		case c.Kind == change.BridgeUpdated && c.Object == bridge:
 			what = append(what, c.Before+" -> "+c.After)
+		case c.Kind == change.AliasSet && c.Object == bridge:
+			what = append(what, fmt.Sprintf("alias %q set", c.After))
 		case c.Kind == change.UplinkEnslaved && c.After == bridge:
 			what = append(what, "uplink "+c.Object+" enslaved")
 		case (c.Kind == change.AddressMoved || c.Kind == change.RouteMoved) && c.After == bridge:
@@ -82,10 +88,10 @@ func foreignNotice(bridge string, cs []change.Change, others []string) (c change
 	if len(what) == 0 {
 		return change.Change{}, false
 	}
-	msg := fmt.Sprintf("bridge %q was not created by virtbridge (its alias is not %q), and virtbridge changed it to match %s: %s",
-		bridge, CreatedAlias, ConfigPath, strings.Join(what, "; "))
+	msg := fmt.Sprintf("bridge %q was made by someone else (its alias was not %q); virtbridge manages it as %s says and changed: %s",
+		bridge, ManagedAlias, ConfigPath, strings.Join(what, "; "))
 	if len(others) > 0 {
-		msg += fmt.Sprintf("; its ports %s are neither its uplink nor VM taps, and now forward with the settings above: "+
+		msg += fmt.Sprintf("; its ports %s are neither its uplink nor VM taps, and now forward with these settings: "+
 			"check that they belong on this bridge", strings.Join(others, ", "))
 	}
 	return change.Change{Kind: change.ForeignBridge, Object: bridge, After: msg}, true

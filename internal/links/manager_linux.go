@@ -100,7 +100,7 @@ type run struct {
 	new bool         // the bridge was created by this run
 	// enslaved: this run put the uplink into the bridge.
 	enslaved bool
-	// foreign: the bridge existed without CreatedAlias.
+	// foreign: the bridge existed without ManagedAlias.
 	foreign bool
 }
 
@@ -137,7 +137,7 @@ func (m *Manager) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.C
 	if br == nil {
 		err = m.createBridge(r)
 	} else {
-		r.br, r.foreign = br, br.Attrs().Alias != CreatedAlias
+		r.br, r.foreign = br, br.Attrs().Alias != ManagedAlias
 		err = m.reapplyBridge(r)
 	}
 	if err == nil && r.up != nil {
@@ -149,10 +149,31 @@ func (m *Manager) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.C
 	if err == nil && plan != nil {
 		err = m.moveAddresses(r, plan)
 	}
-	if err == nil && r.foreign && len(r.cs) > 0 {
-		err = m.noteForeign(r)
+	if err == nil && r.foreign {
+		err = m.takeOver(r)
 	}
 	return r.cs, err
+}
+
+// takeOver marks a bridge someone else made as managed (ManagedAlias),
+// unless it carries an alias of its own, and adds the ForeignBridge notice
+// of this run's changes on it.
+func (m *Manager) takeOver(r *run) error {
+	if r.br.Attrs().Alias == "" {
+		if err := m.step("alias-set", r.b.Name); err != nil {
+			return err
+		}
+		if err := m.h.LinkSetAlias(r.br, ManagedAlias); err != nil {
+			return fmt.Errorf("setting the alias of bridge %q: %w", r.b.Name, err)
+		}
+		br := r.br
+		r.rv.Add(func() error { return m.wrap("restoring the alias of bridge "+r.b.Name, m.h.LinkSetAlias(br, "")) })
+		r.record(change.AliasSet, r.b.Name, "", ManagedAlias)
+	}
+	if len(r.cs) == 0 {
+		return nil
+	}
+	return m.noteForeign(r)
 }
 
 // noteForeign adds the ForeignBridge notice of this run's changes on a
