@@ -54,7 +54,8 @@ demo-down:
 	$(GO) build -o $(BIN)/vbdemo ./cmd/vbdemo
 	$(BIN)/vbdemo --down
 
-# Unprivileged unit tests only, fast.
+# Unit tests only, fast: under -short every test that needs root, network
+# namespaces, journald or libvirtd skips, even when run as root.
 unit:
 	$(GO) test -count=1 -short ./...
 

@@ -34,6 +34,6 @@ cli_help() {
 			"$bindir/virtbridge" "$cmd" --help 2>&1 || true
 		done
 }
-cli_help | manpage virtbridge 1 "operator CLI of virtbridge: plan, check, status, who, hook install"
+cli_help | manpage virtbridge 1 "operator CLI of virtbridge: plan, check, apply, status, who, hook install"
 "$bindir/virtbridged" --help 2>&1 | manpage virtbridged 8 "virtbridge event daemon"
 "$bindir/virtbridge-hook" --help 2>&1 | manpage virtbridge-hook 8 "virtbridge's libvirt qemu hook"

@@ -17,6 +17,8 @@ packages=(
   systemd
   # package tests: rpm queries, dpkg-deb; man pages for systemd-analyze verify
   rpm man-db
+  # the durability tests of atomic writes trace fsync and rename
+  strace
 )
 
 # Seen on this kind of machine: a package's maintainer script left /dev/null

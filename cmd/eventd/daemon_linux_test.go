@@ -23,12 +23,15 @@ import (
 )
 
 // TestWiresRunningVMAndHotplug starts the daemon after a VM that started
-// without hook: its start-up reconcile, before READY=1, must enslave the
-// uplink, put the alias on the tap and journal the port. Then a NIC
-// hot-plugged on a second managed bridge (which calls no hook) must be
-// wired and journaled; the time from `virsh attach-interface` returning to
-// the journal record is logged. The daemon pings the 1 s watchdog and stops
-// on SIGTERM with STOPPING=1 and exit status 0 within 2 s.
+// without hook on a bridge made by hand: before READY=1 it must make both
+// configured bridges (br-a adopted, its uplink enslaved and address moved;
+// br-b, which no VM uses, created with its uplink) and the firewall, and
+// its first reconcile must put the alias on the VM's tap and journal the
+// port. Then a NIC hot-plugged onto br-b (which calls no hook) must be
+// wired and journaled, with no bridge made by the test; the time from
+// `virsh attach-interface` returning to the journal record is logged. The
+// daemon pings the 1 s watchdog and stops on SIGTERM with STOPPING=1 and
+// exit status 0 within 2 s.
 func TestWiresRunningVMAndHotplug(t *testing.T) {
 	l, j := startLab(t)
 	addBridge(t, l, "br-a")
@@ -36,8 +39,8 @@ func TestWiresRunningVMAndHotplug(t *testing.T) {
 	v := startVM(t, l, "vm1", mac1, "br-a")
 	tap := tapOf(t, l, v.name, mac1)
 	// Without hook libvirt puts the tap into the bare bridge, nothing more.
-	unwired := fmt.Sprintf("br-a bridge up\nupa0 veth up addrs=[10.78.0.2/24]\n%s tun up master=br-a", tap)
-	if got := wiring(t, l, "br-a", "upa0", tap); got != unwired {
+	unwired := fmt.Sprintf("br-a bridge up\nupa0 veth up addrs=[10.78.0.2/24]\n%s tun up master=br-a\nbr-b missing", tap)
+	if got := wiring(t, l, "br-a", "upa0", tap, "br-b"); got != unwired {
 		t.Fatalf("before the daemon:\n%s\nwant:\n%s", got, unwired)
 	}
 	if hasForwardJump(t, l) {
@@ -49,20 +52,23 @@ func TestWiresRunningVMAndHotplug(t *testing.T) {
 	d := startDaemon(t, l, n)
 	ready, readyIdx := n.wait(t, 0, "READY=1", 30*time.Second)
 	t.Logf("READY=1 %v after the daemon started", ready.at.Sub(begin).Round(time.Millisecond))
-	if st := n.note(readyIdx + 1); !strings.HasPrefix(st, "STATUS=connected to qemu:///system, 1 running domains reconciled at ") {
-		t.Errorf("READY=1 came with %q, want the STATUS= of the reconcile of 1 domain", st)
-	}
-	// READY=1 follows the first reconcile: everything is in place by then.
-	wired := fmt.Sprintf("br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
-	if got := wiring(t, l, "br-a", "upa0", tap); got != wired {
-		t.Errorf("at READY=1:\n%s\nwant:\n%s", got, wired)
+	// READY=1 says the host matches the configuration: both bridges.
+	made := "br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\nbr-b bridge up alias=managed by virtbridge\nupb0 veth up master=br-b"
+	if got := wiring(t, l, "br-a", "upa0", "br-b", "upb0"); got != made {
+		t.Errorf("at READY=1:\n%s\nwant:\n%s", got, made)
 	}
 	if !hasForwardJump(t, l) {
 		t.Errorf("at READY=1 FORWARD has no jump to virtbridge's chain:\n%s", l.RunHV(t, "iptables", "-w", "-S"))
 	}
+	// Then libvirt: the running VM's tap.
+	n.waitPrefix(t, readyIdx, "STATUS=connected to qemu:///system, 1 running domains reconciled at ", 30*time.Second)
+	wired := fmt.Sprintf("br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
+	if got := wiring(t, l, "br-a", "upa0", tap); got != wired {
+		t.Errorf("after the first reconcile:\n%s\nwant:\n%s", got, wired)
+	}
 	waitRecord(t, l, j, v, fmt.Sprintf("attached vm=vm1 tap=%s mac=%s bridge=br-a op=reconcile source=eventd", tap, mac1), 10*time.Second)
 
-	hotplugOnNewBridge(t, l, j, v, mac2)
+	hotplug(t, l, j, v, mac2, "br-b", "upb0")
 
 	// Nothing journaled twice.
 	syncJournal(t, j)
@@ -83,35 +89,25 @@ func TestWiresRunningVMAndHotplug(t *testing.T) {
 	}
 }
 
-// hotplugOnNewBridge plugs a NIC with mac into the running v on br-b. A
-// missing bridge makes libvirt refuse the attach, before any event the
-// daemon could act on; so br-b is created bare by hand, and the daemon
-// must enslave its uplink, set the tap's alias and journal the port.
-func hotplugOnNewBridge(t *testing.T, l *lab.Lab, j *journaltest.Journald, v vm, mac string) {
+// hotplug plugs a NIC with mac into the running v on bridge (enslaving
+// uplink), which the daemon made: libvirt refuses a NIC on a missing
+// bridge before any event. The daemon must set the tap's alias and journal
+// the port.
+func hotplug(t *testing.T, l *lab.Lab, j *journaltest.Journald, v vm, mac, bridge, uplink string) {
 	t.Helper()
-	attach := []string{"attach-interface", v.name, "--type", "bridge", "--source", "br-b", "--model", "e1000", "--mac", mac}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	_, err := l.Virsh(ctx, attach...)
-	if err == nil || !strings.Contains(err.Error(), "br-b") {
-		t.Fatalf("attach-interface to a missing bridge: err = %v, want libvirt's refusal naming br-b", err)
-	}
-	t.Logf("attach to a missing bridge, as expected: %v", err)
-
-	addBridge(t, l, "br-b")
 	begin := time.Now()
-	l.RunVirsh(t, attach...)
+	l.RunVirsh(t, "attach-interface", v.name, "--type", "bridge", "--source", bridge, "--model", "e1000", "--mac", mac, "--live")
 	attached := time.Now()
 	tap := tapOf(t, l, v.name, mac)
-	rec := waitRecord(t, l, j, v, fmt.Sprintf("attached vm=%s tap=%s mac=%s bridge=br-b op=device-added source=eventd", v.name, tap, mac), 10*time.Second)
+	rec := waitRecord(t, l, j, v, fmt.Sprintf("attached vm=%s tap=%s mac=%s bridge=%s op=device-added source=eventd", v.name, tap, mac, bridge), 10*time.Second)
 	// virsh returns after libvirt has sent the event: the record may come
 	// first.
 	t.Logf("hot-plug: journal record %v after virsh attach-interface began, %v after it returned (it took %v)",
 		rec.time(t).Sub(begin).Round(time.Millisecond), rec.time(t).Sub(attached).Round(time.Millisecond),
 		attached.Sub(begin).Round(time.Millisecond))
 	// The record is written once the host is right.
-	want := fmt.Sprintf("br-b bridge up alias=managed by virtbridge\nupb0 veth up master=br-b\n%s tun up master=br-b alias=%s", tap, v.alias())
-	if got := wiring(t, l, "br-b", "upb0", tap); got != want {
+	want := fmt.Sprintf("%s bridge up alias=managed by virtbridge\n%s veth up master=%s\n%s tun up master=%s alias=%s", bridge, uplink, bridge, tap, bridge, v.alias())
+	if got := wiring(t, l, bridge, uplink, tap); got != want {
 		t.Errorf("after the hot-plug was journaled:\n%s\nwant:\n%s", got, want)
 	}
 }
@@ -207,11 +203,11 @@ func TestCatchesUpAfterDowntime(t *testing.T) {
 
 	from := n.len()
 	d = startDaemon(t, l, n)
-	n.wait(t, from, "READY=1", 30*time.Second)
+	n.waitPrefix(t, from, "STATUS=connected to qemu:///system, 2 running domains reconciled at ", 30*time.Second)
 	want := fmt.Sprintf("%s tun up master=br-a alias=%s\n%s tun up master=br-a alias=%s\n%s tun up master=br-a alias=%s",
 		tap2, v2.alias(), tapNew, v2.alias(), tap6b, v6.alias())
 	if got := wiring(t, l, tap2, tapNew, tap6b); got != want {
-		t.Errorf("at READY=1 after the restart:\n%s\nwant:\n%s", got, want)
+		t.Errorf("at the first reconcile after the restart:\n%s\nwant:\n%s", got, want)
 	}
 	checkRecords(t, l, j, v2, append(before[0],
 		fmt.Sprintf("attached vm=vm2 tap=%s mac=%s bridge=br-a op=reconcile source=eventd", tapNew, macNew)))
@@ -247,10 +243,10 @@ func TestRepairsDrift(t *testing.T) {
 	tap := tapOf(t, l, v.name, mac)
 	n := listenNotify(t)
 	d := startDaemon(t, l, n)
-	n.wait(t, 0, "READY=1", 30*time.Second)
+	n.waitPrefix(t, 0, "STATUS=connected to qemu:///system, 1 running domains reconciled at ", 30*time.Second)
 	wired := fmt.Sprintf("br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
 	if got := wiring(t, l, "br-a", "upa0", tap); got != wired {
-		t.Fatalf("at READY=1:\n%s\nwant:\n%s", got, wired)
+		t.Fatalf("after the first reconcile:\n%s\nwant:\n%s", got, wired)
 	}
 
 	pid := d.cmd.Process.Pid

@@ -12,6 +12,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/eventd"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/links"
 )
 
 // lockWait stays well under the watchdog interval: the daemon's worker
@@ -27,7 +28,9 @@ type handler struct {
 var _ eventd.Handler = handler{}
 
 func newHandler(cfg *config.Config) (eventd.Handler, func(), error) {
-	h := handler{eng: engine.ForHost(cfg, lockWait), log: slog.New(journal.LogHandler("virtbridged", os.Stderr))}
+	eng := engine.ForHost(cfg, lockWait)
+	eng.Source = events.SourceEventd
+	h := handler{eng: eng, log: slog.New(journal.LogHandler("virtbridged", os.Stderr))}
 	return h, func() {}, nil
 }
 
@@ -42,8 +45,9 @@ func (h handler) engine(ctx context.Context) *engine.Engine {
 func (h handler) Handle(ctx context.Context, ev events.Event) error {
 	res, err := h.engine(ctx).Handle(ev)
 	h.report(ev.Domain, res, err)
-	var re *engine.RefusedError
-	if errors.As(err, &re) {
+	var pe *engine.PolicyError
+	var he *engine.HostError
+	if errors.As(err, &pe) || errors.As(err, &he) {
 		// Journaled; a running VM's NIC cannot be refused after the fact,
 		// and a retry would not change the answer.
 		return nil
@@ -59,6 +63,27 @@ func (h handler) Reconcile(ctx context.Context, running []events.Event, listed t
 
 func (h handler) CheckFirewall(ctx context.Context) error {
 	return h.engine(ctx).CheckFirewall()
+}
+
+func (h handler) EnsureHost(ctx context.Context, op string) error {
+	res, err := h.engine(ctx).EnsureHost(op)
+	h.report("", res, err)
+	return err
+}
+
+// Reload re-reads the configuration from where it was loaded; the engine
+// keeps the running one when the new one does not load. Only the daemon's
+// goroutine calls the handler, so the swap needs no lock.
+func (h handler) Reload(context.Context) error {
+	cfg, err := config.Load(h.eng.Config.Path)
+	if err == nil {
+		err = cfg.CheckUplinks(links.NameByMAC)
+	}
+	if err != nil {
+		return err
+	}
+	h.eng.Config = cfg
+	return nil
 }
 
 func (h handler) report(domain string, res engine.Result, err error) {

@@ -290,7 +290,14 @@ func daemonCommand(t *testing.T, l *lab.Lab, notifySocket string, args ...string
 // ends if it still runs, and its output is logged when t has failed.
 func startDaemon(t *testing.T, l *lab.Lab, n *notifier) *daemonProc {
 	t.Helper()
-	cmd := daemonCommand(t, l, n.path, "--config", labConfigPath)
+	return startDaemonWith(t, l, n, labConfigPath)
+}
+
+// startDaemonWith is startDaemon with the configuration at config (a path
+// inside the lab).
+func startDaemonWith(t *testing.T, l *lab.Lab, n *notifier, config string) *daemonProc {
+	t.Helper()
+	cmd := daemonCommand(t, l, n.path, "--config", config)
 	d := &daemonProc{cmd: cmd, out: &bytes.Buffer{}, outMu: &sync.Mutex{}, done: make(chan struct{})}
 	w := lockedWriter{d.out, d.outMu}
 	cmd.Stdout, cmd.Stderr = w, w
@@ -408,8 +415,8 @@ func (n *notifier) read(done chan<- struct{}) {
 	}
 }
 
-// wait returns the first note at index >= from that is state (or, for
-// "STATUS=", starts with it), and its index; it fails t after limit.
+// wait returns the first note at index >= from that is state, and its
+// index; it fails t after limit.
 func (n *notifier) wait(t *testing.T, from int, state string, limit time.Duration) (note, int) {
 	t.Helper()
 	deadline := time.After(limit)
@@ -428,6 +435,30 @@ func (n *notifier) wait(t *testing.T, from int, state string, limit time.Duratio
 		case <-wake:
 		case <-deadline:
 			t.Fatalf("no %s from virtbridged within %v; it said:\n%s", state, limit, n.String())
+		}
+	}
+}
+
+// waitPrefix returns the first note at index >= from that starts with
+// prefix, and its index; it fails t after limit.
+func (n *notifier) waitPrefix(t *testing.T, from int, prefix string, limit time.Duration) (note, int) {
+	t.Helper()
+	deadline := time.After(limit)
+	for {
+		n.mu.Lock()
+		for i := from; i < len(n.notes); i++ {
+			if strings.HasPrefix(n.notes[i].state, prefix) {
+				c := n.notes[i]
+				n.mu.Unlock()
+				return c, i
+			}
+		}
+		wake := n.wake
+		n.mu.Unlock()
+		select {
+		case <-wake:
+		case <-deadline:
+			t.Fatalf("no %s… from virtbridged within %v; it said:\n%s", prefix, limit, n.String())
 		}
 	}
 }

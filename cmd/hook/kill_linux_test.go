@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/who"
 )
 
 // The kill test: SIGKILL the real hook at random moments of prepare and
@@ -189,7 +189,7 @@ func (h *hypervisor) checkPorts(t *testing.T) {
 		t.Errorf("store holds %+v, want one entry of %s on br-a", all, killTap)
 	}
 	// hookCmd hides journald: the records are in the fallback file.
-	o, err := journal.Lookup{File: filepath.Join(h.dir, "journal.jsonl"), Journalctl: "/nonexistent/journalctl"}.
+	o, err := who.Lookup{File: filepath.Join(h.dir, "journal.jsonl"), Journalctl: "/nonexistent/journalctl"}.
 		At(t.Context(), killTap, time.Now())
 	if err != nil || o.VM != "one-nic" || o.MAC != killMAC || o.Bridge != "br-a" {
 		t.Errorf("journal's last record of %s: %+v, %v", killTap, o, err)

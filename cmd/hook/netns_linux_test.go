@@ -34,7 +34,13 @@ type hypervisor struct {
 // REJECT rule.
 func newHypervisor(t *testing.T, cfg string) *hypervisor {
 	t.Helper()
-	h := &hypervisor{hv: netnstest.New(t, "vbhk"), up: netnstest.New(t, "vbup"), dir: t.TempDir()}
+	return newHypervisorNamed(t, cfg, "vbhk", "vbup")
+}
+
+// newHypervisorNamed is newHypervisor with the namespaces' name prefixes.
+func newHypervisorNamed(t *testing.T, cfg, hvPrefix, upPrefix string) *hypervisor {
+	t.Helper()
+	h := &hypervisor{hv: netnstest.New(t, hvPrefix), up: netnstest.New(t, upPrefix), dir: t.TempDir()}
 	h.hv.Script(t, `
 		ip link add uplink0 type veth peer name upstream0
 		ip link set upstream0 netns `+h.up.Name+`

@@ -11,7 +11,6 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/doctor"
-	"github.com/virtbridge/virtbridge/internal/engine"
 	"github.com/virtbridge/virtbridge/internal/firewall"
 	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/sysctl"
@@ -41,7 +40,10 @@ firewall rules (Docker's too), the NICs of the defined VMs and the taps in
 the bridges — and says for each problem what is wrong, why it breaks
 bridged VMs, and the exact fix, or that virtbridge fixes it itself.
 --fix applies those fixes the way the hook does (under the host lock,
-journaled) and checks again. Exit status: 0 all ok, 1 warnings, 2 failures
+journaled): what virtbridge apply does (every bridge made at start, the
+sysctls, the firewall), each existing create: on_demand bridge made right,
+and the running VMs' taps reconciled as virtbridged does; then it checks
+again. Exit status: 0 all ok, 1 warnings, 2 failures
 (or bad usage).
 
 `)
@@ -64,7 +66,7 @@ journaled) and checks again. Exit status: 0 all ok, 1 warnings, 2 failures
 			if !ok {
 				running = nil // libvirt unreachable: leave the taps and the store alone
 			}
-			res := doctor.Fix(engine.ForHost(src.Config, fixLockWait), src.Config, running, listed)
+			res := doctor.Fix(cliEngine(src.Config), src.Config, doctor.LinkExists(src.Links), running, listed)
 			fixed = &res
 			src = doctorSources(*cfgPath, *uri, *hooksDir) // read everything again
 		}

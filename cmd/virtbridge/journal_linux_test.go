@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,16 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(journaltest.Main(m)) }
+
+// journaldTime is when journald received entry e.
+func journaldTime(t *testing.T, e map[string]string) time.Time {
+	t.Helper()
+	us, err := strconv.ParseInt(e["__REALTIME_TIMESTAMP"], 10, 64)
+	if err != nil {
+		t.Fatalf("entry without __REALTIME_TIMESTAMP: %v", e)
+	}
+	return time.UnixMicro(us)
+}
 
 // fixtureCall is one captured hook call with its tap names replaced, so
 // that test packages running at the same time never share a tap name in
@@ -141,8 +153,30 @@ func TestJournalAndWho(t *testing.T) {
 	if code, out := who(tapA, "--at", gapAt.Format(time.RFC3339Nano)); code != exitFound || !strings.Contains(out, "detached") {
 		t.Errorf("who %s between the two VMs: exit %d %q, want 1 and a detached answer", tapA, code, out)
 	}
-	if code, out := who(tapB); code != exitFound || !strings.Contains(out, "not in the mapping store") {
+	// Nobody owns tapB now: who names web, from its attach until its
+	// detach, the times of the journal's records.
+	since, until := journaldTime(t, entries[1]), journaldTime(t, entries[3])
+	if code, out := who(tapB); code != exitFound || !strings.Contains(out, fmt.Sprintf(
+		`no VM owns tap %q now; its last owner was vm "two-nics" (uuid %s) mac 52:54:00:aa:02:02 on bridge br-b, attached %s, detached %s [journald]`,
+		tapB, webUUID, since.Format(journal.TimeLayout), until.Format(journal.TimeLayout))) {
 		t.Errorf("who %s now (nobody): exit %d %q", tapB, code, out)
+	}
+	var jsonOut, errb bytes.Buffer
+	code := run([]string{"who", tapB, "--json"}, nil, &jsonOut, &errb)
+	var none struct {
+		Tap, VM, UUID, MAC, Bridge, Source string
+		Since                              *time.Time
+		LastOwner                          *struct {
+			VM, UUID, MAC, Bridge, Source string
+			Since, Until                  time.Time
+		} `json:"last_owner"`
+	}
+	if err := json.Unmarshal(jsonOut.Bytes(), &none); err != nil || code != exitFound {
+		t.Fatalf("who %s --json: exit %d, %v in %q (stderr %q)", tapB, code, err, jsonOut.String(), errb.String())
+	}
+	if l := none.LastOwner; none.Tap != tapB || none.VM != "" || none.Since != nil || l == nil || l.VM != "two-nics" || l.UUID != webUUID ||
+		l.MAC != "52:54:00:aa:02:02" || l.Bridge != "br-b" || l.Source != "journald" || !l.Since.Equal(since) || !l.Until.Equal(until) {
+		t.Errorf("who %s --json (nobody):\n%s", tapB, jsonOut.String())
 	}
 	if code, out := who(tapA, "--json"); code != 0 || !strings.Contains(out, `"vm": "one-nic"`) {
 		t.Errorf("who --json: exit %d %q", code, out)

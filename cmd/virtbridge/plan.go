@@ -27,10 +27,11 @@ Reads a domain XML (virsh dumpxml NAME) on stdin and prints, as JSON, the
 state the hook would make the host reach for that operation, without
 changing anything: the action (host, ports, detach, none), the managed
 bridges with their uplinks, the VM's ports (tap, mac, bridge; tap is empty
-when the XML names none, and before libvirt makes the taps: at prepare,
-migrate and restore), the NICs left alone with the
-reason, sysctls and firewall intent, and errors (a start the hook would
-refuse). Exit status: 0 no errors, 1 the plan has errors, 2 bad input.
+when the XML names none, as at prepare, migrate and restore unless the VM
+chose the name with <target dev='NAME'/>: libvirt makes the taps after
+those operations, and the hook only checks that no host link has that name
+yet), the NICs left alone with the reason, sysctls and firewall intent, and
+errors (a start the hook would refuse). Exit status: 0 no errors, 1 the plan has errors, 2 bad input.
 
 `)
 		fs.PrintDefaults()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,6 +51,32 @@ func TestPlanJSON(t *testing.T) {
 		len(plan.Ports) != 1 || plan.Ports[0].Tap != "vnet3" || plan.Ports[0].MAC != "52:54:00:aa:00:01" ||
 		len(plan.Skipped) != 1 || !strings.Contains(plan.Skipped[0].Reason, "user-mode") || len(plan.Errors) != 0 {
 		t.Fatalf("plan = %+v", plan)
+	}
+}
+
+// TestPlanPrepareShowsChosenTap: at prepare the XML names a tap only when
+// the VM chose it (<target dev='web0-eth0'/>, the name libvirt will give
+// the tap); plan shows it, and shows none where the XML names none.
+func TestPlanPrepareShowsChosenTap(t *testing.T) {
+	cfg := writeConfig(t, "bridges: {br0: {uplink: eth0}}\n")
+	xml := `<domain type='qemu'><name>web0</name><devices>
+<interface type='bridge'><mac address='52:54:00:aa:00:01'/><source bridge='br0'/><target dev='web0-eth0'/></interface>
+<interface type='bridge'><mac address='52:54:00:aa:00:02'/><source bridge='br0'/></interface>
+</devices></domain>`
+	code, out, errs := cli(t, xml, "plan", "--op", "prepare", "--config", cfg)
+	if code != 0 || errs != "" {
+		t.Fatalf("exit %d stderr %q", code, errs)
+	}
+	var plan struct {
+		Action string
+		Ports  []struct{ Tap, MAC string }
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	got := fmt.Sprintf("%s %+v", plan.Action, plan.Ports)
+	if want := "host [{Tap:web0-eth0 MAC:52:54:00:aa:00:01} {Tap: MAC:52:54:00:aa:00:02}]"; got != want {
+		t.Fatalf("plan --op prepare = %s, want %s\n%s", got, want, out)
 	}
 }
 

@@ -10,8 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/paths"
+	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/who"
 )
 
 func init() {
@@ -21,8 +22,8 @@ func init() {
 // timeLayouts are the forms --at accepts, besides RFC 3339.
 var timeLayouts = []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04", "15:04:05", "15:04"}
 
-func lookup() journal.Lookup {
-	return journal.Lookup{
+func lookup() who.Lookup {
+	return who.Lookup{
 		Store: filepath.Join(paths.StateDir(), "ports.json"),
 		File:  filepath.Join(paths.LogDir(), "journal.jsonl"),
 	}
@@ -37,9 +38,12 @@ func runWho(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 
 Says which VM owns the tap (e.g. vnet3) now, from the mapping store, or owned
 it at TIME, from the journal (journald, or the JSON-lines file where journald
-is absent): name, UUID, MAC and bridge. Tap names are recycled, so --at is
-the way to answer audit questions. Exit status: 0 found, 1 no owner known,
-2 bad usage.
+is absent): name, UUID, MAC and bridge. When no VM owns it (now, or at
+TIME), it says so and names the VM that had it last, from when until when,
+from the journal; --json then prints the owner's keys empty and that VM as
+"last_owner" ("since", "until"). When a failed save left the store behind
+(a full disk), a note on stderr says so until the next run catches it up.
+Tap names are recycled, so --at is the way to answer audit questions. Exit status: 0 found, 1 no owner, 2 bad usage.
 
 `)
 		fs.PrintDefaults()
@@ -55,32 +59,39 @@ the way to answer audit questions. Exit status: 0 found, 1 no owner known,
 		return exitUsage
 	}
 	var (
-		owner journal.Owner
+		owner who.Owner
 		err   error
 	)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	if *at == "" {
-		owner, err = lookup().Now(tap)
+		owner, err = lookup().Now(ctx, tap)
 	} else {
 		t, perr := parseTime(*at, time.Now())
 		if perr != nil {
 			fmt.Fprintf(stderr, "virtbridge who: %v\n", perr)
 			return exitUsage
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
 		owner, err = lookup().At(ctx, tap, t)
+	}
+	if since, stale, _ := store.StaleSince(filepath.Join(paths.RunDir(), store.StaleFile)); stale && *at == "" {
+		fmt.Fprintf(stderr, "virtbridge who: note: the mapping store may lack the changes since %s (saving it failed); "+
+			"the next VM start or stop, or virtbridged, catches it up from the journal; meanwhile --at with the time of day answers from the journal\n",
+			since.Local().Format(time.DateTime))
+	}
+	var none *who.NoOwnerError
+	if errors.As(err, &none) && *asJSON {
+		printJSON(stdout, noOwnerJSON(none))
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "virtbridge who: %v\n", err)
-		if errors.Is(err, journal.ErrUnknown) {
+		if errors.Is(err, who.ErrUnknown) {
 			return exitFound
 		}
 		return exitUsage
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(map[string]any{
+		printJSON(stdout, map[string]any{
 			"tap": owner.Tap, "vm": owner.VM, "uuid": owner.UUID, "mac": owner.MAC,
 			"bridge": owner.Bridge, "since": owner.Since, "source": owner.From,
 		})
@@ -89,6 +100,37 @@ the way to answer audit questions. Exit status: 0 found, 1 no owner known,
 	fmt.Fprintf(stdout, "%s: vm %q (uuid %s) mac %s on bridge %s, attached %s [%s]\n",
 		owner.Tap, owner.VM, owner.UUID, owner.MAC, owner.Bridge, owner.Since.Local().Format(time.DateTime), owner.From)
 	return exitOK
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// noOwnerJSON answers --json when no VM owns the tap: the owner's keys,
+// empty, as when there is one; "last_owner" with the VM that had it last,
+// from "since" until "until" (null when the journal has none), and
+// "reason", the sentence the text output prints.
+func noOwnerJSON(e *who.NoOwnerError) map[string]any {
+	var last any
+	if o := e.Last; o != nil {
+		last = map[string]any{
+			"vm": o.VM, "uuid": o.UUID, "mac": o.MAC, "bridge": o.Bridge,
+			"since": timeOrNull(o.Since), "until": timeOrNull(o.Until), "source": o.From,
+		}
+	}
+	return map[string]any{
+		"tap": e.Tap, "vm": "", "uuid": "", "mac": "", "bridge": "", "since": nil, "source": "",
+		"last_owner": last, "reason": e.Msg,
+	}
+}
+
+func timeOrNull(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
 }
 
 // splitFirstArg lets the tap come before the flags (`who vnet3 --at 14:02`),

@@ -59,69 +59,102 @@ type Host struct {
 // Apply makes the host match d, as its Action asks, in one transaction: if a
 // step fails, every change this call made is undone and the error returned
 // says what failed (and what could not be undone, if anything). alias names
-// the VM for each port's interface alias. Apply is idempotent: on a host
-// that already matches, it changes nothing and returns no changes.
+// the VM for each port's interface alias. At ActionPorts each port is a
+// transaction of its own (ApplyPorts): the changes kept for the ports that
+// succeeded are returned with the error, which joins one *PortError per
+// failed port. Apply is idempotent: on a host that already matches, it
+// changes nothing and returns no changes.
 func (h *Host) Apply(d policy.Desired, alias string) ([]change.Change, error) {
+	if d.Action == policy.ActionPorts {
+		var changes []change.Change
+		var errs []error
+		for _, pr := range h.ApplyPorts(d, alias) {
+			changes = append(changes, pr.Changes...)
+			if pr.Err != nil {
+				errs = append(errs, &PortError{Port: pr.Port, Err: pr.Err})
+			}
+		}
+		return changes, errors.Join(errs...)
+	}
 	var rv revert.Reverter
 	var changes []change.Change
 	step := func(cs []change.Change, err error) error {
 		changes = append(changes, cs...)
 		return err
 	}
-	err := h.apply(d, alias, &rv, step)
-	if err != nil {
-		if rerr := rv.Fail(); rerr != nil {
-			err = fmt.Errorf("%w (and undoing the changes made so far failed too: %v; the host may need a manual look)", err, rerr)
-		}
-		return nil, err
+	if err := h.applyHost(d, alias, &rv, step); err != nil {
+		return nil, withUndo(err, rv.Fail())
 	}
 	rv.Success()
 	return changes, nil
 }
 
-func (h *Host) apply(d policy.Desired, alias string, rv *revert.Reverter, step func([]change.Change, error) error) error {
-	switch d.Action {
-	case policy.ActionHost:
-		for _, b := range d.Bridges {
-			if err := step(h.Links.EnsureBridge(b, rv)); err != nil {
-				return err
-			}
+// PortResult is what ApplyPorts did for one port: the changes it made and
+// kept, or why the port is not right (Err, which also says what could not
+// be undone of this port's changes).
+type PortResult struct {
+	Port    policy.Port
+	Changes []change.Change // nil when Err is set: they were undone
+	Err     error
+}
+
+// ApplyPorts checks and fixes each port of d that has a tap on its own (the
+// taps exist; libvirt put them in their bridges): one broken tap must not
+// keep the others from being checked, nor undo what was done for them. It
+// returns one result per port with a tap, in d's order. Idempotent.
+func (h *Host) ApplyPorts(d policy.Desired, alias string) []PortResult {
+	var out []PortResult
+	for _, p := range d.Ports {
+		if p.Tap == "" {
+			continue
 		}
-		for _, s := range d.Sysctls {
-			if err := step(h.Sysctls.Ensure(s, rv)); err != nil {
-				return err
-			}
+		var rv revert.Reverter
+		cs, err := h.Links.EnsurePort(p, alias, &rv)
+		if err != nil {
+			out = append(out, PortResult{Port: p, Err: withUndo(err, rv.Fail())})
+			continue
 		}
-		if d.Firewall != nil && h.Firewall != nil {
-			if err := step(h.Firewall.Ensure(*d.Firewall, rv)); err != nil {
-				return err
-			}
-		}
-		// At reconnect and hot-plug the taps already exist.
-		for _, p := range d.Ports {
-			if p.Tap != "" {
-				if err := step(h.Links.EnsurePort(p, alias, rv)); err != nil {
-					return err
-				}
-			}
-		}
+		rv.Success()
+		out = append(out, PortResult{Port: p, Changes: cs})
+	}
+	return out
+}
+
+// withUndo adds to err that undoing the changes failed too, when it did.
+func withUndo(err, undoErr error) error {
+	if undoErr == nil {
+		return err
+	}
+	return fmt.Errorf("%w (and undoing the changes made so far failed too: %v; the host may need a manual look)", err, undoErr)
+}
+
+func (h *Host) applyHost(d policy.Desired, alias string, rv *revert.Reverter, step func([]change.Change, error) error) error {
+	if d.Action != policy.ActionHost {
 		return nil
-	case policy.ActionPorts:
-		// The taps exist; libvirt put them in their bridges. Each port is
-		// checked and fixed on its own: one broken tap must not keep the
-		// others from being checked.
-		var errs []error
-		for _, p := range d.Ports {
-			if p.Tap == "" {
-				continue
-			}
-			var prv revert.Reverter
-			if err := step(h.Links.EnsurePort(p, alias, &prv)); err != nil {
-				errs = append(errs, &PortError{Port: p, Err: err})
-				prv.Fail()
+	}
+	for _, b := range d.Bridges {
+		if err := step(h.Links.EnsureBridge(b, rv)); err != nil {
+			return err
+		}
+	}
+	for _, s := range d.Sysctls {
+		if err := step(h.Sysctls.Ensure(s, rv)); err != nil {
+			return err
+		}
+	}
+	if d.Firewall != nil && h.Firewall != nil {
+		if err := step(h.Firewall.Ensure(*d.Firewall, rv)); err != nil {
+			return err
+		}
+	}
+	// At reconnect and hot-plug the taps already exist; at prepare a
+	// NIC's <target dev> names a tap libvirt has not made yet.
+	for _, p := range d.Ports {
+		if p.Tap != "" && d.TapsExist() {
+			if err := step(h.Links.EnsurePort(p, alias, rv)); err != nil {
+				return err
 			}
 		}
-		return errors.Join(errs...)
 	}
 	return nil
 }

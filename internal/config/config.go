@@ -63,10 +63,18 @@ type Bridge struct {
 	ForwardDelay  int // seconds
 	MTU           int // 0: leave the MTU alone
 	MoveAddresses bool
-	Line          int // where the bridge is defined, for messages
+	// Create says when virtbridge makes the bridge: CreateAtStart (the
+	// daemon at start-up and on drift, `virtbridge apply`, `doctor --fix`,
+	// and any VM's prepare) or CreateOnDemand (only at the prepare of a VM
+	// on it, as before).
+	Create Create
+	Line   int // where the bridge is defined, for messages
 	// UplinkLine is the line of its uplink: or uplink_mac: key (0: none).
 	UplinkLine int
 }
+
+// AtStart reports whether the bridge is made whether or not a VM uses it.
+func (b Bridge) AtStart() bool { return b.Create != CreateOnDemand }
 
 // HasUplink reports whether the bridge enslaves a NIC.
 func (b Bridge) HasUplink() bool { return b.Uplink != "" || b.UplinkMAC != nil }
@@ -92,12 +100,8 @@ type Sysctl struct {
 
 // Firewall holds the firewall settings.
 type Firewall struct {
-	// Backend is "iptables" (detect the nf_tables or legacy variant),
-	// "iptables-nft", "iptables-legacy" or "none".
-	Backend string
-	// BridgedForward is "accept" (accept bridged traffic of managed bridges
-	// in FORWARD) or "leave".
-	BridgedForward string
+	Backend        FirewallBackend
+	BridgedForward Forward
 }
 
 // Daemon holds settings of virtbridged.
@@ -110,8 +114,8 @@ type Daemon struct {
 type Config struct {
 	Path             string
 	Bridges          []Bridge // sorted by name
-	UnmanagedBridges string   // "ignore" | "refuse"
-	OnFailure        string   // "refuse" | "warn"
+	UnmanagedBridges Unmanaged
+	OnFailure        FailureMode
 	Sysctl           Sysctl
 	Firewall         Firewall
 	Daemon           Daemon
@@ -132,10 +136,10 @@ func (c *Config) Bridge(name string) (Bridge, bool) {
 // Default returns the configuration used for keys a file leaves out.
 func Default() *Config {
 	return &Config{
-		UnmanagedBridges: "ignore",
-		OnFailure:        "refuse",
+		UnmanagedBridges: IgnoreUnmanaged,
+		OnFailure:        RefuseOnFailure,
 		Sysctl:           Sysctl{IPForward: On},
-		Firewall:         Firewall{Backend: "iptables", BridgedForward: "accept"},
+		Firewall:         Firewall{Backend: BackendIPTables, BridgedForward: AcceptForward},
 		Daemon:           Daemon{FirewallRecheck: 30 * time.Second},
 		HookTimeout:      DefaultHookTimeout,
 	}
@@ -285,13 +289,15 @@ func (p *parser) structure(n *yaml.Node, seen map[*yaml.Node]bool, anchors *[]*y
 
 func (p *parser) top(n *yaml.Node) {
 	p.mapping(n, "the top level", map[string]func(*yaml.Node){
-		"bridges":           p.bridges,
-		"unmanaged_bridges": func(v *yaml.Node) { p.cfg.UnmanagedBridges = p.enum(v, "unmanaged_bridges", "ignore", "refuse") },
-		"on_failure":        func(v *yaml.Node) { p.cfg.OnFailure = p.enum(v, "on_failure", "refuse", "warn") },
-		"sysctl":            p.sysctl,
-		"firewall":          p.firewall,
-		"daemon":            p.daemon,
-		"hook_timeout":      p.hookTimeout,
+		"bridges": p.bridges,
+		"unmanaged_bridges": func(v *yaml.Node) {
+			p.cfg.UnmanagedBridges = choose(p, v, "unmanaged_bridges", IgnoreUnmanaged, RefuseUnmanaged)
+		},
+		"on_failure":   func(v *yaml.Node) { p.cfg.OnFailure = choose(p, v, "on_failure", RefuseOnFailure, WarnOnFailure) },
+		"sysctl":       p.sysctl,
+		"firewall":     p.firewall,
+		"daemon":       p.daemon,
+		"hook_timeout": p.hookTimeout,
 	})
 }
 
@@ -305,7 +311,7 @@ func (p *parser) bridges(n *yaml.Node) {
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		b := Bridge{Name: k.Value, MoveAddresses: true, Line: k.Line}
+		b := Bridge{Name: k.Value, MoveAddresses: true, Create: CreateAtStart, Line: k.Line}
 		if err := names.Ifname(k.Value); err != nil {
 			p.errorf(k, "bridge name: %v", err)
 		} else if k.Value == loopback {
@@ -334,6 +340,7 @@ func (p *parser) bridges(n *yaml.Node) {
 				"forward_delay":  func(v *yaml.Node) { b.ForwardDelay = p.integer(v, "forward_delay", 0, 30) },
 				"mtu":            func(v *yaml.Node) { b.MTU = p.integer(v, "mtu", 68, 65535) },
 				"move_addresses": func(v *yaml.Node) { b.MoveAddresses = p.boolean(v, "move_addresses") },
+				"create":         func(v *yaml.Node) { b.Create = choose(p, v, "create", CreateAtStart, CreateOnDemand) },
 			})
 			if b.Uplink != "" && b.UplinkMAC != nil {
 				p.errorf(k, "bridge %q sets both uplink and uplink_mac; keep one", b.Name)
@@ -361,9 +368,9 @@ func (p *parser) firewall(n *yaml.Node) {
 	f := &p.cfg.Firewall
 	p.mapping(n, "firewall", map[string]func(*yaml.Node){
 		"backend": func(v *yaml.Node) {
-			f.Backend = p.enum(v, "backend", "iptables", "iptables-nft", "iptables-legacy", "none")
+			f.Backend = choose(p, v, "backend", BackendIPTables, BackendIPTablesNFT, BackendIPTablesLegacy, BackendNone)
 		},
-		"bridged_forward": func(v *yaml.Node) { f.BridgedForward = p.enum(v, "bridged_forward", "accept", "leave") },
+		"bridged_forward": func(v *yaml.Node) { f.BridgedForward = choose(p, v, "bridged_forward", AcceptForward, LeaveForward) },
 	})
 }
 
@@ -447,15 +454,6 @@ func (p *parser) integer(v *yaml.Node, key string, lo, hi int) int {
 		return 0
 	}
 	return i
-}
-
-func (p *parser) enum(v *yaml.Node, key string, allowed ...string) string {
-	s := p.str(v, key)
-	if !slices.Contains(allowed, s) {
-		p.errorf(v, "%s must be one of %s, not %q", key, strings.Join(allowed, ", "), s)
-		return allowed[0]
-	}
-	return s
 }
 
 func (p *parser) toggle(v *yaml.Node, key string) Toggle {

@@ -20,13 +20,13 @@ func TestExampleConfigParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, ok := cfg.Bridge("br0")
-	if !ok || b.Uplink != "eth0" || b.STP || b.ForwardDelay != 0 || !b.MoveAddresses {
-		t.Fatalf("br0 = %+v, want uplink eth0, stp off, delay 0, move_addresses", b)
+	if !ok || b.Uplink != "eth0" || b.STP || b.ForwardDelay != 0 || !b.MoveAddresses || !b.AtStart() {
+		t.Fatalf("br0 = %+v, want uplink eth0, stp off, delay 0, move_addresses, create: at_start", b)
 	}
 	if cfg.Sysctl.IPForward != On || cfg.Sysctl.BridgeNFCallIPTables != Leave {
 		t.Fatalf("sysctl = %+v", cfg.Sysctl)
 	}
-	if cfg.Firewall.Backend != "iptables" || cfg.Firewall.BridgedForward != "accept" || cfg.OnFailure != "refuse" {
+	if cfg.Firewall.Backend != BackendIPTables || cfg.Firewall.BridgedForward != AcceptForward || cfg.OnFailure != RefuseOnFailure {
 		t.Fatalf("cfg = %+v", cfg)
 	}
 	if cfg.Daemon.FirewallRecheck != 30*time.Second {
@@ -50,7 +50,7 @@ func TestEmptyConfigRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Bridges) != 0 || cfg.UnmanagedBridges != "ignore" || cfg.Sysctl.IPForward != On {
+	if len(cfg.Bridges) != 0 || cfg.UnmanagedBridges != IgnoreUnmanaged || cfg.Sysctl.IPForward != On {
 		t.Fatalf("defaults = %+v", cfg)
 	}
 }
@@ -85,8 +85,9 @@ bridges:
     forward_delay: 2
     mtu: 9000
     move_addresses: false
+    create: on_demand
   br0:
-  br2: {}
+  br2: {create: at_start}
 unmanaged_bridges: refuse
 on_failure: warn
 sysctl: {ip_forward: leave, ipv6_forward: 1, bridge_nf_call_iptables: 0, bridge_nf_call_ip6tables: true}
@@ -104,15 +105,19 @@ daemon: {firewall_recheck: 5s}
 		t.Fatalf("bridges not sorted: %v", names)
 	}
 	b1, _ := cfg.Bridge("br1")
-	if b1.UplinkMAC.String() != "52:54:00:00:00:01" || !b1.STP || b1.ForwardDelay != 2 || b1.MTU != 9000 || b1.MoveAddresses || b1.Line != 3 {
+	if b1.UplinkMAC.String() != "52:54:00:00:00:01" || !b1.STP || b1.ForwardDelay != 2 || b1.MTU != 9000 || b1.MoveAddresses || b1.Line != 3 ||
+		b1.AtStart() || b1.Create != CreateOnDemand {
 		t.Fatalf("br1 = %+v", b1)
 	}
-	if b0, _ := cfg.Bridge("br0"); b0.HasUplink() || !b0.MoveAddresses {
-		t.Fatalf("br0 = %+v", b0)
+	if b0, _ := cfg.Bridge("br0"); b0.HasUplink() || !b0.MoveAddresses || !b0.AtStart() || b0.Create != CreateAtStart {
+		t.Fatalf("br0 = %+v, want no uplink, move_addresses and create: at_start (the defaults)", b0)
+	}
+	if b2, _ := cfg.Bridge("br2"); !b2.AtStart() {
+		t.Fatalf("br2 = %+v, want create: at_start", b2)
 	}
 	want := Sysctl{IPForward: Leave, IPv6Forward: On, BridgeNFCallIPTables: Off, BridgeNFCallIP6Tables: On}
-	if cfg.Sysctl != want || cfg.UnmanagedBridges != "refuse" || cfg.OnFailure != "warn" ||
-		cfg.Firewall != (Firewall{Backend: "none", BridgedForward: "leave"}) || cfg.Daemon.FirewallRecheck != 5*time.Second {
+	if cfg.Sysctl != want || cfg.UnmanagedBridges != RefuseUnmanaged || cfg.OnFailure != WarnOnFailure ||
+		cfg.Firewall != (Firewall{Backend: BackendNone, BridgedForward: LeaveForward}) || cfg.Daemon.FirewallRecheck != 5*time.Second {
 		t.Fatalf("cfg = %+v", cfg)
 	}
 }
@@ -144,6 +149,7 @@ func TestBadConfigs(t *testing.T) {
 		"loopback bridge":      {"bridges:\n  lo: {}\n", `c.yaml:2: bridge name "lo" is the loopback device`},
 		"loopback uplink":      {"bridges:\n  br0: {uplink: lo}\n", `c.yaml:2: uplink of bridge "br0" is "lo", the loopback device`},
 		"bridge is own uplink": {"bridges:\n  br0: {uplink: br0}\n", `c.yaml:2: uplink "br0" of bridge "br0" is itself a managed bridge`},
+		"bad create":           {"bridges:\n  br0:\n    create: lazily\n", `c.yaml:3: create must be one of at_start, on_demand, not "lazily"`},
 		"unknown nested key":   {"firewall:\n  backend: none\n  chain: MINE\n", `c.yaml:3: unknown key "chain" in firewall`},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -91,10 +91,10 @@ func checkConfig(t *testing.T, cfg *Config) {
 	switch {
 	case cfg.Path != "fuzz.yaml":
 		t.Fatalf("path %q", cfg.Path)
-	case !slices.Contains([]string{"ignore", "refuse"}, cfg.UnmanagedBridges),
-		!slices.Contains([]string{"refuse", "warn"}, cfg.OnFailure),
-		!slices.Contains([]string{"iptables", "iptables-nft", "iptables-legacy", "none"}, cfg.Firewall.Backend),
-		!slices.Contains([]string{"accept", "leave"}, cfg.Firewall.BridgedForward):
+	case !slices.Contains([]Unmanaged{IgnoreUnmanaged, RefuseUnmanaged}, cfg.UnmanagedBridges),
+		!slices.Contains([]FailureMode{RefuseOnFailure, WarnOnFailure}, cfg.OnFailure),
+		!slices.Contains([]FirewallBackend{BackendIPTables, BackendIPTablesNFT, BackendIPTablesLegacy, BackendNone}, cfg.Firewall.Backend),
+		!slices.Contains([]Forward{AcceptForward, LeaveForward}, cfg.Firewall.BridgedForward):
 		t.Fatalf("enum out of range: %+v", cfg)
 	case cfg.Daemon.FirewallRecheck < time.Second || cfg.Daemon.FirewallRecheck > 24*time.Hour:
 		t.Fatalf("firewall_recheck %v", cfg.Daemon.FirewallRecheck)

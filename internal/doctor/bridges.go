@@ -70,9 +70,16 @@ func bridgeExists(r *Report, h *host, b config.Bridge) {
 	}
 	f.Status, f.Fixable, f.Fix = Warn, true, fixByVirtbridge
 	f.Message = "does not exist yet"
-	f.Why = "qemu cannot start a VM on a missing bridge (\"Cannot get interface MTU\"); the hook creates it at the VM's prepare"
+	f.Why = "qemu cannot start a VM on a missing bridge (\"Cannot get interface MTU\"), nor hot-plug a NIC onto it, " +
+		"and tools offer only bridges that exist; virtbridged (or `virtbridge apply`) makes it, and the hook at a VM's prepare"
+	if !b.AtStart() {
+		// As configured: made at the first VM's prepare, never before.
+		f.Status, f.Fixable, f.Fix = OK, false, ""
+		f.Message = "does not exist yet (create: on_demand: the hook makes it at the prepare of the first VM on it)"
+		f.Why = ""
+	}
 	if vms := runningOn(h, b.Name); len(vms) > 0 {
-		f.Status = Fail
+		f.Status, f.Fixable, f.Fix = Fail, true, fixByVirtbridge
 		f.Message = "does not exist, yet running VMs use it: " + strings.Join(vms, ", ")
 		f.Why = "the bridge was deleted under running VMs: their NICs are cut off from the network"
 	}

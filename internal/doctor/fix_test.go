@@ -34,6 +34,7 @@ func newFixRig(t *testing.T, y string) *fixRig {
 	sys := sysctl.NewFake(map[string]string{ipForward: "0", nfCallIPTables: "1", nfCallIP6Tables: "1"})
 	fw := firewall.NewFake()
 	r.eng = &engine.Engine{
+		Source:    events.SourceCLI, // as cmd/virtbridge's
 		Config:    mustConfig(t, y),
 		Journal:   journal.New(journal.Options{Socket: filepath.Join(dir, "no-journald"), File: filepath.Join(dir, "journal.jsonl"), Stderr: &strings.Builder{}}),
 		StorePath: filepath.Join(dir, "ports.json"), LockPath: filepath.Join(dir, "lock"), LockWait: time.Second,
@@ -57,7 +58,7 @@ func kinds(res FixResult) []string {
 // alone, and changes nothing the second time.
 func TestFixBridges(t *testing.T) {
 	r := newFixRig(t, "bridges:\n  br-a: {uplink: uplink0}\n  br-b: {uplink: eth9}\nsysctl: {ip_forward: 1}\n")
-	res := Fix(r.eng, r.eng.Config, nil, time.Now())
+	res := Fix(r.eng, r.eng.Config, nil, nil, time.Now())
 	got := kinds(res)
 	for _, w := range []string{"bridge-created br-a", "uplink-enslaved uplink0", "address-moved 10.77.0.2/24",
 		"sysctl-changed net.ipv4.ip_forward", "rule-added iptables-fake filter FORWARD"} {
@@ -65,7 +66,7 @@ func TestFixBridges(t *testing.T) {
 			t.Errorf("no %q among the changes %q", w, got)
 		}
 	}
-	if len(res.Errors) != 1 || !strings.Contains(res.Errors[0], "bridge br-b") || !strings.Contains(res.Errors[0], "eth9") {
+	if len(res.Errors) != 1 || !strings.Contains(res.Errors[0], `bridge "br-b"`) || !strings.Contains(res.Errors[0], "eth9") {
 		t.Errorf("errors %q, want one naming br-b's missing uplink eth9", res.Errors)
 	}
 	j, err := os.ReadFile(filepath.Join(r.dir, "journal.jsonl"))
@@ -76,7 +77,7 @@ func TestFixBridges(t *testing.T) {
 	if err != nil || len(s.All()) != 0 {
 		t.Errorf("store after fixing bridges: %v, %v; want empty", s.All(), err)
 	}
-	again := Fix(r.eng, r.eng.Config, nil, time.Now())
+	again := Fix(r.eng, r.eng.Config, nil, nil, time.Now())
 	if len(again.Changes) != 0 || len(again.Errors) != 1 {
 		t.Errorf("second fix: changes %q errors %q; want none and br-b's again", kinds(again), again.Errors)
 	}
@@ -91,7 +92,7 @@ func TestFixRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := Fix(r.eng, r.eng.Config, []events.Event{ev}, time.Now())
+	res := Fix(r.eng, r.eng.Config, nil, []events.Event{ev}, time.Now())
 	if len(res.Errors) != 0 || !slices.Contains(kinds(res), "port-attached vnet3") {
 		t.Fatalf("changes %q errors %q; want vnet3 attached", kinds(res), res.Errors)
 	}
@@ -101,5 +102,27 @@ func TestFixRunning(t *testing.T) {
 	}
 	if e, ok := s.ByTap("vnet3"); !ok || e.VM != "running" || e.Bridge != "br0" {
 		t.Errorf("store: %+v, %v; want vnet3 of running on br0", e, ok)
+	}
+}
+
+// TestFixOnDemand: Fix leaves a missing create: on_demand bridge for the
+// first VM on it, as the configuration asks, but makes an existing one
+// right (its forward delay here), like the at_start ones.
+func TestFixOnDemand(t *testing.T) {
+	r := newFixRig(t, "bridges:\n  br-a: {uplink: uplink0}\n  br-b: {create: on_demand}\n  br-c: {create: on_demand}\n")
+	r.links.AddLink("br-c", "bridge", "52:54:00:00:00:c0", "")
+	exists := func(name string) bool { return r.links.Link(name) != nil }
+	res := Fix(r.eng, r.eng.Config, exists, nil, time.Now())
+	got := kinds(res)
+	// br-c was made by hand: changing it is said, as a warning.
+	foreign := len(res.Errors) == 1 && strings.HasPrefix(res.Errors[0], `bridge br-c: warning: bridge "br-c" was made by someone else`)
+	if !foreign || !slices.Contains(got, "bridge-created br-a") || !slices.Contains(got, "bridge-updated br-c") {
+		t.Errorf("changes %q errors %q; want br-a created and br-c made right, with a warning that br-c was made by someone else", got, res.Errors)
+	}
+	if r.links.Link("br-b") != nil {
+		t.Errorf("Fix made br-b, which is create: on_demand and used by no VM:\n%s", r.links)
+	}
+	if again := Fix(r.eng, r.eng.Config, exists, nil, time.Now()); len(again.Changes) != 0 || len(again.Errors) != 0 {
+		t.Errorf("second fix: changes %q errors %q; want none", kinds(again), again.Errors)
 	}
 }

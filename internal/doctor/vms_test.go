@@ -71,6 +71,26 @@ func TestVMRunningOnDeletedBridge(t *testing.T) {
 	want(t, one(t, Run(s), "bridge-exists", "br0"), Warn, "does not exist yet", "doctor --fix")
 }
 
+// TestOnDemandBridgeMissing: a missing create: on_demand bridge is as
+// configured (the hook makes it at the first VM's start): no problem, and
+// nothing for --fix; one that running VMs use and that is gone fails, and
+// --fix (the reconcile of the running VMs) makes it.
+func TestOnDemandBridgeMissing(t *testing.T) {
+	s := vmHost(t, "bridges: {br0: {create: on_demand}}\n", domainFile(t, "running", false))
+	s.Links = fakeLinks{{Name: "eth0", Index: 2, Kind: "device", Up: true, MTU: 1500}}
+	f := one(t, Run(s), "bridge-exists", "br0")
+	want(t, f, OK, "does not exist yet", "create: on_demand")
+	if f.Fixable || f.Fix != "" {
+		t.Errorf("a missing on_demand bridge is fixable (%q): --fix leaves it alone", f.Fix)
+	}
+	s.Domains = fakeDomains{domainFile(t, "running", true)}
+	f = one(t, Run(s), "bridge-exists", "br0")
+	want(t, f, Fail, "running VMs use it: running")
+	if !f.Fixable {
+		t.Errorf("a gone bridge that running VMs use is not fixable: --fix reconciles them")
+	}
+}
+
 // TestVMLibvirtUnreachable: the VM checks say so, the rest still runs.
 func TestVMLibvirtUnreachable(t *testing.T) {
 	s := vmHost(t, "bridges: {br0: {uplink: eth0}}\n")

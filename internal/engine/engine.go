@@ -1,13 +1,20 @@
 // Package engine is the one path from an event to the host: policy decides,
 // apply changes the host under the host lock, the mapping store and the
-// journal record it. The hook and the event daemon both go through it.
+// journal record it. The hook and the event daemon both go through it, and
+// each VM of a Reconcile takes the same per-VM path (handleVM) as a hook
+// call for it.
+//
+// The engine decides what is recorded when: the tap→VM bookkeeping of the
+// mapping store and its attached and detached records (mapping.go), and a
+// store that a failed save left stale caught up from the journal
+// (stale.go, catchup.go). Package journal only writes the records, and
+// package who reads them back.
 package engine
 
 import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/apply"
@@ -16,7 +23,6 @@ import (
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/links"
-	"github.com/virtbridge/virtbridge/internal/lock"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
@@ -39,13 +45,15 @@ type Engine struct {
 	// called once per unmanaged bridge a VM names, at the ops that make
 	// the host ready. Nil skips that check.
 	LinkKind func(name string) (string, error)
+	// StaleMarker says that a save of the store failed and since when the
+	// store may lack records (store.MarkStale). Empty: store.StaleFile
+	// beside LockPath, in the run directory.
+	StaleMarker string
+	// Source names who drives the engine in the records of changes made
+	// for no VM (EnsureHost, Reconcile's host pass and detaches); empty
+	// means events.SourceEventd.
+	Source events.Source
 }
-
-// RefusedError is a VM operation the policy or the host refused.
-type RefusedError struct{ Err error }
-
-func (e *RefusedError) Error() string { return e.Err.Error() }
-func (e *RefusedError) Unwrap() error { return e.Err }
 
 // Result is what Handle did.
 type Result struct {
@@ -56,57 +64,18 @@ type Result struct {
 	Warnings []error
 }
 
-// Handle makes the host right for ev and records what changed. A refusal
-// (a NIC the policy forbids, a host that cannot be made right) is a
-// *RefusedError, journaled; the host is left as it was. Handle is
-// idempotent: the same event twice changes nothing the second time.
+// Handle makes the host right for ev and records what changed, through
+// the one per-VM path (handleVM) a Reconcile takes for each running VM. A
+// refusal is journaled and leaves the host as it was: a *PolicyError when
+// the VM's configuration or XML is refused (nothing was changed), a
+// *HostError when the host could not be made right (rolled back). Handle
+// takes the host lock only when the host or the store must change, and
+// is idempotent: the same event twice changes nothing the second time.
 func (e *Engine) Handle(ev events.Event) (Result, error) {
-	r := Result{Desired: policy.Decide(e.Config, ev)}
-	if ev.Op.NeedsHost() {
-		r.Desired.Errors = append(r.Desired.Errors, e.notBridges(r.Desired.Skipped)...)
-	}
-	if ev.Op.BeforeTaps() {
-		r.Desired.Errors = append(r.Desired.Errors, e.takenTaps(ev.NICs, r.Desired.Ports)...)
-	}
-	d := r.Desired
-	vm := journal.VMOf(ev)
-	if len(d.Errors) > 0 {
-		err := &RefusedError{Err: errors.New(strings.Join(d.Errors, "; "))}
-		r.warn(e.Journal.Refused(vm, err.Error()))
-		return r, err
-	}
-	gone := ev.Op.Ends() || ev.Op == events.OpDeviceRemoved
-	if d.Action == policy.ActionNone && !gone {
-		return r, nil
-	}
-	if gone && !e.storeHolds(ev.UUID) {
-		return r, nil // nothing of this VM was recorded: nothing to detach
-	}
-	l, err := lock.AcquireUntil(e.LockPath, e.LockWait, e.Stop)
-	if err != nil {
-		return r, err
-	}
-	defer l.Release()
-	if d.Action == policy.ActionHost || d.Action == policy.ActionPorts {
-		err := e.applyHost(ev, vm, &r)
-		if err != nil && d.Action == policy.ActionHost {
-			return r, err
-		}
-		// After start the taps exist whatever happened: record them even
-		// if one could not be checked — except a tap that does not exist
-		// (the VM is gone: the daemon read its started event just before
-		// it was destroyed, and its stopped call has detached it) and a
-		// link that is not the NIC's tap (another VM's, the host's): those
-		// map nothing of this VM, and recording them would attach a
-		// stopped VM again or name the wrong owner.
-		r.warn(err)
-		failed := apply.FailedPorts(err, links.ErrTapMissing, links.ErrNotTap)
-		if d.Ports = withoutPorts(d.Ports, failed); len(failed) > 0 && len(d.Ports) == 0 {
-			return r, nil
-		}
-	}
-	r.warn(e.record(ev, vm, d))
-	return r, nil
+	p := &pass{e: e}
+	r, err := e.handleVM(ev, p)
+	r.warn(p.finish())
+	return r, err
 }
 
 // withoutPorts returns ports less those in drop (by MAC), in a new slice.
@@ -182,8 +151,12 @@ func (e *Engine) takenTaps(nics []events.NIC, ports []policy.Port) []string {
 }
 
 // storeHolds reports whether the store has entries of the VM, reading it
-// without the lock: the hook's stop path stays cheap for unmanaged VMs.
+// without the lock: the hook's stop path stays cheap for unmanaged VMs. A
+// store marked stale may lack them: true.
 func (e *Engine) storeHolds(uuid string) bool {
+	if _, stale, _ := store.StaleSince(e.staleMarker()); stale {
+		return true // the store may lack the VM: catch it up under the lock
+	}
 	s, err := store.Read(e.StorePath)
 	if err != nil {
 		return true // let the locked path load, recover and report it
@@ -191,43 +164,21 @@ func (e *Engine) storeHolds(uuid string) bool {
 	return len(s.ByVM(uuid)) > 0
 }
 
-func (e *Engine) applyHost(ev events.Event, vm journal.VM, r *Result) error {
-	host, closeHost, err := e.OpenHost()
-	if err != nil {
-		return err
-	}
-	defer closeHost()
-	changes, err := host.Apply(r.Desired, journal.Alias(ev.Domain, ev.UUID))
-	r.Changes = changes
-	r.warn(e.Journal.HostChanges(vm, changes))
-	// Changes to a bridge someone else made are said where the operator
-	// looks (the hook's stderr, which virsh start shows; the daemon's log),
-	// not only in the journal.
-	for _, c := range changes {
-		if c.Kind == change.ForeignBridge {
-			r.warn(errors.New(c.After))
-		}
-	}
-	if err != nil {
-		err = &RefusedError{Err: err}
-		r.warn(e.Journal.Refused(vm, err.Error()))
-		return err
-	}
-	return nil
-}
-
 // record brings the mapping store in line with the event and journals the
-// difference: ports with a tap are attached; at stop every port of the VM
-// is detached; after an unplug, the VM's ports whose MAC left its live XML.
-func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error {
-	s, err := journal.OpenStore(e.Journal, e.StorePath)
-	if s == nil {
-		return fmt.Errorf("loading the mapping store: %w", err)
+// difference: ports with a tap are attached once the taps exist (not at
+// prepare, where a <target dev> is only the name libvirt will give); at
+// stop every port of the VM is detached; after an unplug, the VM's ports
+// whose MAC left its live XML. A store that a failed save left stale is
+// caught up from the journal first (openStore); the pass saves it.
+func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired, p *pass) error {
+	m, err := p.store()
+	if m == nil {
+		return err
 	}
-	errs := []error{err}
+	s, errs := m.Store, []error{err}
 	switch {
 	case ev.Op.Ends():
-		errs = append(errs, journal.DetachVM(e.Journal, s, vm))
+		errs = append(errs, detachVM(e.Journal, s, vm))
 	case ev.Op == events.OpDeviceRemoved:
 		present := map[string]bool{}
 		for _, n := range ev.NICs {
@@ -239,14 +190,24 @@ func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired) error 
 				gone = append(gone, x.MAC)
 			}
 		}
-		errs = append(errs, journal.DetachNICs(e.Journal, s, vm, gone))
-	default:
-		errs = append(errs, journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
-	}
-	if err := s.Save(); err != nil {
-		errs = append(errs, fmt.Errorf("saving the mapping store: %w", err))
+		errs = append(errs, detachNICs(e.Journal, s, vm, gone))
+	case d.TapsExist():
+		errs = append(errs, attachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
 	}
 	return errors.Join(errs...)
+}
+
+// journalChanges journals the host changes of vm and warns, besides, of
+// each change to a bridge someone else made (change.ForeignBridge): it is
+// said where the operator looks (the hook's stderr, which virsh start
+// shows; the daemon's log), not only in the journal.
+func (e *Engine) journalChanges(vm journal.VM, changes []change.Change, r *Result) {
+	r.warn(e.Journal.HostChanges(vm, changes))
+	for _, c := range changes {
+		if c.Kind == change.ForeignBridge {
+			r.warn(errors.New(c.After))
+		}
+	}
 }
 
 func (r *Result) warn(err error) {

@@ -179,9 +179,9 @@ func TestFailureRevertsAndIsJournaled(t *testing.T) {
 	before := r.links.String()
 	r.links.FailOn("route-add")
 	_, err := r.eng.Handle(event(events.OpPrepare))
-	var re *RefusedError
-	if !errors.As(err, &re) || !errors.Is(err, links.ErrInjected) {
-		t.Fatalf("Handle = %v, want a RefusedError wrapping the injected failure", err)
+	var he *HostError
+	if !errors.As(err, &he) || !errors.Is(err, links.ErrInjected) {
+		t.Fatalf("Handle = %v, want a HostError wrapping the injected failure", err)
 	}
 	if after := r.links.String(); after != before {
 		t.Fatalf("links not reverted:\n--- before\n%s--- after\n%s", before, after)
@@ -316,7 +316,7 @@ func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
 		r.lookups = 0
 		ev := events.Event{Source: events.SourceHook, Op: events.OpPrepare, Domain: "web02", UUID: "u-2", NICs: tc.nics}
 		_, err := r.eng.Handle(ev)
-		var re *RefusedError
+		var re *PolicyError
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: Handle = %v, want no refusal", tc.name, err)
@@ -342,7 +342,8 @@ func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
 // storm) is missing from the list but not gone: Reconcile leaves its ports
 // alone. A pass listed after it started detaches them.
 func TestReconcileJudgesOnlyWhatTheListKnew(t *testing.T) {
-	r := newRig(t, rigConfig)
+	// on_demand: Reconcile makes no bridge of its own, only records count.
+	r := newRig(t, "bridges:\n  br-a: {uplink: uplink0, create: on_demand}\n  br-b: {create: on_demand}\nsysctl: {ip_forward: 1}\n")
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
 	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "")
 	listed := time.Now()
@@ -445,6 +446,12 @@ func TestTargetDevNamingAHostLinkRefused(t *testing.T) {
 	if r.links.Link("br-a") == nil {
 		t.Error("prepare with a free <target dev> did not make br-a")
 	}
+	if r.links.Link("vbtest0") != nil || r.eng.storeHolds(event(events.OpPrepare).UUID) {
+		t.Error("prepare with a free <target dev> made or recorded the tap libvirt has not made yet")
+	}
+	if recs := r.records(t); slices.ContainsFunc(recs, func(s string) bool { return strings.HasPrefix(s, "attached") }) {
+		t.Errorf("prepare with a free <target dev> journaled an attach: %q", recs)
+	}
 }
 
 // TestStartedRecordsOnlyTheVMsOwnTaps: at started each port is checked on
@@ -499,5 +506,33 @@ func TestForeignBridgeChangeIsAWarning(t *testing.T) {
 	}
 	if res, err := r.eng.Handle(event(events.OpPrepare)); err != nil || len(res.Warnings) != 0 {
 		t.Errorf("second prepare: warnings %v, error %v; want none", res.Warnings, err)
+	}
+}
+
+// TestStartedJournalsTheOtherPortsChanges: at started a port that fails
+// does not hide the changes made for the VM's other ports: they are in the
+// result and journaled, like those of a start where every port is right.
+func TestStartedJournalsTheOtherPortsChanges(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
+	r.links.AddLink("vnet1", "tuntap", "fe:54:00:bb:00:07", "br-b") // another VM's tap
+	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
+		t.Fatal(err)
+	}
+	before := len(r.records(t))
+	res, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range res.Changes {
+		got = append(got, string(c.Kind)+" "+c.Object)
+	}
+	if want := []string{"alias-set vnet0"}; !slices.Equal(got, want) {
+		t.Errorf("Result.Changes = %q, want %q", got, want)
+	}
+	want := []string{"change alias-set vnet0", "refused web01", "attached vnet0 web01 br-a started"}
+	if got := r.records(t)[before:]; !equalKinds(got, want) {
+		t.Errorf("journaled:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

@@ -7,14 +7,17 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/lock"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
-// Reconcile makes the host match the policy for every running domain (the
-// daemon passes their live XML) and brings the mapping store in line:
+// Reconcile makes the host match the configuration (EnsureHost: every
+// bridge made at start, whether or not a VM uses it, re-created if someone
+// deleted it) and the policy for every running domain (the daemon passes
+// their live XML), each through the per-VM path of Handle (handleVM, at op
+// reconcile: refused and journaled like a hook call would be), all under
+// one hold of the host lock, and brings the mapping store in line:
 // ports of running VMs are attached, taps put back into bridges that were
 // deleted and re-created, and the entries of VMs (or NICs) that went away
 // while nobody watched are journaled as detached. One VM's failure does not
@@ -28,22 +31,22 @@ import (
 // judges it. The zero time judges every entry.
 func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, error) {
 	var r Result
-	l, err := lock.AcquireUntil(e.LockPath, e.LockWait, e.Stop)
-	if err != nil {
+	p := &pass{e: e}
+	if err := p.acquire(); err != nil {
 		return r, err
 	}
-	defer l.Release()
-	host, closeHost, err := e.OpenHost()
+	host, err := p.backends()
 	if err != nil {
+		p.finish()
 		return r, err
 	}
-	defer closeHost()
-	s, err := journal.OpenStore(e.Journal, e.StorePath)
-	if s == nil {
-		return r, fmt.Errorf("loading the mapping store: %w", err)
+	m, err := p.store()
+	if m == nil {
+		p.finish()
+		return r, err
 	}
 	r.warn(err)
-	var errs []error
+	errs := []error{e.ensureHost(host, string(events.OpReconcile), &r)}
 	alive := map[string]map[string]bool{} // uuid → MACs of its NICs
 	for _, ev := range running {
 		ev.Op = events.OpReconcile
@@ -52,44 +55,27 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 			macs[n.MAC] = true
 		}
 		alive[ev.UUID] = macs
-		d := policy.Decide(e.Config, ev)
-		vm := journal.VMOf(ev)
-		if len(d.Errors) > 0 {
-			// A running VM cannot be refused; say so once per pass.
-			errs = append(errs, fmt.Errorf("domain %q: %v", ev.Domain, d.Errors))
-			continue
-		}
-		if d.Action != policy.ActionHost {
-			continue
-		}
-		changes, err := host.Apply(d, journal.Alias(ev.Domain, ev.UUID))
-		r.Changes = append(r.Changes, changes...)
-		r.warn(e.Journal.HostChanges(vm, changes))
-		if errors.Is(err, links.ErrTapMissing) {
-			// The VM is going away (its tap vanished before libvirt
-			// listed it as stopped); its stopped event follows.
-			r.warn(fmt.Errorf("domain %q: %w", ev.Domain, err))
-			continue
+		vr, err := e.handleVM(ev, p)
+		r.Changes = append(r.Changes, vr.Changes...)
+		for _, w := range vr.Warnings {
+			r.warn(fmt.Errorf("domain %q: %w", ev.Domain, w))
 		}
 		if err != nil {
+			// A running VM cannot be refused; say so once per pass.
 			errs = append(errs, fmt.Errorf("domain %q: %w", ev.Domain, err))
-			continue
 		}
-		r.warn(journal.AttachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
 	}
-	gone := journal.VM{Op: string(events.OpReconcile), Source: string(events.SourceEventd)}
-	for _, x := range s.All() {
+	gone := journal.VM{Op: string(events.OpReconcile), Source: string(e.source())}
+	for _, x := range m.All() {
 		if !listed.IsZero() && x.Since.After(listed) {
 			continue
 		}
 		if macs, ok := alive[x.UUID]; !ok || !macs[x.MAC] {
 			gone.Name, gone.UUID = x.VM, x.UUID
-			r.warn(journal.DetachNICs(e.Journal, s, gone, []string{x.MAC}))
+			r.warn(detachNICs(e.Journal, m.Store, gone, []string{x.MAC}))
 		}
 	}
-	if err := s.Save(); err != nil {
-		errs = append(errs, fmt.Errorf("saving the mapping store: %w", err))
-	}
+	errs = append(errs, p.finish())
 	return r, errors.Join(errs...)
 }
 
@@ -117,7 +103,7 @@ func (e *Engine) CheckFirewall() error {
 	var rv revert.Reverter
 	changes, err := host.Firewall.Ensure(*fw, &rv)
 	if err != nil {
-		return errors.Join(err, rv.Fail())
+		return errors.Join(e.withConfigPath(err), rv.Fail())
 	}
 	rv.Success()
 	return e.Journal.HostChanges(journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes)

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -63,16 +64,31 @@ type Handler interface {
 	// dropped (a stopped event follows). An error is logged and followed by
 	// a Reconcile after a backoff.
 	Handle(ctx context.Context, ev events.Event) error
-	// Reconcile makes the host match the policy for all running domains
-	// (their live XML as events with Op events.OpReconnect, sorted by
-	// domain name) and records detaches for domains no longer running.
-	// Called at start, after every reconnect to libvirtd, after link
+	// Reconcile makes the host match the configuration (what EnsureHost
+	// does: a bridge deleted under nobody's VM comes back) and the policy
+	// for all running domains (their live XML as events with Op
+	// events.OpReconnect, sorted by domain name) and records detaches for
+	// domains no longer running. Called after every (re)connection to libvirtd, after link
 	// changes (drift) and, with backoff, after a failed call. listed is
 	// when libvirt was asked for running: a VM that started after it is
 	// missing from running but not gone.
 	Reconcile(ctx context.Context, running []events.Event, listed time.Time) error
 	// CheckFirewall re-verifies the firewall (called on a timer).
 	CheckFirewall(ctx context.Context) error
+	// EnsureHost makes the host match the configuration whatever VMs run:
+	// every bridge made at start, with its uplink, the sysctls and the
+	// firewall (engine.EnsureHost). op names the occasion for the journal
+	// ("start", "reload", "reconcile"). Called at start-up, before READY=1
+	// and before libvirt is contacted (libvirtd may be waiting for this
+	// daemon to be ready), until it succeeds; and, while libvirtd is
+	// unreachable, after a reload or link changes (Reconcile covers it
+	// otherwise).
+	EnsureHost(ctx context.Context, op string) error
+	// Reload re-reads the configuration (SIGHUP, `systemctl reload`). An
+	// invalid one is refused with an error naming its file:line problems,
+	// and the running one is kept. The daemon then makes the host match
+	// the configuration in force.
+	Reload(ctx context.Context) error
 }
 
 // DefaultURI is the libvirt connection URI used when Options.URI is empty.
@@ -119,6 +135,8 @@ type Options struct {
 	LinkNetns *netns.NsHandle
 	// NoLinkWatch turns the drift watcher off.
 	NoLinkWatch bool
+	// Reload delivers reload requests (SIGHUP); nil never reloads.
+	Reload <-chan os.Signal
 
 	// Notify sends a state to the service manager (sd_notify(3) lines such
 	// as "READY=1"); nil sends to $NOTIFY_SOCKET, or nowhere when unset.

@@ -3,10 +3,13 @@ package eventd
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -140,15 +143,24 @@ func TestLibvirtErrorMessage(t *testing.T) {
 	}
 }
 
-// TestRunWithoutLibvirtd: with libvirtd unreachable the daemon keeps
-// running, pings the watchdog, says why it is not ready, calls no Handler
-// method but CheckFirewall, and stops within 2 s. Needs no privileges.
+// TestRunWithoutLibvirtd: with libvirtd unreachable the daemon still makes
+// the host match the configuration (EnsureHost, retried after a failure)
+// and says READY=1 once that is done: libvirtd is ordered after it and may
+// be waiting for it. It keeps running, pings the watchdog, says why libvirt
+// is not reached, calls no Handler method but CheckFirewall after that,
+// and stops within 2 s. Needs no privileges.
 func TestRunWithoutLibvirtd(t *testing.T) {
 	rec := newRecorder()
+	rec.failHosts = 1
 	uri := socketURI(filepath.Join(t.TempDir(), "no-sock"))
 	stop := runDaemon(t, Options{URI: uri, Handler: rec, Log: testLog(t), NoLinkWatch: true,
 		Notify: rec.notify, Watchdog: 20 * time.Millisecond, FirewallRecheck: 100 * time.Millisecond,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+	_, i := rec.waitFor(t, 0, 5*time.Second, "a second EnsureHost", isHost)
+	second, _ := rec.waitFor(t, i+1, 5*time.Second, "a second EnsureHost", isHost)
+	if gap := second.at.Sub(rec.snapshot()[i].at); gap < retryMin {
+		t.Errorf("EnsureHost retried after %v, want at least %v", gap, retryMin)
+	}
 	time.Sleep(700 * time.Millisecond)
 	stop()
 	var watchdog, unreachable, ready, stopping int
@@ -166,16 +178,71 @@ func TestRunWithoutLibvirtd(t *testing.T) {
 		}
 	}
 	rec.mu.Unlock()
-	if watchdog < 10 || unreachable < 3 || ready != 0 || stopping != 1 {
-		t.Errorf("WATCHDOG=1 ×%d, unreachable ×%d, READY=1 ×%d, STOPPING=1 ×%d; want ≥10, ≥3, 0, 1", watchdog, unreachable, ready, stopping)
+	if watchdog < 10 || unreachable < 3 || ready != 1 || stopping != 1 {
+		t.Errorf("WATCHDOG=1 ×%d, unreachable ×%d, READY=1 ×%d, STOPPING=1 ×%d; want ≥10, ≥3, 1, 1", watchdog, unreachable, ready, stopping)
 	}
-	for _, c := range rec.snapshot() {
+	rec.checkReady(t)
+	calls := rec.snapshot()
+	if calls[0].kind != "host start" || calls[1].kind != "host start" {
+		t.Errorf("first calls %v, want EnsureHost(start) twice (the first fails)", calls[:2])
+	}
+	for _, c := range calls[2:] {
 		if c.kind != "firewall" {
 			t.Errorf("Handler called without libvirtd: %s", c)
 		}
 	}
-	if n := len(rec.snapshot()); n < 3 {
+	if n := len(calls) - 2; n < 3 {
 		t.Errorf("CheckFirewall called %d times in 700 ms at a 100 ms period, want it to go on without libvirtd", n)
+	}
+}
+
+// TestReloadWithoutLibvirtd: a reload request re-reads the configuration
+// and makes the host match it, between RELOADING=1 and READY=1; a refused
+// configuration is logged with its error, keeps the daemon running, makes
+// nothing, and still ends the reload with READY=1. Needs no privileges.
+func TestReloadWithoutLibvirtd(t *testing.T) {
+	rec := newRecorder()
+	rec.failReloads = 1
+	reload := make(chan os.Signal, 1)
+	logs := &lockedBuilder{b: &strings.Builder{}}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	stop := runDaemon(t, Options{URI: socketURI(filepath.Join(t.TempDir(), "no-sock")), Handler: rec, Log: log,
+		NoLinkWatch: true, Notify: rec.notify, Reload: reload, BackoffMin: time.Second, BackoffMax: time.Second})
+	_, i := rec.waitFor(t, 0, 5*time.Second, "EnsureHost at start", isHost)
+	reload <- syscall.SIGHUP
+	_, i = rec.waitFor(t, i+1, 5*time.Second, "the refused reload", func(c call) bool { return c.kind == "reload" })
+	reload <- syscall.SIGHUP
+	_, i = rec.waitFor(t, i+1, 5*time.Second, "the second reload", func(c call) bool { return c.kind == "reload" })
+	rec.waitFor(t, i+1, 5*time.Second, "EnsureHost after the reload", func(c call) bool { return c.kind == "host reload" })
+	time.Sleep(100 * time.Millisecond)
+	stop()
+	var got []string
+	for _, c := range rec.snapshot() {
+		if c.kind != "firewall" {
+			got = append(got, c.kind)
+		}
+	}
+	if want := "host start,reload,reload,host reload"; strings.Join(got, ",") != want {
+		t.Errorf("calls %q, want %q", got, want)
+	}
+	var seq []string
+	rec.mu.Lock()
+	for _, s := range rec.states {
+		for _, line := range strings.Split(s.state, "\n") {
+			switch {
+			case line == "READY=1", line == "RELOADING=1":
+				seq = append(seq, line)
+			case strings.HasPrefix(line, "STATUS=reload refused"):
+				seq = append(seq, "refused")
+			}
+		}
+	}
+	rec.mu.Unlock()
+	if want := "READY=1 RELOADING=1 refused READY=1 RELOADING=1 READY=1"; strings.Join(seq, " ") != want {
+		t.Errorf("told the service manager %q, want %q", strings.Join(seq, " "), want)
+	}
+	if !strings.Contains(logs.String(), "reload refused") || !strings.Contains(logs.String(), "c.yaml:3: reload failed on purpose") {
+		t.Errorf("the refused reload is not logged with its error:\n%s", logs.String())
 	}
 }
 
@@ -217,4 +284,23 @@ func TestSdNotify(t *testing.T) {
 			t.Errorf("WATCHDOG_USEC=%q WATCHDOG_PID=%q: %v, %v; want %v, error %v", tc.usec, tc.pid, got, err, tc.want, tc.err)
 		}
 	}
+}
+
+// lockedBuilder is a strings.Builder safe for the daemon's goroutines and
+// the test's.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  *strings.Builder
+}
+
+func (w *lockedBuilder) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuilder) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

@@ -24,7 +24,7 @@ import (
 
 // call is one call the daemon made on a recorder.
 type call struct {
-	kind    string // "handle", "reconcile", "firewall"
+	kind    string // "handle", "reconcile", "firewall", "host start|reload|reconcile", "reload"
 	ev      events.Event
 	running []events.Event
 	at      time.Time
@@ -66,9 +66,10 @@ type recorder struct {
 	wake    chan struct{} // closed and replaced on every call
 	busy    bool
 	overlap bool
-	// failReconciles makes that many Reconcile calls fail.
-	failReconciles int
-	states         []stateNote // what the daemon told the service manager
+	// failReconciles makes that many Reconcile calls fail; failHosts
+	// EnsureHost calls, failReloads Reload calls.
+	failReconciles, failHosts, failReloads int
+	states                                 []stateNote // what the daemon told the service manager
 }
 
 // stateNote is one sd_notify message and when it was sent.
@@ -88,7 +89,8 @@ func (r *recorder) notify(state string) error {
 }
 
 // checkReady checks that the daemon said READY=1 exactly once, after the
-// first Reconcile that succeeded.
+// first EnsureHost and before the first Reconcile: libvirtd, ordered after
+// the daemon, may be waiting for it.
 func (r *recorder) checkReady(t *testing.T) {
 	t.Helper()
 	r.mu.Lock()
@@ -99,12 +101,15 @@ func (r *recorder) checkReady(t *testing.T) {
 			ready = append(ready, s.at)
 		}
 	}
+	h := slices.IndexFunc(r.calls, isHost)
 	i := slices.IndexFunc(r.calls, isReconcile)
 	switch {
 	case len(ready) != 1:
 		t.Errorf("READY=1 sent %d times, want once", len(ready))
-	case i < 0 || ready[0].Before(r.calls[i].at):
-		t.Errorf("READY=1 sent before the first reconcile")
+	case h < 0 || ready[0].Before(r.calls[h].at):
+		t.Errorf("READY=1 sent before the host was made to match the configuration (EnsureHost)")
+	case i >= 0 && ready[0].After(r.calls[i].at):
+		t.Errorf("READY=1 waited for libvirt (the first reconcile)")
 	}
 	if r.overlap {
 		t.Errorf("the daemon called the Handler concurrently")
@@ -146,6 +151,14 @@ func (r *recorder) add(c call) error {
 		r.failReconciles--
 		return errors.New("reconcile failed on purpose")
 	}
+	if isHost(c) && r.failHosts > 0 {
+		r.failHosts--
+		return errors.New("host failed on purpose")
+	}
+	if c.kind == "reload" && r.failReloads > 0 {
+		r.failReloads--
+		return errors.New("c.yaml:3: reload failed on purpose")
+	}
 	return nil
 }
 
@@ -174,6 +187,18 @@ func (r *recorder) Reconcile(_ context.Context, running []events.Event, _ time.T
 	r.enter()
 	defer r.leave()
 	return r.add(call{kind: "reconcile", running: slices.Clone(running)})
+}
+
+func (r *recorder) EnsureHost(_ context.Context, op string) error {
+	r.enter()
+	defer r.leave()
+	return r.add(call{kind: "host " + op})
+}
+
+func (r *recorder) Reload(context.Context) error {
+	r.enter()
+	defer r.leave()
+	return r.add(call{kind: "reload"})
 }
 
 func (r *recorder) CheckFirewall(context.Context) error {
@@ -238,6 +263,8 @@ func isHandle(op events.Op, domain string) func(call) bool {
 }
 
 func isReconcile(c call) bool { return c.kind == "reconcile" }
+
+func isHost(c call) bool { return strings.HasPrefix(c.kind, "host ") }
 
 // testLog returns a logger writing to t.Log.
 func testLog(t testing.TB) *slog.Logger {

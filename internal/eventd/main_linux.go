@@ -31,27 +31,42 @@ type NewHandlerFunc func(cfg *config.Config) (Handler, func(), error)
 const usage = `usage: virtbridged [--config FILE] [--uri URI] [--once]
 
 virtbridged keeps a libvirt/KVM host's VM networking right between hook
-calls. It listens to libvirt's domain events (VM started or stopped, NIC
-hot-plugged or unplugged, which calls no hook) and to the kernel's link
-changes, and for each makes the host match the configuration, as the
-virtbridge qemu hook does at VM start: bridges, uplinks, sysctls, firewall.
+calls. At start it makes every managed bridge of the configuration (unless
+it says create: on_demand), whether or not a VM uses it: the bridge with
+its settings, the uplink enslaved with the host's addresses and routes
+moved to the bridge, the sysctls and the firewall, under the host lock and
+journaled; so bridges exist before libvirt starts any VM and before anyone
+hot-plugs a NIC onto them. Then it listens to libvirt's domain events (VM
+started or stopped, NIC hot-plugged or unplugged, which calls no hook) and
+to the kernel's link changes, and for each makes the host match the
+configuration, as the virtbridge qemu hook does at VM start.
 
 When the connection to libvirtd drops it reconnects (0.5 s to 10 s apart)
 and reconciles every running VM, since events sent meanwhile are lost; it
 keeps running while libvirtd is down. It also reconciles when links change
-(a bridge deleted, an uplink pulled out), and re-checks the firewall every
-daemon.firewall_recheck (30 s by default).
+(a bridge deleted, even one no VM uses, an uplink pulled out), and
+re-checks the firewall every daemon.firewall_recheck (30 s by default).
 
-Under systemd (Type=notify) it sends READY=1 after the first successful
-reconcile, STATUS= lines, WATCHDOG=1 when WatchdogSec= is set, and
-STOPPING=1 on SIGTERM or SIGINT, then exits within a second or two. Logs go
-to stderr as text or, when systemd connects stderr to the journal, to
-journald as structured entries (SYSLOG_IDENTIFIER=virtbridged, one
-VIRTBRIDGE_<KEY> field per detail). The host lock it shares with the hook is
+SIGHUP (systemctl reload virtbridged) re-reads the configuration: an
+invalid one is refused, its file:line errors logged, and the running one
+kept; a valid one is in force at once (a bridge added to it is made then).
+daemon.firewall_recheck changes take effect at the next start.
+
+Under systemd (Type=notify) it sends READY=1 once the host matches the
+configuration (the bridges made at start, their uplinks, sysctls and
+firewall; it retries until then, without contacting libvirt, which is
+ordered after it), RELOADING=1 and READY=1 around a reload, STATUS=
+lines, WATCHDOG=1 when WatchdogSec= is set, and STOPPING=1 on SIGTERM or
+SIGINT, then exits within a second or two. Logs go to stderr as text or,
+when systemd connects stderr to the journal, to journald as structured
+entries (SYSLOG_IDENTIFIER=virtbridged, one VIRTBRIDGE_<KEY> field per
+detail). The host lock it shares with the hook is
 taken by the engine.
 
-With --once it reconciles every running VM once and exits: 0 when the host
-matches the configuration, 1 otherwise (for cron, CI and operators).
+With --once it makes the bridges made at start and reconciles every
+running VM once, and exits: 0 when the host matches the configuration, 1
+otherwise (for cron, CI and operators). Without libvirt, use
+virtbridge apply.
 
 Flags:
 `
@@ -66,7 +81,7 @@ func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", config.PathFromEnv(), "configuration `file` ($"+config.EnvPath+" overrides the default)")
 	uri := fs.String("uri", DefaultURI, "libvirt connection `URI`")
-	once := fs.Bool("once", false, "reconcile every running VM once and exit")
+	once := fs.Bool("once", false, "make the bridges made at start, reconcile every running VM once, and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -81,6 +96,13 @@ func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
 		fmt.Fprintf(stderr, "virtbridged: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
 		return ExitUsage
+	}
+	// SIGHUP from here on reloads; before, its default action would kill
+	// the daemon.
+	reload := make(chan os.Signal, 1)
+	if !*once {
+		signal.Notify(reload, syscall.SIGHUP)
+		defer signal.Stop(reload)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if f, ok := stderr.(*os.File); ok {
@@ -110,7 +132,7 @@ func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
 	// After the first signal the default action is back: a second one
 	// kills a daemon that does not stop.
 	context.AfterFunc(ctx, stop)
-	opts := Options{URI: *uri, Handler: h, Log: log, FirewallRecheck: cfg.Daemon.FirewallRecheck}
+	opts := Options{URI: *uri, Handler: h, Log: log, FirewallRecheck: cfg.Daemon.FirewallRecheck, Reload: reload}
 	if *once {
 		err = Once(ctx, opts)
 	} else {

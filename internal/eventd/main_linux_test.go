@@ -60,6 +60,16 @@ func (p *printHandler) Reconcile(_ context.Context, running []events.Event, _ ti
 	return nil
 }
 
+func (p *printHandler) EnsureHost(_ context.Context, op string) error {
+	p.println("host " + op)
+	return nil
+}
+
+func (p *printHandler) Reload(context.Context) error {
+	p.println("reload")
+	return nil
+}
+
 func (p *printHandler) CheckFirewall(context.Context) error {
 	p.println("firewall")
 	return nil
@@ -117,7 +127,7 @@ func TestMainUsage(t *testing.T) {
 	if code := Main([]string{"--help"}, &out, fail); code != ExitOK {
 		t.Errorf("--help: exit %d, want 0", code)
 	}
-	for _, want := range []string{"--config FILE", "--uri URI", "--once", "READY=1", "STOPPING=1", "qemu:///system", "firewall_recheck"} {
+	for _, want := range []string{"--config FILE", "--uri URI", "--once", "READY=1", "RELOADING=1", "SIGHUP", "create: on_demand", "STOPPING=1", "qemu:///system", "firewall_recheck"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q:\n%s", want, out.String())
 		}
@@ -230,10 +240,12 @@ func matchWild(pattern, s string) bool {
 }
 
 // TestNotifyLifecycle runs the daemon with NOTIFY_SOCKET and WATCHDOG_USEC
-// set and libvirtd not reachable yet: it must ping the watchdog and say why
-// it is not ready, become ready by itself once libvirtd is there (after the
-// first successful Reconcile; the first one fails on purpose), and say
-// STOPPING=1 and return within 2 s once its context ends.
+// set and libvirtd not reachable yet: it must make the host match the
+// configuration and say READY=1 without libvirt (libvirtd is ordered after
+// it), ping the watchdog and say why libvirt is not reached, reconcile by
+// itself once libvirtd is there (the first Reconcile fails on purpose and
+// is retried), and say STOPPING=1 and return within 2 s once its context
+// ends.
 func TestNotifyLifecycle(t *testing.T) {
 	l, _ := startLab(t)
 	sock := labSocket(t, l)
@@ -247,14 +259,15 @@ func TestNotifyLifecycle(t *testing.T) {
 	rec.failReconciles = 1
 	stop := runDaemon(t, Options{URI: socketURI(link), Handler: rec, Log: testLog(t), NoLinkWatch: true, BackoffMax: time.Second})
 	var seen []stateNote
+	ready := nl.next(t, "READY=1", 5*time.Second, &seen)
 	nl.next(t, "STATUS=libvirtd at * unreachable, retrying in *: connecting to libvirt *: Failed to connect socket to *: No such file or directory", 5*time.Second, &seen)
 	w1 := nl.next(t, "WATCHDOG=1", time.Second, &seen)
 	w2 := nl.next(t, "WATCHDOG=1", time.Second, &seen)
 	if gap := w2.at.Sub(w1.at); gap < 50*time.Millisecond || gap > 300*time.Millisecond {
 		t.Errorf("WATCHDOG=1 every %v, want about 100 ms (WATCHDOG_USEC/2)", gap)
 	}
-	if rec.len() != 0 {
-		t.Fatalf("Handler called without libvirtd: %v", rec.snapshot())
+	if calls := rec.snapshot(); len(calls) != 1 || calls[0].kind != "host start" || ready.at.Before(calls[0].at) {
+		t.Fatalf("calls without libvirtd: %v; want EnsureHost(start) only, before READY=1", calls)
 	}
 
 	if err := os.Symlink(sock, link); err != nil {
@@ -262,16 +275,16 @@ func TestNotifyLifecycle(t *testing.T) {
 	}
 	appeared := time.Now()
 	nl.next(t, "STATUS=reconcile failed*", 10*time.Second, &seen)
-	ready := nl.next(t, "READY=1", 10*time.Second, &seen)
-	t.Logf("READY=1 %v after libvirtd appeared", ready.at.Sub(appeared).Round(time.Millisecond))
+	done := nl.next(t, "STATUS=connected to *, 0 running domains reconciled at *", 10*time.Second, &seen)
+	t.Logf("reconciled %v after libvirtd appeared", done.at.Sub(appeared).Round(time.Millisecond))
 	calls := rec.snapshot()
-	if len(calls) != 2 || calls[0].kind != "reconcile" || calls[1].kind != "reconcile" || ready.at.Before(calls[1].at) {
-		t.Errorf("calls before READY=1: %v; want a failed reconcile, then a successful one, then READY=1", calls)
-	} else if gap := calls[1].at.Sub(calls[0].at); gap < retryMin {
+	if len(calls) != 3 || calls[1].kind != "reconcile" || calls[2].kind != "reconcile" {
+		t.Errorf("calls: %v; want EnsureHost, a failed reconcile, then a successful one", calls)
+	} else if gap := calls[2].at.Sub(calls[1].at); gap < retryMin {
 		t.Errorf("reconcile retried after %v, want at least %v", gap, retryMin)
 	}
 	for _, m := range seen {
-		if hasLine(m.state, "READY=1") && m.at.Before(ready.at) {
+		if hasLine(m.state, "READY=1") && m.at.After(ready.at) {
 			t.Errorf("READY=1 sent twice")
 		}
 	}
@@ -285,8 +298,8 @@ func TestNotifyLifecycle(t *testing.T) {
 }
 
 // TestMainSIGTERM runs virtbridged as a process against a lab: READY=1 on
-// its NOTIFY_SOCKET, CheckFirewall at the configured period, and on SIGTERM
-// STOPPING=1 and exit 0 within 2 s.
+// its NOTIFY_SOCKET, CheckFirewall at the configured period, a reload on
+// SIGHUP, and on SIGTERM STOPPING=1 and exit 0 within 2 s.
 func TestMainSIGTERM(t *testing.T) {
 	_, uri := startLab(t)
 	nl := listenNotify(t)
@@ -326,6 +339,13 @@ func TestMainSIGTERM(t *testing.T) {
 
 	var seen []stateNote
 	nl.next(t, "READY=1", 20*time.Second, &seen)
+	waitLine(t, got, "firewall", 3*time.Second)
+	// SIGHUP reloads: the daemon re-reads the configuration and
+	// reconciles, between RELOADING=1 and READY=1, and runs on.
+	killPID(t, cmd.Process.Pid, syscall.SIGHUP)
+	nl.next(t, "RELOADING=1", 5*time.Second, &seen)
+	waitLine(t, got, "reload", 5*time.Second)
+	nl.next(t, "READY=1", 5*time.Second, &seen)
 	waitLine(t, got, "firewall", 3*time.Second)
 	begin := time.Now()
 	killPID(t, cmd.Process.Pid, syscall.SIGTERM)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,11 +25,15 @@ const closeLimit = time.Second
 // retryMin is the first delay before a Reconcile retry.
 const retryMin = time.Second
 
-// Run is the daemon: it connects to libvirtd, reconciles, then hands every
+// Run is the daemon: it has opts.Handler make the host match the
+// configuration (EnsureHost, retried until it succeeds), tells the service
+// manager READY=1, then connects to libvirtd, reconciles, and hands every
 // domain event and link change to opts.Handler until ctx ends, reconnecting
 // (and reconciling) whenever the connection drops. It keeps running while
-// libvirtd is down. It tells the service manager READY=1 after the first
-// successful Reconcile, keeps STATUS= current, pings the watchdog and says
+// libvirtd is down. READY=1 does not wait for libvirt: the unit is ordered
+// before libvirtd, which waits for it. On opts.Reload it re-reads the
+// configuration (RELOADING=1, then READY=1) and makes the host match it. It
+// keeps STATUS= current, pings the watchdog and says
 // STOPPING=1 as soon as ctx ends; it then deregisters its callbacks, closes
 // the connection and returns within about a second. It returns nil when
 // ctx ends and an error only when it cannot start. Everything it does on
@@ -73,7 +78,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	o.Log.Info("virtbridged starting", "uri", o.URI, "firewall_recheck", o.FirewallRecheck,
 		"watchdog", o.Watchdog, "link_watch", !o.NoLinkWatch)
-	d.loop(ctx)
+	if d.prepare(ctx) {
+		d.loop(ctx)
+	}
 	wg.Wait()
 	o.Log.Info("virtbridged stopped")
 	return nil
@@ -120,7 +127,7 @@ type daemon struct {
 
 	retry      *time.Timer // pending Reconcile retry, or nil
 	retryDelay backoff
-	ready      bool
+	ready      bool // READY=1 said
 }
 
 func newDaemon(o Options) *daemon {
@@ -156,8 +163,10 @@ func (d *daemon) notify(state string) {
 	}
 }
 
+// status says STATUS=, on one line: a newline would end the field (joined
+// errors, a configuration's errors, have several).
 func (d *daemon) status(format string, args ...any) {
-	d.notify("STATUS=" + fmt.Sprintf(format, args...))
+	d.notify("STATUS=" + strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", "; "))
 }
 
 // loop connects, runs a session until the connection drops, and again,
@@ -181,8 +190,9 @@ func (d *daemon) loop(ctx context.Context) {
 	}
 }
 
-// idle waits for delay while keeping the timers that need no libvirt
-// running. Drift requests stay pending: the next session reconciles first.
+// idle waits for delay while keeping what needs no libvirt running: the
+// timers, reloads, and the bridges made again after link changes (the next
+// session reconciles the VMs first).
 func (d *daemon) idle(ctx context.Context, delay time.Duration) {
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -196,6 +206,14 @@ func (d *daemon) idle(ctx context.Context, delay time.Duration) {
 			d.checkFirewall(ctx)
 		case <-d.watchdog:
 			d.notify("WATCHDOG=1")
+		case <-d.drift:
+			// No libvirt to list VMs: the bridges at least.
+			d.ensureHost(ctx, "reconcile")
+		case <-d.o.Reload:
+			if d.reload(ctx) {
+				d.ensureHost(ctx, "reload")
+			}
+			d.notify("READY=1")
 		}
 	}
 }
@@ -229,6 +247,11 @@ func (d *daemon) session(ctx context.Context, s *conn) {
 			d.checkFirewall(ctx)
 		case <-d.watchdog:
 			d.notify("WATCHDOG=1")
+		case <-d.o.Reload:
+			if d.reload(ctx) {
+				d.reconcile(ctx, s, "reload")
+			}
+			d.notify("READY=1")
 		}
 		if d.overflow.Swap(false) {
 			d.drainRaw()
@@ -270,13 +293,8 @@ func (d *daemon) reconcile(ctx context.Context, s *conn, why string) {
 	d.stopRetry()
 	d.retryDelay.reset()
 	d.log.Info("reconciled", "why", why, "domains", len(running), "took", time.Since(begin))
-	st := fmt.Sprintf("STATUS=connected to %s, %d running domains reconciled at %s",
+	d.status("connected to %s, %d running domains reconciled at %s",
 		d.o.URI, len(running), time.Now().Format(time.TimeOnly))
-	if !d.ready {
-		d.ready = true
-		st = "READY=1\n" + st
-	}
-	d.notify(st)
 }
 
 // handle reads what raw refers to and hands it to the Handler.

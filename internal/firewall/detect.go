@@ -50,7 +50,7 @@ const (
 
 // ErrNoIptables is returned when neither iptables variant is installed.
 var ErrNoIptables = errors.New(`no iptables found (looked for iptables-nft and iptables-legacy): ` +
-	`install the iptables package, or set firewall.backend: none in /etc/virtbridge/virtbridge.yaml`)
+	`install the iptables package, or set firewall.backend: none in the configuration`)
 
 // detector answers the questions that choose the variant. The answers cost
 // iptables runs, so chooseVariant asks only what it needs.

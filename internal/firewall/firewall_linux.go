@@ -10,6 +10,15 @@
 // Ensure runs no iptables at all. Any ruleset change by anyone bumps the
 // generation and brings a full verify. Legacy iptables has no generation:
 // there every Ensure reads each family's table once.
+//
+// It runs iptables, iptables-save and iptables-restore itself, through
+// internal/command, and does not use github.com/coreos/go-iptables, which
+// was considered and dropped: it takes no timeout or context (a stuck
+// iptables would hold libvirtd's VM start without bound), hands iptables
+// the caller's environment and finds it through $PATH (see
+// docs/SECURITY.md, "External commands"), and runs one process per rule
+// with no restore, which made a cold prepare cost 14 iptables processes
+// (docs/BENCHMARKS.md, "Profile and causes"). Do not add it back.
 package firewall
 
 import (

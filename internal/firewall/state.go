@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/paths"
@@ -113,49 +112,25 @@ func loadState(path string) (*state, error) {
 	return &s, nil
 }
 
-// saveState writes s atomically (rename), so a concurrent reader sees the
-// old or the new state, never a part.
+// saveState replaces the state file atomically and durably
+// (paths.WriteAtomic), so a concurrent reader sees the old or the new
+// state, never a part, and a power cut never leaves an empty file.
 func saveState(path string, s state) error {
 	if path == "" {
 		return nil
 	}
 	b, err := json.Marshal(s)
+	if err == nil {
+		err = paths.WriteAtomic(path, append(b, '\n'), stateMode)
+	}
 	if err != nil {
-		return fmt.Errorf("writing firewall state %q: %w", path, err)
-	}
-	dir, prefix := filepath.Dir(path), "."+filepath.Base(path)+".tmp-"
-	if err := paths.EnsureDir(dir); err != nil {
-		return fmt.Errorf("writing firewall state %q: %w", path, err)
-	}
-	removeStaleTemps(dir, prefix)
-	tmp, err := os.CreateTemp(dir, prefix+"*")
-	if err != nil {
-		return fmt.Errorf("writing firewall state %q: %w", path, err)
-	}
-	_, werr := tmp.Write(append(b, '\n'))
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("writing firewall state %q: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
 		return fmt.Errorf("writing firewall state %q: %w", path, err)
 	}
 	return nil
 }
 
-// removeStaleTemps deletes the temp files of writers killed between
-// CreateTemp and Rename, which nothing else would ever delete. Writers are
-// serialized (the host lock), so none is a live writer's.
-func removeStaleTemps(dir, prefix string) {
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), prefix) {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
-}
+// stateMode is the state file's mode: only root reads the cache.
+const stateMode = 0o600
 
 // removeState forgets the state; already gone is success.
 func removeState(path string) error {

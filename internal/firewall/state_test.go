@@ -4,7 +4,31 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/virtbridge/virtbridge/internal/paths/pathstest"
 )
+
+// TestSaveStateTraced is run by TestSaveStateIsDurable under strace.
+func TestSaveStateTraced(t *testing.T) {
+	dir := os.Getenv(pathstest.TraceDirEnv)
+	if dir == "" {
+		t.Skip("run by TestSaveStateIsDurable")
+	}
+	if err := saveState(filepath.Join(dir, "firewall.state"), state{Backend: BackendAuto}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSaveStateIsDurable: the state is replaced like the store, the temp
+// file fsync'd before the rename and the directory after, so a power cut
+// cannot leave an empty state file.
+func TestSaveStateIsDurable(t *testing.T) {
+	got := pathstest.TraceSyncs(t, "TestSaveStateTraced")
+	want := "fsync DIR/.firewall.state.tmp-*\nrename DIR/.firewall.state.tmp-* DIR/firewall.state\nfsync DIR\n"
+	if got != want {
+		t.Fatalf("system calls:\n%s\nwant:\n%s", got, want)
+	}
+}
 
 // TestSaveStateRemovesStaleTemps: a writer SIGKILLed between creating its
 // temp file and renaming it leaves the temp file behind; the next save

@@ -17,7 +17,6 @@ import (
 	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/engine"
 	"github.com/virtbridge/virtbridge/internal/events"
-	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
 // Exit codes. libvirt aborts the operation on any non-zero exit where the op
@@ -94,9 +93,8 @@ func run(env Env, op events.Op, w *watchdog) int {
 	if err == nil {
 		return ExitOK
 	}
-	var re *engine.RefusedError
-	hostFailure := errors.As(err, &re) && len(res.Desired.Errors) == 0 && res.Desired.Action == policy.ActionHost
-	if cfg.OnFailure == "warn" && hostFailure {
+	var hostFailure *engine.HostError // a *engine.PolicyError is refused whatever on_failure says
+	if cfg.OnFailure == config.WarnOnFailure && errors.As(err, &hostFailure) {
 		fmt.Fprintf(env.Stderr, "virtbridge: domain %q (%s): warning (on_failure: warn, the VM goes on without it): %v\n", ev.Domain, op, err)
 		return ExitOK
 	}

@@ -1,25 +1,29 @@
-// Package journal records what virtbridge did — which VM a tap was attached
-// to or detached from, which host change it made and what was there before,
-// which VM start it refused and why — as structured journald entries, and
-// answers from them and the mapping store which VM owns a tap now or owned
-// it at a past time (tap names are recycled).
+// Package journal is virtbridge's record schema and its writer: what a
+// record of an attached or detached tap, a host change or a refused VM
+// operation says (field names, MESSAGE_IDs, messages), and writing
+// records — to journald's native socket, with write deadlines; where there
+// is none, appended with the same field names as JSON lines to a file.
+// It knows nothing of VMs' events, the policy or the mapping store: what
+// is recorded when is package engine's decision, and reading the records
+// back to answer `virtbridge who` is package who's.
 //
-// Records go to journald's native socket; where there is none they are
-// appended, with the same field names, as JSON lines to a file.
+// The slog handler (slog.go) stays here: it writes records too, to the
+// same journald socket through the same native encoder and write deadline
+// (sendNative), only with free-form fields and no fallback file; a package
+// of its own would have to export that sending code or copy it.
 package journal
 
 import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/events"
-	"github.com/virtbridge/virtbridge/internal/store"
 )
 
 // Identifier is the SYSLOG_IDENTIFIER of every record.
@@ -59,7 +63,14 @@ const (
 	FieldReason  = "VIRTBRIDGE_REASON"
 	FieldStore   = "VIRTBRIDGE_STORE"
 	FieldMovedTo = "VIRTBRIDGE_MOVED_TO"
+	// FieldToken marks the note a catch-up of the mapping store sends and
+	// waits for (CatchUpRecord), with a random value.
+	FieldToken = "VIRTBRIDGE_TOKEN"
 )
+
+// TimeLayout is how errors print times: to the microsecond, as the journal
+// keeps them, so that two records in one second are told apart.
+const TimeLayout = "2006-01-02 15:04:05.000000 -0700"
 
 // maxValue bounds one field value, so a record always fits one datagram.
 const maxValue = 8 << 10
@@ -79,23 +90,15 @@ type VM struct {
 	Source string // hook | eventd | cli
 }
 
-// VMOf returns the VM of a hook or daemon event.
-func VMOf(ev events.Event) VM {
-	return VM{Name: ev.Domain, UUID: ev.UUID, Op: string(ev.Op), Source: string(ev.Source)}
-}
-
 // Port is one VM NIC on a bridge through a tap.
 type Port struct {
 	VM
 	Tap    string
 	MAC    string
 	Bridge string
-}
-
-// PortOf returns the port of a store entry, as reported by vm's op.
-func PortOf(vm VM, e store.Entry) Port {
-	vm.Name, vm.UUID = e.VM, e.UUID
-	return Port{VM: vm, Tap: e.Tap, MAC: e.MAC, Bridge: e.Bridge}
+	// Store is the mapping store the attach or detach changed, when one
+	// did: a stale store catches up from its own records only (CatchUp).
+	Store string
 }
 
 func (vm VM) fields(id string) map[string]string {
@@ -124,6 +127,9 @@ func portRecord(p Port, id, verb, prep string) (Record, error) {
 	f := p.VM.fields(id)
 	f[FieldVM] = p.Name // present even when empty: every port record has all fields
 	f[FieldTap], f[FieldMAC], f[FieldBridge] = p.Tap, p.MAC, p.Bridge
+	if p.Store != "" {
+		f[FieldStore] = p.Store
+	}
 	msg := fmt.Sprintf("%s %s: vm %s (uuid %s) mac %s %s bridge %s",
 		oneLine(p.Tap), verb, strconv.Quote(p.Name), oneLine(p.UUID), oneLine(p.MAC), prep, oneLine(p.Bridge))
 	return Record{Message: msg, Priority: sdjournal.PriInfo, Fields: f}, nil
@@ -158,17 +164,30 @@ func HostChangeRecord(vm VM, c change.Change) Record {
 	return Record{Message: msg, Priority: sdjournal.PriNotice, Fields: f}
 }
 
-// StoreRecoveredRecord returns the warning that the mapping store was
-// corrupt or untrusted (a link, another owner, writable by others) and was
-// moved aside. It has no MESSAGE_ID of its own. Pure.
-func StoreRecoveredRecord(r *store.Recovery) Record {
+// StoreRecoveredRecord returns the warning that the mapping store path was
+// corrupt or untrusted (a link, another owner, writable by others: cause)
+// and was moved aside to movedTo. It has no MESSAGE_ID of its own. Pure.
+func StoreRecoveredRecord(path, movedTo string, cause error) Record {
 	f := map[string]string{
-		FieldIdentifier: Identifier, FieldStore: r.Path, FieldMovedTo: r.MovedTo, FieldReason: fmt.Sprint(r.Cause),
+		FieldIdentifier: Identifier, FieldStore: path, FieldMovedTo: movedTo, FieldReason: fmt.Sprint(cause),
 	}
 	msg := fmt.Sprintf("mapping store %s was unusable (%s); moved it to %s and started with an empty mapping: "+
 		"`virtbridge who` knows only taps attached from now on until the VMs restart",
-		r.Path, oneLine(fmt.Sprint(r.Cause)), r.MovedTo)
+		path, oneLine(fmt.Sprint(cause)), movedTo)
 	return Record{Message: msg, Priority: sdjournal.PriWarning, Fields: f}
+}
+
+// CatchUpRecord returns the note that the mapping store storePath may lack
+// the attach and detach records since since (a save failed) and is caught
+// up from the journal, marked with token (FieldToken) so that the catch-up
+// can wait until journald has stored it. Pure.
+func CatchUpRecord(storePath string, since time.Time, token string) Record {
+	return Record{
+		Message: fmt.Sprintf("mapping store %s may lack the attach and detach records since %s (a save failed): "+
+			"catching up from the journal", storePath, since.Format(TimeLayout)),
+		Priority: sdjournal.PriNotice,
+		Fields:   map[string]string{FieldIdentifier: Identifier, FieldStore: storePath, FieldToken: token},
+	}
 }
 
 // oneLine makes s fit on one line of a MESSAGE: control characters become

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 	"golang.org/x/sys/unix"
@@ -18,8 +19,8 @@ import (
 // when stderr is connected to the journal — systemd says so in
 // $JOURNAL_STREAM — and plain text on stderr otherwise (a terminal, a test).
 func LogHandler(ident string, stderr *os.File) slog.Handler {
-	if streamIsJournal(os.Getenv("JOURNAL_STREAM"), stderr) && sdjournal.Enabled() {
-		return &journalHandler{ident: ident, send: sdjournal.Send}
+	if streamIsJournal(os.Getenv("JOURNAL_STREAM"), stderr) && journaldAnswers(DefaultSocket) {
+		return &journalHandler{ident: ident, send: sendLog}
 	}
 	return slog.NewTextHandler(stderr, nil)
 }
@@ -35,6 +36,15 @@ func streamIsJournal(env string, f *os.File) bool {
 		return false
 	}
 	return env == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// logTimeout bounds one log entry's send: a journald that does not read
+// loses the entry (Handle returns the error) but never blocks the daemon.
+const logTimeout = time.Second
+
+// sendLog sends one log entry to journald, natively, within logTimeout.
+func sendLog(msg string, p sdjournal.Priority, vars map[string]string) error {
+	return sendNative(DefaultSocket, Record{Message: msg, Priority: p, Fields: vars}, logTimeout)
 }
 
 // journalHandler is a slog.Handler that sends each record to journald.

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
 	"golang.org/x/sys/unix"
 
 	"github.com/virtbridge/virtbridge/internal/journaltest"
@@ -18,7 +17,7 @@ import (
 func TestLogHandlerToJournald(t *testing.T) {
 	j := journaltest.Require(t)
 	id := uniq(6)
-	log := slog.New(&journalHandler{ident: "virtbridged-test", send: sdjournal.Send}).With("run", id)
+	log := slog.New(&journalHandler{ident: "virtbridged-test", send: sendLog}).With("run", id)
 	log.WithGroup("vm").Warn("tap not in its bridge", "domain", "web01", "tap", "vnet3")
 	log.Debug("not sent: below info")
 	e := j.WaitEntries(t, 1, "SYSLOG_IDENTIFIER=virtbridged-test", "VIRTBRIDGE_RUN="+id)

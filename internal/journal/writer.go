@@ -13,17 +13,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
-	sdjournal "github.com/coreos/go-systemd/v22/journal"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/paths"
-	"github.com/virtbridge/virtbridge/internal/store"
 )
 
-// DefaultSocket is journald's native socket, the one go-systemd's journal
-// package writes to.
+// DefaultSocket is journald's native socket.
 const DefaultSocket = "/run/systemd/journal/socket"
 
 // DefaultFile is where records go, as JSON lines, when journald is absent.
@@ -80,11 +79,12 @@ func New(o Options) *Writer {
 func (w *Writer) File() string { return w.o.File }
 
 // JournaldAvailable reports whether journald answers on the socket. Read-only.
-func (w *Writer) JournaldAvailable() bool {
-	if w.o.Socket == DefaultSocket {
-		return sdjournal.Enabled()
-	}
-	c, err := net.Dial("unixgram", w.o.Socket)
+func (w *Writer) JournaldAvailable() bool { return journaldAnswers(w.o.Socket) }
+
+// journaldAnswers reports whether something listens on the unixgram
+// socket: connecting to a datagram socket never waits.
+func journaldAnswers(socket string) bool {
+	c, err := net.Dial("unixgram", socket)
 	if err != nil {
 		return false
 	}
@@ -146,13 +146,10 @@ func (w *Writer) HostChanges(vm VM, cs []change.Change) error {
 	return errors.Join(errs...)
 }
 
-// StoreRecovered journals that the mapping store was corrupt and moved
-// aside (store.Store.Recovered); nil does nothing.
-func (w *Writer) StoreRecovered(r *store.Recovery) error {
-	if r == nil {
-		return nil
-	}
-	return w.Write(StoreRecoveredRecord(r))
+// StoreRecovered journals that the mapping store path was corrupt or
+// untrusted (cause) and moved aside to movedTo.
+func (w *Writer) StoreRecovered(path, movedTo string, cause error) error {
+	return w.Write(StoreRecoveredRecord(path, movedTo, cause))
 }
 
 func capRecord(r Record) Record {
@@ -163,42 +160,74 @@ func capRecord(r Record) Record {
 	return out
 }
 
-// sendJournald sends r with go-systemd's journal package for the default
-// socket, or natively to another one (a test's, or a journald namespace's).
+// sendJournald sends r natively to the socket, the default one included.
 // A journald that does not read (stopped, overloaded) must not hang the
-// hook: after Timeout the record goes to the file instead.
+// hook nor leave a blocked goroutine in the daemon: the send gives up
+// after Timeout, and the record goes to the file instead.
 func (w *Writer) sendJournald(r Record) error {
-	if w.o.Socket != DefaultSocket {
-		return sendNative(w.o.Socket, r, w.o.Timeout)
-	}
-	done := make(chan error, 1)
-	go func() { done <- sdjournal.Send(r.Message, r.Priority, r.Fields) }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("sending to journald at %s: %w", w.o.Socket, err)
-		}
-		return nil
-	case <-time.After(w.o.Timeout):
-		return fmt.Errorf("sending to journald at %s: no answer within %v", w.o.Socket, w.o.Timeout)
-	}
+	return sendNative(w.o.Socket, r, w.o.Timeout)
 }
 
-// sendNative writes r in journald's native protocol to socket.
+// sendNative writes r in journald's native protocol to socket, within
+// timeout: a write deadline on a connected unixgram socket, so that no
+// goroutine outlives the call. A record too large for one datagram goes
+// the way journald reads it, as a sealed memfd passed over the socket.
 func sendNative(socket string, r Record, timeout time.Duration) error {
-	c, err := net.DialTimeout("unixgram", socket, timeout)
+	deadline := time.Now().Add(timeout)
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.Dial("unixgram", socket)
 	if err != nil {
 		return fmt.Errorf("sending to journald at %s: %w", socket, err)
 	}
 	defer c.Close()
-	c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write(nativeEncode(r)); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return fmt.Errorf("sending to journald at %s: no answer within %v: %w", socket, timeout, err)
-		}
+	uc := c.(*net.UnixConn)
+	if err := uc.SetWriteDeadline(deadline); err != nil {
+		return fmt.Errorf("sending to journald at %s: %w", socket, err)
+	}
+	data := nativeEncode(r)
+	_, err = uc.Write(data)
+	if errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.ENOBUFS) {
+		err = sendMemfd(uc, data)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("sending to journald at %s: no answer within %v: %w", socket, timeout, err)
+	}
+	if err != nil {
 		return fmt.Errorf("sending to journald at %s: %w", socket, err)
 	}
 	return nil
+}
+
+// sendMemfd passes data to journald as a sealed memfd (SCM_RIGHTS), for a
+// record larger than the socket takes in one datagram.
+func sendMemfd(c *net.UnixConn, data []byte) error {
+	fd, err := unix.MemfdCreate("virtbridge-journal", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return fmt.Errorf("creating a memfd for a %d-byte record: %w", len(data), err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd")
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("writing a %d-byte record to a memfd: %w", len(data), err)
+	}
+	seals := unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		return fmt.Errorf("sealing the memfd of a %d-byte record: %w", len(data), err)
+	}
+	// Go refuses WriteMsgUnix on a connected datagram socket: send on the
+	// descriptor, through the poller, so the write deadline still holds.
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Write(func(s uintptr) bool {
+		serr = unix.Sendmsg(int(s), nil, unix.UnixRights(fd), nil, 0)
+		return !errors.Is(serr, unix.EAGAIN)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // nativeEncode encodes r as journald's native protocol: NAME=value lines,

@@ -2,8 +2,6 @@ package journal
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,9 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/virtbridge/virtbridge/internal/policy"
-	"github.com/virtbridge/virtbridge/internal/store"
 )
 
 func lookJournalctl() (string, error) {
@@ -148,14 +143,10 @@ func TestFallbackFileCutLine(t *testing.T) {
 	if len(lines) != 3 || lines[1] != `{"MESSAGE":"cut by a cra` {
 		t.Fatalf("file after a cut line:\n%s", data)
 	}
-	l := Lookup{Store: filepath.Join(dir, "ports.json"), File: w.File(), Journalctl: "/nonexistent/journalctl"}
-	_, err := l.At(context.Background(), "vnet3", clock.t)
-	if !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "detached") {
-		t.Fatalf("who after the detached record: %v", err)
-	}
-	o, err := l.At(context.Background(), "vnet3", clock.t.Add(-time.Second))
-	if err != nil || o.VM != "web01" {
-		t.Fatalf("who before the detached record: %+v, %v", o, err)
+	for _, i := range []int{0, 2} {
+		if f, ok := ParseFields([]byte(lines[i])); !ok || f[FieldTap] != "vnet3" {
+			t.Fatalf("line %d around the cut one does not read back: %q", i, lines[i])
+		}
 	}
 }
 
@@ -194,105 +185,5 @@ func TestJournaldTimeout(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "no answer within 100ms") || strings.Count(stderr.String(), "\n") != 1 {
 		t.Fatalf("notice: %q", stderr.String())
-	}
-}
-
-// TestAttachPortsDetachVM drives the hook's sequence through the store and
-// a file journal and compares the records as text.
-func TestAttachPortsDetachVM(t *testing.T) {
-	dir := t.TempDir()
-	clock := &fakeClock{t: time.Date(2025, 3, 4, 14, 0, 0, 0, time.UTC)}
-	w := fileWriter(t, dir, &bytes.Buffer{}, clock)
-	s := store.New(filepath.Join(dir, "ports.json"))
-	vm := func(op string) VM { v := web01; v.Op = op; return v }
-	db := VM{Name: "db01", UUID: "6f1c7c52-3b7a-4a8e-9d0a-222222222222", Op: "started", Source: "hook"}
-	nics := []policy.Port{{Tap: "vnet1", MAC: "52:54:00:aa:00:01", Bridge: "br0"}, {Tap: "vnet2", MAC: "52:54:00:aa:00:02", Bridge: "br1"}}
-	noTaps := []policy.Port{{MAC: "52:54:00:aa:00:01", Bridge: "br0"}}
-	step := func(what string, err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	step("prepare", AttachPorts(w, s, vm("prepare"), noTaps, clock.now()))
-	step("start", AttachPorts(w, s, vm("start"), nics, clock.now()))
-	step("started", AttachPorts(w, s, vm("started"), nics, clock.now()))
-	step("start again", AttachPorts(w, s, vm("start"), nics, clock.now()))
-	step("reconnect", AttachPorts(w, s, vm("reconnect"), nics, clock.now()))
-	step("stopped", DetachVM(w, s, vm("stopped")))
-	step("release", DetachVM(w, s, vm("release")))
-	step("started", AttachPorts(w, s, vm("started"), nics, clock.now()))
-	// db01 gets vnet2 while web01's stop was never recorded.
-	step("db started", AttachPorts(w, s, db, []policy.Port{{Tap: "vnet2", MAC: "52:54:00:bb:00:01", Bridge: "br1"}}, clock.now()))
-	step("unplug", DetachNICs(w, s, vm("device-removed"), []string{"52:54:00:AA:00:01", "52:54:00:aa:00:09"}))
-
-	var got []string
-	for _, f := range fileRecords(t, w.File()) {
-		kind := map[string]string{IDAttached: "attached", IDDetached: "detached"}[f[FieldMessageID]]
-		got = append(got, fmt.Sprintf("%s %s %s vm=%s op=%s", kind, f[FieldTap], f[FieldBridge], f[FieldVM], f[FieldOp]))
-	}
-	want := []string{
-		"attached vnet1 br0 vm=web01 op=start", // new mapping
-		"attached vnet2 br1 vm=web01 op=start",
-		// started, start again: the same mapping, nothing recorded
-		"attached vnet1 br0 vm=web01 op=reconnect", // reconnect always records
-		"attached vnet2 br1 vm=web01 op=reconnect",
-		"detached vnet1 br0 vm=web01 op=stopped",
-		"detached vnet2 br1 vm=web01 op=stopped",
-		// release: already detached
-		"attached vnet1 br0 vm=web01 op=started",
-		"attached vnet2 br1 vm=web01 op=started",
-		"detached vnet2 br1 vm=web01 op=started", // displaced by db01
-		"attached vnet2 br1 vm=db01 op=started",
-		"detached vnet1 br0 vm=web01 op=device-removed",
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	if err := s.Save(); err != nil {
-		t.Fatal(err)
-	}
-	l := Lookup{Store: s.Path(), File: w.File(), Journalctl: "/nonexistent/journalctl"}
-	if o, err := l.Now("vnet2"); err != nil || o.VM != "db01" || o.From != "store" {
-		t.Fatalf("who vnet2 now: %+v, %v", o, err)
-	}
-	if _, err := l.Now("vnet1"); !errors.Is(err, ErrUnknown) {
-		t.Fatalf("who vnet1 now: %v, want ErrUnknown", err)
-	}
-}
-
-func TestOpenStoreJournalsRecovery(t *testing.T) {
-	dir := t.TempDir()
-	clock := &fakeClock{t: time.Date(2025, 3, 4, 14, 0, 0, 0, time.UTC)}
-	w := fileWriter(t, dir, &bytes.Buffer{}, clock)
-	path := filepath.Join(dir, "ports.json")
-	os.WriteFile(path, []byte("\x00\x00\x00"), 0o644)
-	s, err := OpenStore(w, path)
-	if err != nil || s.Recovered() == nil {
-		t.Fatalf("OpenStore of a corrupt store: %v, %+v", err, s)
-	}
-	recs := fileRecords(t, w.File())
-	if len(recs) != 1 || recs[0][FieldPriority] != "4" || recs[0][FieldStore] != path || recs[0][FieldMovedTo] != s.Recovered().MovedTo {
-		t.Fatalf("recovery records: %v", recs)
-	}
-}
-
-func TestWhoNoSources(t *testing.T) {
-	dir := t.TempDir()
-	l := Lookup{Store: filepath.Join(dir, "ports.json"), File: filepath.Join(dir, "none.jsonl"), Journalctl: "/nonexistent/journalctl"}
-	_, err := l.At(context.Background(), "vnet0", time.Now())
-	if !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "journalctl is not installed") {
-		t.Fatalf("At with no sources: %v", err)
-	}
-	if _, err := l.Now("vnet0"); !errors.Is(err, ErrUnknown) {
-		t.Fatalf("Now with no store: %v", err)
-	}
-	if _, err := l.Now("bad/tap"); err == nil || errors.Is(err, ErrUnknown) {
-		t.Fatalf("Now(bad/tap): %v, want a validation error", err)
-	}
-	os.WriteFile(l.Store, []byte("{"), 0o644)
-	var ce *store.CorruptError
-	if _, err := l.Now("vnet0"); !errors.As(err, &ce) {
-		t.Fatalf("Now with a corrupt store: %v", err)
 	}
 }

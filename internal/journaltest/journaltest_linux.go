@@ -55,10 +55,14 @@ func Main(m *testing.M) int {
 }
 
 // Require returns a running journald, starting one if none answers. It
-// skips the test, saying why, when not root or when systemd-journald or
-// journalctl is not installed (Debian package: systemd).
+// skips the test, saying why, under -short (`make unit`), when not root or
+// when systemd-journald or journalctl is not installed (Debian package:
+// systemd).
 func Require(t testing.TB) *Journald {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped in -short: needs a running journald")
+	}
 	once.Do(setup)
 	if skip != "" {
 		t.Skip(skip)

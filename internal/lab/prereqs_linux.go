@@ -117,9 +117,12 @@ func Unavailable(upstream bool) error {
 
 // SkipIfUnavailable skips t, saying why, when this machine cannot run a
 // Lab with an upstream: not root, no /dev/net/tun, or a program such as
-// libvirtd missing.
+// libvirtd missing; and always under -short (`make unit`).
 func SkipIfUnavailable(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped in -short: needs root, namespaces and libvirtd")
+	}
 	if err := Unavailable(true); err != nil {
 		t.Skipf("skipping: %v", err)
 	}

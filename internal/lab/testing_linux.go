@@ -7,11 +7,15 @@ import (
 	"time"
 )
 
-// ForTest starts a lab for t, or skips t when the machine cannot run one.
+// ForTest starts a lab for t, or skips t under -short (`make unit`) or when
+// the machine cannot run one.
 // The lab is closed when t ends; when t has failed, the tails of libvirtd's
 // and dnsmasq's logs are logged first.
 func ForTest(t testing.TB, opts Options) *Lab {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped in -short: needs root, namespaces and libvirtd")
+	}
 	if err := Unavailable(opts.Upstream); err != nil {
 		t.Skipf("skipping: %v", err)
 	}

@@ -74,6 +74,17 @@ func (f *Fake) AddRoute(link, route string) {
 	l.Routes = append(l.Routes, route)
 }
 
+// DelLink deletes the link named name, as `ip link del` does: its ports
+// leave it. No such link is no error.
+func (f *Fake) DelLink(name string) {
+	delete(f.links, name)
+	for _, l := range f.links {
+		if l.Master == name {
+			l.Master = ""
+		}
+	}
+}
+
 // Link returns the link named name, nil if there is none.
 func (f *Fake) Link(name string) *FakeLink { return f.links[name] }
 
@@ -215,7 +226,7 @@ func (f *Fake) uplink(b policy.Bridge, br *FakeLink) (*FakeLink, error) {
 	case b.Uplink != "":
 		if up = f.links[b.Uplink]; up == nil {
 			return nil, fmt.Errorf("uplink %q of bridge %q: no link named %q in this network namespace; "+
-				"check `ip link` and the uplink: key in %s: %w", b.Uplink, b.Name, b.Uplink, ConfigPath, ErrUplinkMissing)
+				"check `ip link` and the uplink: key in the configuration: %w", b.Uplink, b.Name, b.Uplink, ErrUplinkMissing)
 		}
 	case b.UplinkMAC != "":
 		var found []string

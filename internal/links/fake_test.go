@@ -81,7 +81,7 @@ bridge-updated br0: "mac 02:00:00:00:00:99 (not pinned: follows the ports)" -> "
 bridge-updated br0: "down" -> "up"
 bridge-updated br0: "mtu 1400" -> "mtu 1500"
 alias-set br0: "" -> "managed by virtbridge"
-foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as /etc/virtbridge/virtbridge.yaml says and changed: stp on -> stp off; forward_delay 10 -> forward_delay 0; mac 02:00:00:00:00:99 (not pinned: follows the ports) -> mac 02:00:00:00:00:99 (pinned); down -> up; mtu 1400 -> mtu 1500; alias \"managed by virtbridge\" set"
+foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as the configuration says and changed: stp on -> stp off; forward_delay 10 -> forward_delay 0; mac 02:00:00:00:00:99 (not pinned: follows the ports) -> mac 02:00:00:00:00:99 (pinned); down -> up; mtu 1400 -> mtu 1500; alias \"managed by virtbridge\" set"
 `,
 }, {
 	name: "existing bridge takes the uplink's MAC",
@@ -94,7 +94,7 @@ eth1 device mac=52:54:00:aa:00:02 master=br0 mtu=1500 up alias="" addrs=[] route
 	changes: `bridge-updated br0: "mac 02:00:00:00:00:99" -> "mac 52:54:00:aa:00:02 (pinned)"
 uplink-enslaved eth1: "" -> "br0"
 alias-set br0: "" -> "managed by virtbridge"
-foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as /etc/virtbridge/virtbridge.yaml says and changed: mac 02:00:00:00:00:99 -> mac 52:54:00:aa:00:02 (pinned); uplink eth1 enslaved; alias \"managed by virtbridge\" set"
+foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as the configuration says and changed: mac 02:00:00:00:00:99 -> mac 52:54:00:aa:00:02 (pinned); uplink eth1 enslaved; alias \"managed by virtbridge\" set"
 `,
 }, {
 	name: "foreign bridge with an alias of its own",
@@ -108,7 +108,7 @@ eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2
 eth1 device mac=52:54:00:aa:00:02 master=- mtu=1500 up alias="" addrs=[] routes=[]
 `,
 	changes: `bridge-updated br0: "mtu 1500" -> "mtu 9000"
-foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as /etc/virtbridge/virtbridge.yaml says and changed: mtu 1500 -> mtu 9000"
+foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as the configuration says and changed: mtu 1500 -> mtu 9000"
 `,
 }, {
 	name: "foreign bridge with another port",
@@ -129,7 +129,7 @@ bridge-updated br0: "forward_delay 15" -> "forward_delay 0"
 bridge-updated br0: "mac 02:00:00:00:00:99" -> "mac 52:54:00:aa:00:02 (pinned)"
 uplink-enslaved eth1: "" -> "br0"
 alias-set br0: "" -> "managed by virtbridge"
-foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as /etc/virtbridge/virtbridge.yaml says and changed: stp on -> stp off; forward_delay 15 -> forward_delay 0; mac 02:00:00:00:00:99 -> mac 52:54:00:aa:00:02 (pinned); uplink eth1 enslaved; alias \"managed by virtbridge\" set; its ports veth9 (veth) are neither its uplink nor VM taps, and now forward with these settings: check that they belong on this bridge"
+foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as the configuration says and changed: stp on -> stp off; forward_delay 15 -> forward_delay 0; mac 02:00:00:00:00:99 -> mac 52:54:00:aa:00:02 (pinned); uplink eth1 enslaved; alias \"managed by virtbridge\" set; its ports veth9 (veth) are neither its uplink nor VM taps, and now forward with these settings: check that they belong on this bridge"
 `,
 }}
 

@@ -20,10 +20,6 @@ import (
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
-// ConfigPath is the configuration file named in messages that tell the
-// operator what to fix.
-const ConfigPath = "/etc/virtbridge/virtbridge.yaml"
-
 // Refusals. Every error EnsureBridge or EnsurePort returns for a state it
 // will not change wraps one of these.
 var (
@@ -88,8 +84,8 @@ func foreignNotice(bridge string, cs []change.Change, others []string) (c change
 	if len(what) == 0 {
 		return change.Change{}, false
 	}
-	msg := fmt.Sprintf("bridge %q was made by someone else (its alias was not %q); virtbridge manages it as %s says and changed: %s",
-		bridge, ManagedAlias, ConfigPath, strings.Join(what, "; "))
+	msg := fmt.Sprintf("bridge %q was made by someone else (its alias was not %q); virtbridge manages it as the configuration says and changed: %s",
+		bridge, ManagedAlias, strings.Join(what, "; "))
 	if len(others) > 0 {
 		msg += fmt.Sprintf("; its ports %s are neither its uplink nor VM taps, and now forward with these settings: "+
 			"check that they belong on this bridge", strings.Join(others, ", "))
@@ -143,14 +139,14 @@ func busyError(bridge, uplink, owner, ownerKind string) error {
 	var advice string
 	switch ownerKind {
 	case "bridge":
-		advice = fmt.Sprintf("to put VMs on the network of %q, manage that bridge itself: rename bridge %q to %q in %s "+
+		advice = fmt.Sprintf("to put VMs on the network of %q, manage that bridge itself: rename bridge %q to %q in the configuration "+
 			"(virtbridge takes an existing bridge over as it is, ports included); or give bridge %q another NIC",
-			owner, bridge, owner, ConfigPath, bridge)
+			owner, bridge, owner, bridge)
 	case "bond", "team":
-		advice = fmt.Sprintf("name %q, the %s, as the uplink of bridge %q in %s (a %s can be a bridge port); "+
-			"or give bridge %q another NIC", owner, ownerKind, bridge, ConfigPath, ownerKind, bridge)
+		advice = fmt.Sprintf("name %q, the %s, as the uplink of bridge %q in the configuration (a %s can be a bridge port); "+
+			"or give bridge %q another NIC", owner, ownerKind, bridge, ownerKind, bridge)
 	default:
-		advice = fmt.Sprintf("give bridge %q another NIC in %s", bridge, ConfigPath)
+		advice = fmt.Sprintf("give bridge %q another NIC in the configuration", bridge)
 	}
 	return fmt.Errorf("uplink %q of bridge %q is already enslaved to %q, and a NIC has one master only; "+
 		"virtbridge does not take it away, as it may carry the host's own network: %s: %w",

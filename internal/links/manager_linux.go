@@ -208,8 +208,8 @@ func (m *Manager) existingBridge(name string) (netlink.Link, error) {
 	}
 	if l.Type() != "bridge" {
 		return nil, fmt.Errorf("bridge %q: a link of that name exists and is a %s, not a bridge; "+
-			"rename or delete it (ip link del %s) or give the bridge another name in %s: %w",
-			name, l.Type(), name, ConfigPath, ErrNotBridge)
+			"rename or delete it (ip link del %s) or give the bridge another name in the configuration: %w",
+			name, l.Type(), name, ErrNotBridge)
 	}
 	return l, nil
 }

@@ -151,8 +151,8 @@ func (m *Manager) planMove(bridge string, up netlink.Link) (*movePlan, error) {
 	if len(ids) > 0 {
 		return nil, fmt.Errorf("uplink %q of bridge %q is used by nexthop objects %v (ip nexthop), which virtbridge "+
 			"does not move; replace the routes using them with plain ones (ip route replace ... via GW dev %s) "+
-			"or set move_addresses: false for this bridge in %s: %w",
-			up.Attrs().Name, bridge, ids, up.Attrs().Name, ConfigPath, ErrUnmovable)
+			"or set move_addresses: false for this bridge in the configuration: %w",
+			up.Attrs().Name, bridge, ids, up.Attrs().Name, ErrUnmovable)
 	}
 	return &movePlan{addrs: addrs, routes: routes}, nil
 }

@@ -105,7 +105,7 @@ func TestEnsureBridgeRefusals(t *testing.T) {
 			[]string{`"br0"`, "veth", "ip link del br0"}},
 		{"uplink missing", "",
 			policy.Bridge{Name: "br0", Uplink: "eth9", MoveAddresses: true}, false, ErrUplinkMissing,
-			[]string{`"eth9"`, "no link named", "uplink: key", ConfigPath}},
+			[]string{`"eth9"`, "no link named", "uplink: key", "in the configuration"}},
 		{"uplink MAC missing", "",
 			policy.Bridge{Name: "br0", UplinkMAC: "52:54:00:00:00:99"}, false, ErrUplinkMissing,
 			[]string{"52:54:00:00:00:99", "uplink_mac"}},

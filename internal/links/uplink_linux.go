@@ -23,7 +23,7 @@ func (m *Manager) resolveUplink(b policy.Bridge, br netlink.Link) (netlink.Link,
 		l, err := m.h.LinkByName(b.Uplink)
 		if isNotFound(err) {
 			return nil, fmt.Errorf("uplink %q of bridge %q: no link named %q in this network namespace; "+
-				"check `ip link` and the uplink: key in %s: %w", b.Uplink, b.Name, b.Uplink, ConfigPath, ErrUplinkMissing)
+				"check `ip link` and the uplink: key in the configuration: %w", b.Uplink, b.Name, b.Uplink, ErrUplinkMissing)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading uplink %q: %w", b.Uplink, err)
@@ -64,7 +64,7 @@ func checkUplink(b policy.Bridge, up netlink.Link, brIndex int, nameOf func(int)
 	a := up.Attrs()
 	if up.Type() == "bridge" {
 		return fmt.Errorf("uplink %q of bridge %q is itself a bridge, which cannot be enslaved to another bridge; "+
-			"name the NIC under it in %s: %w", a.Name, b.Name, ConfigPath, ErrUplinkBusy)
+			"name the NIC under it in the configuration: %w", a.Name, b.Name, ErrUplinkBusy)
 	}
 	if a.MasterIndex == 0 || a.MasterIndex == brIndex {
 		return nil
@@ -89,7 +89,7 @@ func (m *Manager) uplinkByMAC(b policy.Bridge) (netlink.Link, error) {
 	switch len(found) {
 	case 0:
 		return nil, fmt.Errorf("uplink of bridge %q: no link with MAC %s in this network namespace; "+
-			"check `ip link` and the uplink_mac: key in %s: %w", b.Name, mac, ConfigPath, ErrUplinkMissing)
+			"check `ip link` and the uplink_mac: key in the configuration: %w", b.Name, mac, ErrUplinkMissing)
 	case 1:
 		return found[0], nil
 	}
@@ -97,8 +97,8 @@ func (m *Manager) uplinkByMAC(b policy.Bridge) (netlink.Link, error) {
 	for _, l := range found {
 		names = append(names, fmt.Sprintf("%s (%s)", l.Attrs().Name, l.Type()))
 	}
-	return nil, fmt.Errorf("uplink of bridge %q: MAC %s is carried by %s; name the one to enslave with uplink: in %s: %w",
-		b.Name, mac, strings.Join(names, ", "), ConfigPath, ErrUplinkAmbiguous)
+	return nil, fmt.Errorf("uplink of bridge %q: MAC %s is carried by %s; name the one to enslave with uplink: in the configuration: %w",
+		b.Name, mac, strings.Join(names, ", "), ErrUplinkAmbiguous)
 }
 
 // macOwners returns the links of ls that own mac (see uplinkByMAC).

@@ -21,9 +21,13 @@ type NS struct {
 }
 
 // RequireRoot skips t, saying why, unless the test runs as root with
-// iproute2 available.
+// iproute2 available, and always under -short (`make unit`): -short runs
+// no privileged test, not even as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped in -short: needs root and network namespaces")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to create network namespaces (run `sudo make test`)")
 	}

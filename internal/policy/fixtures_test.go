@@ -22,7 +22,7 @@ bridges:
 // (testdata/hook, see its README) and compares with what the hook must do.
 func TestFixturePlans(t *testing.T) {
 	want := map[string]string{
-		"custom-tap/01-prepare-begin": "action=host bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[] net.ipv4.ip_forward=1 fw=br-a,br-b",
+		"custom-tap/01-prepare-begin": "action=host bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0] net.ipv4.ip_forward=1 fw=br-a,br-b",
 		"custom-tap/02-start-begin":   "action=none bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0]",
 		"custom-tap/03-started-begin": "action=ports bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0]",
 		"custom-tap/04-stopped-end":   "action=detach bridge=br-a/uplink0 port=52:54:00:aa:03:01@br-a[vbtest0]",

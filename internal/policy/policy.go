@@ -44,7 +44,7 @@ type Bridge struct {
 
 // Port is one VM NIC on a managed bridge.
 type Port struct {
-	Tap     string `json:"tap"` // empty when the XML names none (stopped), and before libvirt makes it (Op.BeforeTaps)
+	Tap     string `json:"tap"` // empty when the XML names none (at stopped; at prepare unless the VM chose the name)
 	MAC     string `json:"mac"`
 	Bridge  string `json:"bridge"`
 	Network string `json:"network,omitempty"`
@@ -106,9 +106,6 @@ func Decide(cfg *config.Config, ev events.Event) Desired {
 		case skip != nil:
 			d.Skipped = append(d.Skipped, *skip)
 		default:
-			if ev.Op.BeforeTaps() {
-				port.Tap = "" // not made yet: nothing to check or record
-			}
 			d.Ports = append(d.Ports, port)
 			if !slices.ContainsFunc(d.Bridges, func(b Bridge) bool { return b.Name == port.Bridge }) {
 				b, _ := cfg.Bridge(port.Bridge)
@@ -125,13 +122,51 @@ func Decide(cfg *config.Config, ev events.Event) Desired {
 	return d
 }
 
+// TapsExist reports whether the ports' taps exist at d's op. Before
+// libvirt makes them (prepare, migrate, restore: events.Op.BeforeTaps) a
+// tap a NIC names is only the name the tap will get: it is shown, but not
+// looked for, put into a bridge or recorded.
+func (d Desired) TapsExist() bool { return !events.Op(d.Op).BeforeTaps() }
+
+// AtStart returns what the host must look like whatever VMs run: for each
+// managed bridge set to be made at start (create: at_start), the Desired
+// of a VM's prepare on that bridge alone (the bridge, its uplink and
+// addresses), then one for the host-wide settings (sysctls, firewall). It
+// is empty when no bridge is made at start: the host is left as it is
+// until a VM needs a bridge. One Desired per bridge lets the engine keep
+// going past a bridge it cannot make. Pure; slices never nil.
+func AtStart(cfg *config.Config) []Desired {
+	out := []Desired{}
+	empty := func() Desired {
+		return Desired{Op: OpAtStart, Action: ActionHost, Bridges: []Bridge{}, Ports: []Port{},
+			Skipped: []Skipped{}, Sysctls: []Sysctl{}, Errors: []string{}}
+	}
+	for _, b := range cfg.Bridges {
+		if b.AtStart() {
+			d := empty()
+			d.Bridges = append(d.Bridges, bridgeOf(b))
+			out = append(out, d)
+		}
+	}
+	if len(out) > 0 {
+		d := empty()
+		d.Sysctls = sysctls(cfg.Sysctl)
+		d.Firewall = FirewallIntent(cfg)
+		out = append(out, d)
+	}
+	return out
+}
+
+// OpAtStart is the Op of the Desired states AtStart returns.
+const OpAtStart = "at-start"
+
 // FirewallIntent is the firewall state cfg asks for, nil when virtbridge
 // leaves the firewall alone. It covers every managed bridge.
 func FirewallIntent(cfg *config.Config) *Firewall {
-	if cfg.Firewall.Backend == "none" || cfg.Firewall.BridgedForward != "accept" {
+	if cfg.Firewall.Backend == config.BackendNone || cfg.Firewall.BridgedForward != config.AcceptForward {
 		return nil
 	}
-	fw := &Firewall{Backend: cfg.Firewall.Backend, AcceptBridges: []string{}}
+	fw := &Firewall{Backend: string(cfg.Firewall.Backend), AcceptBridges: []string{}}
 	for _, b := range cfg.Bridges {
 		fw.AcceptBridges = append(fw.AcceptBridges, b.Name)
 	}
@@ -181,7 +216,7 @@ func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
 		return Port{}, nil, err
 	}
 	if _, ok := cfg.Bridge(nic.Bridge); !ok {
-		if cfg.UnmanagedBridges == "refuse" {
+		if cfg.UnmanagedBridges == config.RefuseUnmanaged {
 			return Port{}, nil, fmt.Sprintf("NIC %s uses bridge %q, which virtbridge does not manage "+
 				"(unmanaged_bridges: refuse in %s); add %q under bridges: there, or point the NIC at a managed bridge",
 				nic.MAC, nic.Bridge, cfg.Path, nic.Bridge)

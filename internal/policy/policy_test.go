@@ -71,7 +71,8 @@ func TestDecide(t *testing.T) {
 		want string
 	}{
 		"prepare one nic":       {ev(events.OpPrepare, nicA), "action=host bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
-		"prepare two bridges":   {ev(events.OpPrepare, nicB, nicA), "action=host bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:00:02@br-b[] port=52:54:00:aa:00:01@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+		"prepare two bridges":   {ev(events.OpPrepare, nicB, nicA), "action=host bridge=br-a/uplink0 bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7] port=52:54:00:aa:00:01@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
+		"prepare chosen tap":    {ev(events.OpPrepare, nicB), "action=host bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
 		"same bridge twice":     {ev(events.OpReconnect, nicA, nicNet), "action=host bridge=br-a/uplink0 port=52:54:00:aa:00:01@br-a[] port=52:54:00:aa:00:03@br-a[] net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b"},
 		"started":               {ev(events.OpStarted, nicB), "action=ports bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7]"},
 		"start":                 {ev(events.OpStart, nicB), "action=none bridge=br-b/ port=52:54:00:aa:00:02@br-b[vnet7]"},
@@ -167,5 +168,43 @@ func TestResemblingNamesAreUnmanaged(t *testing.T) {
 			len(d.Skipped) != 1 || d.Skipped[0].Unmanaged != name {
 			t.Errorf("bridge %q: %s, skipped %+v; want it unmanaged and nothing planned", name, summary(d), d.Skipped)
 		}
+	}
+}
+
+// TestAtStart: every bridge made at start gets the Desired of a prepare on
+// it alone, in name order, then the host-wide settings, which cover every
+// managed bridge (on_demand ones too); an on_demand bridge is not made; a
+// config with no bridge made at start asks for nothing.
+func TestAtStart(t *testing.T) {
+	cfg := mustConfig(t, `
+bridges:
+  br-c: {create: on_demand}
+  br-b: {}
+  br-a: {uplink: uplink0, mtu: 9000}
+sysctl: {ip_forward: 1, bridge_nf_call_iptables: 1}
+`)
+	var got []string
+	for _, d := range AtStart(cfg) {
+		if d.Op != OpAtStart || len(d.Errors) != 0 || d.Ports == nil || d.Skipped == nil {
+			t.Errorf("AtStart gave %+v, want op %s, no errors, no nil slices", d, OpAtStart)
+		}
+		got = append(got, summary(d))
+	}
+	want := []string{
+		"action=host bridge=br-a/uplink0",
+		"action=host bridge=br-b/",
+		"action=host net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 fw=br-a,br-b,br-c",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("AtStart:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The bridge is the one a VM's prepare on it asks for, settings and all.
+	at := AtStart(cfg)[0].Bridges[0]
+	if prep := Decide(cfg, ev(events.OpPrepare, nicA)).Bridges[0]; prep != at {
+		t.Errorf("AtStart's br-a %+v differs from prepare's %+v", at, prep)
+	}
+	lazy := mustConfig(t, "bridges:\n  br-a: {uplink: uplink0, create: on_demand}\n")
+	if d := AtStart(lazy); len(d) != 0 {
+		t.Errorf("AtStart with only on_demand bridges = %+v, want nothing", d)
 	}
 }

@@ -190,83 +190,13 @@ func readLimited(path string) ([]byte, error) {
 	return data, nil
 }
 
-// tempPrefix names the temp files of a store at path; a crashed writer's
-// are removed by the next Save.
-func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
-
 func dirOf(path string) string { return filepath.Dir(path) }
 
-// writeAtomic replaces path with data: temp file in the same directory
-// (created with O_EXCL, which never follows a symlink), fsync, rename,
-// fsync of the directory. A crash at any point leaves the old file or the
-// new one. The rename replaces whatever is at path, a planted symlink
-// included, never a symlink's target.
+// writeAtomic replaces path with data atomically and durably
+// (paths.WriteAtomic).
 func writeAtomic(path string, data []byte) error {
-	dir := dirOf(path)
-	if err := paths.EnsureDir(dir); err != nil {
+	if err := paths.WriteAtomic(path, data, FileMode); err != nil {
 		return fmt.Errorf("saving mapping store %q: %w", path, err)
-	}
-	removeStaleTemps(path)
-	f, err := os.CreateTemp(dir, tempPrefix(path)+"*")
-	if err != nil {
-		return fmt.Errorf("saving mapping store %q: %w", path, err)
-	}
-	tmp := f.Name()
-	err = writeSync(f, data)
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("saving mapping store %q: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func writeSync(f *os.File, data []byte) error {
-	_, err := f.Write(data)
-	if err == nil {
-		err = f.Chmod(FileMode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// removeStaleTemps deletes temp files of earlier, crashed writers. Writers
-// hold the host lock, so no other writer is between CreateTemp and Rename;
-// if one were (a caller without the lock), its Rename would fail loudly
-// instead of installing a mixed file.
-func removeStaleTemps(path string) {
-	stale, _ := filepath.Glob(filepath.Join(dirOf(path), globEscape(tempPrefix(path))+"*"))
-	for _, p := range stale {
-		os.Remove(p)
-	}
-}
-
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing directory %q: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing directory %q: %w", dir, err)
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func TestPlantedSymlinkAtTempFile(t *testing.T) {
 	v := pathstest.NewVictim(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ports.json")
-	for _, name := range []string{tempPrefix(path) + "1", tempPrefix(path) + "x"} {
+	for _, name := range []string{paths.TempPrefix(path) + "1", paths.TempPrefix(path) + "x"} {
 		pathstest.Plant(t, v.Path, filepath.Join(dir, name))
 	}
 	if _, err := saveOne(path); err != nil {

@@ -120,7 +120,7 @@ func moveAside(path, infix string, cause error) (*Store, error) {
 	if rerr := os.Rename(path, moved); rerr != nil {
 		return nil, fmt.Errorf("moving mapping store %q aside: %w (%v)", path, rerr, cause)
 	}
-	if derr := syncDir(dirOf(path)); derr != nil {
+	if derr := paths.SyncDir(dirOf(path)); derr != nil {
 		return nil, derr
 	}
 	s := New(path)

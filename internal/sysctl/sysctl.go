@@ -27,7 +27,7 @@ const DefaultRoot = "/proc/sys"
 // loaded, so bridged traffic does not pass through iptables at all.
 var ErrBridgeNetfilter = errors.New("br_netfilter is not loaded (no net/bridge settings): " +
 	`run "modprobe br_netfilter" and add br_netfilter to /etc/modules-load.d/virtbridge.conf, ` +
-	"or set sysctl.bridge_nf_call_iptables and sysctl.bridge_nf_call_ip6tables to leave in /etc/virtbridge/virtbridge.yaml")
+	"or set sysctl.bridge_nf_call_iptables and sysctl.bridge_nf_call_ip6tables to leave in the configuration")
 
 // Manager reads and writes settings below a root directory. It keeps no
 // state, so one Manager may be shared.

@@ -1,5 +1,9 @@
 package firewall
 
+// The plan applied to tables: one read, plan, change and verify loop over
+// the table interface, shared by the real firewall (iptables) and the Fake,
+// so that both decide alike and their messages cannot drift apart.
+
 import (
 	"fmt"
 

@@ -1,25 +1,39 @@
-package journal
+package engine
 
 import (
 	"errors"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
 
-// OpenStore loads the mapping store for a writer (the caller holds the host
+// This file is the mapping-store bookkeeping: which tap belongs to which
+// VM NIC, kept in the store and journaled as attached and detached records
+// when it changes. The engine decides what to record when; package
+// journal only writes the records.
+
+// vmOf returns the VM of a hook or daemon event, as its records name it.
+func vmOf(ev events.Event) journal.VM {
+	return journal.VM{Name: ev.Domain, UUID: ev.UUID, Op: string(ev.Op), Source: string(ev.Source)}
+}
+
+// loadStore loads the mapping store for a writer (the caller holds the host
 // lock) and journals a warning if it was corrupt and moved aside.
-func OpenStore(w *Writer, path string) (*store.Store, error) {
+func loadStore(w *journal.Writer, path string) (*store.Store, error) {
 	s, err := store.Load(path)
 	if err != nil {
 		return nil, err
 	}
-	return s, w.StoreRecovered(s.Recovered())
+	if r := s.Recovered(); r != nil {
+		return s, w.StoreRecovered(r.Path, r.MovedTo, r.Cause)
+	}
+	return s, nil
 }
 
-// AttachPorts records the VM's ports that have a tap as attached: in the
+// attachPorts records the VM's ports that have a tap as attached: in the
 // store, and in the journal when the mapping is new or changed, or at
 // `reconnect` (libvirtd restarted: say again what is where). Taps released
 // by the change (the NIC's old tap; a tap another VM held without a recorded
@@ -32,7 +46,7 @@ func OpenStore(w *Writer, path string) (*store.Store, error) {
 // next call rather than losing one. Idempotent for the store; journals again
 // only where said above. It keeps going past failures and returns them
 // joined.
-func AttachPorts(w *Writer, s *store.Store, vm VM, ports []policy.Port, now time.Time) error {
+func attachPorts(w *journal.Writer, s *store.Store, vm journal.VM, ports []policy.Port, now time.Time) error {
 	var errs []error
 	for _, p := range ports {
 		if p.Tap == "" {
@@ -48,36 +62,43 @@ func AttachPorts(w *Writer, s *store.Store, vm VM, ports []policy.Port, now time
 		// displaced holds the NIC's previous tap, if it had another one,
 		// and any other holder of this tap.
 		for _, e := range displaced {
-			errs = append(errs, w.Detached(PortOf(vm, e)))
+			errs = append(errs, w.Detached(portIn(s, vm, e)))
 		}
 		if changed || vm.Op == string(events.OpReconnect) {
 			e, _ := s.ByTap(p.Tap)
-			errs = append(errs, w.Attached(PortOf(vm, e)))
+			errs = append(errs, w.Attached(portIn(s, vm, e)))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// DetachVM records that all the VM's ports are gone (stopped, release):
+// portIn is the port of a store entry, as reported by vm's op, naming
+// the store s.
+func portIn(s *store.Store, vm journal.VM, e store.Entry) journal.Port {
+	vm.Name, vm.UUID = e.VM, e.UUID
+	return journal.Port{VM: vm, Tap: e.Tap, MAC: e.MAC, Bridge: e.Bridge, Store: s.Path()}
+}
+
+// detachVM records that all the VM's ports are gone (stopped, release):
 // removes its entries from the store and journals each as detached. The
 // XML at `stopped` names no taps; the store remembers them. Idempotent: at
 // `release` after `stopped` nothing is left and nothing is journaled. The
 // caller saves the store afterwards.
-func DetachVM(w *Writer, s *store.Store, vm VM) error {
+func detachVM(w *journal.Writer, s *store.Store, vm journal.VM) error {
 	var errs []error
 	for _, e := range s.DetachVM(vm.UUID) {
-		errs = append(errs, w.Detached(PortOf(vm, e)))
+		errs = append(errs, w.Detached(portIn(s, vm, e)))
 	}
 	return errors.Join(errs...)
 }
 
-// DetachNICs records that the VM's NICs with these MACs are gone (a NIC
-// unplugged): like DetachVM for those NICs only. Idempotent.
-func DetachNICs(w *Writer, s *store.Store, vm VM, macs []string) error {
+// detachNICs records that the VM's NICs with these MACs are gone (a NIC
+// unplugged): like detachVM for those NICs only. Idempotent.
+func detachNICs(w *journal.Writer, s *store.Store, vm journal.VM, macs []string) error {
 	var errs []error
 	for _, mac := range macs {
 		if e, ok := s.Detach(vm.UUID, mac); ok {
-			errs = append(errs, w.Detached(PortOf(vm, e)))
+			errs = append(errs, w.Detached(portIn(s, vm, e)))
 		}
 	}
 	return errors.Join(errs...)
