@@ -43,8 +43,9 @@ bridged VMs, and the exact fix, or that virtbridge fixes it itself.
 journaled): what virtbridge apply does (every bridge made at start, the
 sysctls, the firewall), each existing create: on_demand bridge made right,
 and the running VMs' taps reconciled as virtbridged does; then it checks
-again. Exit status: 0 all ok, 1 warnings, 2 failures
-(or bad usage).
+again and says what it could not fix, why, and what to do first (e.g. an
+uplink that does not exist yet). Exit status: 0 all ok, 1 warnings, 2
+failures, something --fix could not fix, or bad usage.
 
 `)
 		fs.PrintDefaults()
@@ -72,6 +73,9 @@ again. Exit status: 0 all ok, 1 warnings, 2 failures
 		}
 	}
 	r := doctor.Run(src)
+	if fixed != nil {
+		r.AfterFix(fixed)
+	}
 	var err error
 	if *asJSON {
 		err = doctor.WriteJSON(stdout, r, fixed)
@@ -80,6 +84,9 @@ again. Exit status: 0 all ok, 1 warnings, 2 failures
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "virtbridge doctor: %v\n", err)
+	}
+	if fixed != nil && len(fixed.NotFixed) > 0 {
+		return max(r.ExitCode(), 2)
 	}
 	return r.ExitCode()
 }

@@ -47,6 +47,9 @@ type doctorHost struct {
 	dir  string
 	cfg  string
 	uri  string
+	// runDir is the doctor's VIRTBRIDGE_RUN_DIR (the firewall state and
+	// the host lock); "" is dir.
+	runDir string
 }
 
 // doctorEmptyNode is a libvirt test driver node without domains.
@@ -58,7 +61,13 @@ const doctorEmptyNode = "<node/>\n"
 // ip6tables FORWARD drops by policy.
 func newDoctorHost(t *testing.T, bins doctorBins, cfg, node string) *doctorHost {
 	t.Helper()
-	h := &doctorHost{bins: bins, ns: netnstest.New(t, "vbdr"), dir: t.TempDir()}
+	return newDoctorHostIn(t, bins, netnstest.New(t, "vbdr"), cfg, node)
+}
+
+// newDoctorHostIn is newDoctorHost in the namespace ns.
+func newDoctorHostIn(t *testing.T, bins doctorBins, ns *netnstest.NS, cfg, node string) *doctorHost {
+	t.Helper()
+	h := &doctorHost{bins: bins, ns: ns, dir: t.TempDir()}
 	h.ns.Script(t, `
 		ip link add uplink0 type veth peer name upstream0
 		ip link set uplink0 up
@@ -102,8 +111,12 @@ func (h *doctorHost) run(t *testing.T, args ...string) (int, string) {
 	argv := append([]string{"netns", "exec", h.ns.Name, h.bins.cli, "doctor",
 		"--config", h.cfg, "--hooks-dir", filepath.Join(h.dir, "hooks"), "--uri", h.uri}, args...)
 	cmd := exec.Command("ip", argv...)
+	runDir := h.runDir
+	if runDir == "" {
+		runDir = h.dir
+	}
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C",
-		"VIRTBRIDGE_RUN_DIR=" + h.dir, "VIRTBRIDGE_STATE_DIR=" + h.dir, "VIRTBRIDGE_LOG_DIR=" + h.dir}
+		"VIRTBRIDGE_RUN_DIR=" + runDir, "VIRTBRIDGE_STATE_DIR=" + h.dir, "VIRTBRIDGE_LOG_DIR=" + h.dir}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

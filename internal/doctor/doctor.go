@@ -61,13 +61,17 @@ type Finding struct {
 	// Fix is the exact fix, in one line.
 	Fix string `json:"fix,omitempty"`
 	// Fixable: virtbridge fixes it itself, with `virtbridge doctor --fix`
-	// and at the next start of a VM on the bridge.
+	// and at the next start of a VM on the bridge. False while a step of
+	// the operator's must come first (Fix then says which): --fix cannot
+	// make a bridge whose uplink is missing, for one.
 	Fixable bool `json:"fixable,omitempty"`
 }
 
 // Report is the findings of one run, in section order.
 type Report struct {
 	Findings []Finding `json:"findings"`
+	// blocked are the managed bridges --fix cannot make, with why.
+	blocked map[string]blocker
 }
 
 func (r *Report) add(f Finding) { r.Findings = append(r.Findings, f) }
@@ -147,8 +151,8 @@ func (p StoreFile) Entries() ([]store.Entry, error) {
 
 // Run runs every check and returns the findings. It changes nothing.
 func Run(s Sources) *Report {
-	r := &Report{}
 	h := gather(s)
+	r := &Report{blocked: blockers(s, h)}
 	if s.HooksDir != "" {
 		checkInstall(r, s.HooksDir, s.Daemons)
 	}
@@ -157,6 +161,7 @@ func Run(s Sources) *Report {
 	checkForwarding(r, s, h)
 	checkVMs(r, s, h)
 	checkTaps(r, s, h)
+	settleAdvice(r, s, h)
 	return r
 }
 

@@ -1,7 +1,9 @@
 package doctor
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/change"
@@ -23,7 +25,23 @@ var _ Engine = (*engine.Engine)(nil)
 // FixResult is what Fix changed and what it could not fix.
 type FixResult struct {
 	Changes []change.Change `json:"changes"`
-	Errors  []string        `json:"errors"`
+	// Errors are the engine's errors and warnings, as it said them.
+	Errors []string `json:"errors"`
+	// NotFixed is what Fix could not fix, why, and what to do first;
+	// Report.AfterFix completes it from the report made after the fix.
+	NotFixed []NotFixed `json:"not_fixed"`
+	// Warnings are the engine's warnings (also in Errors).
+	Warnings []string `json:"warnings"`
+}
+
+// NotFixed is one thing Fix could not fix.
+type NotFixed struct {
+	// Object is what was not fixed: "bridge br0", "running VMs", or a
+	// finding's check and object.
+	Object string `json:"object"`
+	Reason string `json:"reason"`
+	// Fix is what to do, when known.
+	Fix string `json:"fix,omitempty"`
 }
 
 // Fix applies the fixes virtbridge owns, through the engine, so that each
@@ -49,9 +67,16 @@ type FixResult struct {
 // listed is when running was read from libvirt: entries the store gained
 // after it (a VM started meanwhile) are not judged by it.
 func Fix(e Engine, cfg *config.Config, exists func(name string) bool, running []events.Event, listed time.Time) FixResult {
-	res := FixResult{Changes: []change.Change{}, Errors: []string{}}
+	res := FixResult{Changes: []change.Change{}, Errors: []string{}, NotFixed: []NotFixed{}, Warnings: []string{}}
 	r, err := e.EnsureHost(engine.OpApply)
-	res.add(r, err, "making the host match the configuration")
+	res.add(r, nil, "")
+	for _, err := range flatten(err) {
+		if be := (*engine.BridgeError)(nil); errors.As(err, &be) {
+			res.add(engine.Result{}, be.Err, "bridge "+be.Bridge)
+		} else {
+			res.add(engine.Result{}, err, "making the host match the configuration")
+		}
+	}
 	for _, b := range cfg.Bridges {
 		if b.AtStart() || exists == nil || !exists(b.Name) {
 			continue
@@ -66,7 +91,15 @@ func Fix(e Engine, cfg *config.Config, exists func(name string) bool, running []
 			running[i].Source = events.SourceCLI
 		}
 		r, err := e.Reconcile(running, listed)
-		res.add(r, err, "reconciling running VMs")
+		// Reconcile makes the bridges first, as EnsureHost above did: a
+		// bridge it could not make is said once, above.
+		var errs []error
+		for _, err := range flatten(err) {
+			if be := (*engine.BridgeError)(nil); !errors.As(err, &be) {
+				errs = append(errs, err)
+			}
+		}
+		res.add(r, errors.Join(errs...), "reconciling running VMs")
 	}
 	return res
 }
@@ -88,13 +121,60 @@ func LinkExists(ls Links) func(name string) bool {
 	}
 }
 
+// flatten returns the errors joined in err (errors.Join, nested), nil for
+// nil.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		if err == nil {
+			return nil
+		}
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
+}
+
 func (res *FixResult) add(r engine.Result, err error, what string) {
 	res.Changes = append(res.Changes, r.Changes...)
 	if err != nil {
 		res.Errors = append(res.Errors, fmt.Sprintf("%s: %v", what, err))
+		res.NotFixed = append(res.NotFixed, NotFixed{Object: what, Reason: err.Error()})
 	}
 	for _, w := range r.Warnings {
 		res.Errors = append(res.Errors, fmt.Sprintf("%s: warning: %v", what, w))
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%s: %v", what, w))
+	}
+}
+
+// AfterFix makes r, the report made after res, and res agree. What a
+// blocked bridge kept Fix from doing is said with the doctor's reason and
+// the operator's step. A finding that said Fix fixes it and is still
+// there was not fixed: its advice says so instead, and res lists it,
+// with the engine's errors when there were any.
+func (r *Report) AfterFix(res *FixResult) {
+	for i, nf := range res.NotFixed {
+		name, ok := strings.CutPrefix(nf.Object, "bridge ")
+		if bl, blocked := r.blocked[name]; ok && blocked {
+			res.NotFixed[i].Reason = bl.reason
+			res.NotFixed[i].Fix = bl.step + ", then run `virtbridge doctor --fix` again"
+		}
+	}
+	errs := "it reported no error: a defect of virtbridge's, please report it"
+	if len(res.Errors) > 0 {
+		errs = "see what it could not fix above"
+	}
+	for i := range r.Findings {
+		f := &r.Findings[i]
+		if f.Status == OK || !f.Fixable {
+			continue
+		}
+		f.Fixable = false
+		f.Fix = "`virtbridge doctor --fix` did not fix it (" + errs + ")"
+		res.NotFixed = append(res.NotFixed, NotFixed{Object: f.Check + " " + f.Object, Reason: f.Message + ", still after the fix", Fix: f.Fix})
 	}
 }
 

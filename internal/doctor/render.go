@@ -58,13 +58,31 @@ func WriteText(w io.Writer, r *Report, fix *FixResult, color bool) error {
 	return err
 }
 
+// writeFix says what --fix changed, what it could not fix and why, and
+// what the engine warned about.
 func writeFix(b *strings.Builder, fix *FixResult) {
-	fmt.Fprintf(b, "Fixed (%d change(s)):\n", len(fix.Changes))
+	switch {
+	case len(fix.Changes) > 0:
+		fmt.Fprintf(b, "Fixed (%d change(s)):\n", len(fix.Changes))
+	case len(fix.NotFixed) > 0:
+		b.WriteString("Fixed nothing.\n")
+	default:
+		b.WriteString("No change needed: what virtbridge fixes was already right.\n")
+	}
 	for _, c := range fix.Changes {
 		fmt.Fprintf(b, "  %s\n", c)
 	}
-	for _, e := range fix.Errors {
-		fmt.Fprintf(b, "  not fixed: %s\n", e)
+	if len(fix.NotFixed) > 0 {
+		fmt.Fprintf(b, "Not fixed (%d):\n", len(fix.NotFixed))
+	}
+	for _, nf := range fix.NotFixed {
+		fmt.Fprintf(b, "  %s: %s\n", nf.Object, nf.Reason)
+		if nf.Fix != "" {
+			fmt.Fprintf(b, "        fix: %s\n", nf.Fix)
+		}
+	}
+	for _, w := range fix.Warnings {
+		fmt.Fprintf(b, "  warning: %s\n", w)
 	}
 	b.WriteString("\n")
 }

@@ -23,13 +23,16 @@ func sample() *Report {
 // the findings, and colours only when asked.
 func TestWriteText(t *testing.T) {
 	var b strings.Builder
-	fix := &FixResult{Changes: []change.Change{{Kind: change.BridgeCreated, Object: "br0"}}, Errors: []string{"bridge br1: uplink missing"}}
+	fix := &FixResult{Changes: []change.Change{{Kind: change.BridgeCreated, Object: "br0"}}, Errors: []string{"bridge br1: uplink missing"},
+		NotFixed: []NotFixed{{Object: "bridge br1", Reason: "uplink eth9 of bridge br1 does not exist", Fix: "make eth9 exist, then run it again"}}}
 	if err := WriteText(&b, sample(), fix, false); err != nil {
 		t.Fatal(err)
 	}
 	want := `Fixed (1 change(s)):
   bridge-created br0
-  not fixed: bridge br1: uplink missing
+Not fixed (1):
+  bridge br1: uplink eth9 of bridge br1 does not exist
+        fix: make eth9 exist, then run it again
 
 Install
   ok   /etc/libvirt/hooks/qemu: virtbridge's hook, executable
@@ -49,6 +52,31 @@ bridged VMs are broken here: 1 failure(s), 1 warning(s), 1 ok
 	WriteText(&b, sample(), nil, true)
 	if !strings.Contains(b.String(), colorRed+"FAIL"+colorReset) || !strings.Contains(b.String(), colorGreen+"ok  "+colorReset) {
 		t.Errorf("no colours:\n%q", b.String())
+	}
+}
+
+// TestWriteFixHeader: a --fix that changed nothing never says "Fixed": it
+// says it fixed nothing and what it could not fix, or that nothing needed
+// a change.
+func TestWriteFixHeader(t *testing.T) {
+	for _, tc := range []struct {
+		fix  FixResult
+		want string
+	}{
+		{FixResult{NotFixed: []NotFixed{{Object: "bridge br-a", Reason: "uplink eth9 of bridge br-a does not exist in this network namespace", Fix: "make eth9 exist"}},
+			Warnings: []string{"bridge br-b: br-b has a port that is neither its uplink nor a VM tap"}},
+			"Fixed nothing.\nNot fixed (1):\n  bridge br-a: uplink eth9 of bridge br-a does not exist in this network namespace\n        fix: make eth9 exist\n" +
+				"  warning: bridge br-b: br-b has a port that is neither its uplink nor a VM tap\n\n"},
+		{FixResult{}, "No change needed: what virtbridge fixes was already right.\n\n"},
+	} {
+		var b strings.Builder
+		if err := WriteText(&b, &Report{}, &tc.fix, false); err != nil {
+			t.Fatal(err)
+		}
+		got, _, _ := strings.Cut(b.String(), "\nall ok")
+		if got != tc.want {
+			t.Errorf("got:\n%s\nwant:\n%s", got, tc.want)
+		}
 	}
 }
 

@@ -3,8 +3,10 @@ package doctor
 import (
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 
+	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
 
@@ -69,6 +71,15 @@ func portFinding(r *Report, h *host, p Link, byTap map[string]store.Entry, runni
 	e, recorded := byTap[p.Name]
 	owner, known := running[p.Name]
 	f := Finding{Section: SectionTaps, Check: "port", Object: p.Name, Status: Warn}
+	if known {
+		if why := notVMTap(p, owner); why != "" {
+			f.Message = fmt.Sprintf("%s port in %s named like the tap of %s, but %s", p.Kind, p.Master, owner, why)
+			f.Why = "virtbridge records and moves only a tap it can tell is the VM's: `virtbridge who` cannot name its owner"
+			f.Fix = fmt.Sprintf("see what holds it (ip -d link show %s); if nothing uses it: ip link del %s", p.Name, p.Name)
+			r.add(f)
+			return
+		}
+	}
 	switch {
 	case recorded && (h.vmsErr != nil || known && owner.uuid == e.UUID):
 		return
@@ -108,6 +119,10 @@ func runningTaps(r *Report, s Sources, h *host, running map[string]tapOwner) {
 			f.Message = fmt.Sprintf("%s has tap %s, which does not exist", o, tap)
 			f.Why = "the VM's NIC has no host end: it is offline"
 			f.Fix = fmt.Sprintf("restart the VM (virsh destroy %s; virsh start %s)", o.vm, o.vm)
+		case notVMTap(l, o) != "":
+			f.Message = fmt.Sprintf("%s has tap %s, but %s", o, tap, notVMTap(l, o))
+			f.Why = "the VM's NIC has no host end virtbridge can tell is its own: it may be offline"
+			f.Fix = fmt.Sprintf("see what holds %s (ip -d link show %s); restart the VM (virsh destroy %s; virsh start %s)", tap, tap, o.vm, o.vm)
 		case l.Master != o.nic.Bridge:
 			master := l.Master
 			if master == "" {
@@ -121,4 +136,21 @@ func runningTaps(r *Report, s Sources, h *host, running map[string]tapOwner) {
 		}
 		r.add(f)
 	}
+}
+
+// notVMTap says why l cannot be the tap libvirt made for o's NIC, as the
+// engine judges it (links.TapMAC): not a tun/tap device, or not the MAC
+// libvirt gives that NIC's tap. "" when it can be.
+func notVMTap(l Link, o tapOwner) string {
+	if l.Kind != "tuntap" {
+		return fmt.Sprintf("it is a %s, not a tun/tap device", links.KindText(l.Kind))
+	}
+	want, err := links.TapMAC(o.nic.MAC)
+	if err != nil {
+		return err.Error()
+	}
+	if hw, err := net.ParseMAC(l.MAC); err != nil || hw.String() != want {
+		return fmt.Sprintf("its MAC is %s where libvirt gives that NIC's tap %s", l.MAC, want)
+	}
+	return ""
 }

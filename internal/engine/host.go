@@ -57,16 +57,25 @@ func (e *Engine) ensureHost(host *apply.Host, op string, r *Result) error {
 		changes, err := host.Apply(d, "")
 		r.Changes = append(r.Changes, changes...)
 		e.journalChanges(vm, changes, r)
-		if err != nil {
-			what := "the sysctls and firewall"
-			if len(d.Bridges) > 0 {
-				what = fmt.Sprintf("bridge %q", d.Bridges[0].Name)
-			}
-			errs = append(errs, fmt.Errorf("making %s: %w", what, err))
+		switch {
+		case err != nil && len(d.Bridges) > 0:
+			errs = append(errs, &BridgeError{Bridge: d.Bridges[0].Name, Err: err})
+		case err != nil:
+			errs = append(errs, fmt.Errorf("making the sysctls and firewall: %w", err))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// BridgeError is the failure to make one managed bridge of the
+// configuration right (EnsureHost); the others were still made.
+type BridgeError struct {
+	Bridge string
+	Err    error
+}
+
+func (e *BridgeError) Error() string { return fmt.Sprintf("making bridge %q: %v", e.Bridge, e.Err) }
+func (e *BridgeError) Unwrap() error { return e.Err }
 
 // source is who drives the engine, for records of no VM.
 func (e *Engine) source() events.Source {

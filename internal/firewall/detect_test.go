@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 )
@@ -67,7 +68,7 @@ func TestVariantOf(t *testing.T) {
 }
 
 func TestStateDecisions(t *testing.T) {
-	fx := facts{Boot: "b1", NetNS: 7, Legacy: "|", Gen: 42, GenOK: true}
+	fx := facts{Boot: "b1", Cookie: 7, Legacy: "|", Gen: 42, GenOK: true}
 	spec := specHash(NFT, []string{"br0"})
 	good := &state{facts: fx, Backend: BackendAuto, Variant: NFT, Spec: spec}
 	if !good.unchanged(fx, BackendAuto, spec) {
@@ -80,7 +81,8 @@ func TestStateDecisions(t *testing.T) {
 	for name, mod := range map[string]func(*state, *facts, *string){
 		"generation bumped":     func(_ *state, f *facts, _ *string) { f.Gen++ },
 		"no generation":         func(_ *state, f *facts, _ *string) { f.GenOK = false },
-		"other namespace":       func(_ *state, f *facts, _ *string) { f.NetNS++ },
+		"other namespace":       func(_ *state, f *facts, _ *string) { f.Cookie++ },
+		"no namespace cookie":   func(s *state, f *facts, _ *string) { s.Cookie, f.Cookie = 0, 0 },
 		"rebooted":              func(_ *state, f *facts, _ *string) { f.Boot = "b2" },
 		"legacy table appeared": func(_ *state, f *facts, _ *string) { f.Legacy = "filter|" },
 		"other bridges":         func(_ *state, _ *facts, s *string) { *s = specHash(NFT, []string{"br1"}) },
@@ -94,11 +96,11 @@ func TestStateDecisions(t *testing.T) {
 		}
 	}
 
-	if v, ok := good.cachedVariant(facts{Boot: "b1", NetNS: 7, Legacy: "|", Gen: 99, GenOK: true}); !ok || v != NFT {
+	if v, ok := good.cachedVariant(facts{Boot: "b1", Cookie: 7, Legacy: "|", Gen: 99, GenOK: true}); !ok || v != NFT {
 		t.Errorf("nft detection with another generation: %q %v, want cached nft", v, ok)
 	}
 	leg := &state{facts: fx, Backend: BackendAuto, Variant: Legacy}
-	if _, ok := leg.cachedVariant(facts{Boot: "b1", NetNS: 7, Legacy: "|", Gen: 43, GenOK: true}); ok {
+	if _, ok := leg.cachedVariant(facts{Boot: "b1", Cookie: 7, Legacy: "|", Gen: 43, GenOK: true}); ok {
 		t.Error("legacy detection survives an nf_tables change")
 	}
 	if v, ok := leg.cachedVariant(fx); !ok || v != Legacy {
@@ -107,6 +109,37 @@ func TestStateDecisions(t *testing.T) {
 	if _, ok := (&state{facts: fx, Backend: BackendNFT, Variant: NFT}).cachedVariant(fx); ok {
 		t.Error("a forced backend's variant is reused for detection")
 	}
+	noCookie := fx
+	noCookie.Cookie = 0
+	if _, ok := (&state{facts: noCookie, Backend: BackendAuto, Variant: NFT}).cachedVariant(noCookie); ok {
+		t.Error("without a namespace cookie the detected variant is reused")
+	}
+}
+
+// TestOldStateFileIsDistrusted: a state file of the format keyed by the
+// namespace's inode ("netns") reads as having no cookie, so neither the
+// fast path nor the cached variant believes it, whatever the inode and
+// generation say.
+func TestOldStateFileIsDistrusted(t *testing.T) {
+	p := t.TempDir() + "/firewall.state"
+	spec := specHash(NFT, []string{"br0"})
+	old := `{"boot_id":"b1","netns":4026532174,"legacy_tables":"|","gen":42,"gen_ok":true,"backend":"iptables","variant":"nft","spec":"` + spec + `"}`
+	if err := os.WriteFile(p, []byte(old+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := loadState(p)
+	if err != nil || st == nil {
+		t.Fatalf("loadState(old format) = %+v, %v", st, err)
+	}
+	for _, cookie := range []uint64{0, 1, 4026532174} {
+		fx := facts{Boot: "b1", Cookie: cookie, Legacy: "|", Gen: 42, GenOK: true}
+		if st.unchanged(fx, BackendAuto, spec) {
+			t.Errorf("an old-format state vouches for namespace cookie %d", cookie)
+		}
+		if _, ok := st.cachedVariant(fx); ok {
+			t.Errorf("an old-format state gives its variant to namespace cookie %d", cookie)
+		}
+	}
 }
 
 func TestStateFile(t *testing.T) {
@@ -114,7 +147,7 @@ func TestStateFile(t *testing.T) {
 	if s, err := loadState(p); s != nil || err != nil {
 		t.Fatalf("missing file: %v, %v", s, err)
 	}
-	want := state{facts: facts{Boot: "b", NetNS: 1, Gen: 5, GenOK: true}, Backend: "iptables", Variant: NFT, Spec: "x"}
+	want := state{facts: facts{Boot: "b", Cookie: 1, Gen: 5, GenOK: true}, Backend: "iptables", Variant: NFT, Spec: "x"}
 	if err := saveState(p, want); err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func TestGenerationFastPath(t *testing.T) {
 		t.Errorf("other namespace with a state of this one: %d changes, %d runs; want a full Ensure", n, len(runs))
 	}
 	// Control: the same state keyed to the other namespace is trusted.
-	st.NetNS, st.Gen = fx.NetNS, 0
+	st.Cookie, st.Gen = fx.Cookie, 0
 	if fx, err = of.ns.facts(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,15 +27,12 @@ func (n netns) facts() (facts, error) {
 	}
 	fx.Boot = strings.TrimSpace(string(b))
 	if n.path == "" {
-		if fx.NetNS, err = inode("/proc/self/ns/net"); err != nil {
-			return fx, err
-		}
 		v4, v6, err := legacyTables()
 		if err != nil {
 			return fx, err
 		}
 		fx.Legacy = v4 + "|" + v6
-		fx.Gen, err = nftGeneration(0)
+		fx.Gen, fx.Cookie, err = nftGeneration(0)
 		fx.GenOK = err == nil
 		return fx, nil
 	}
@@ -45,15 +41,12 @@ func (n netns) facts() (facts, error) {
 		return fx, fmt.Errorf("opening network namespace: %w", err)
 	}
 	defer f.Close()
-	if fx.NetNS, err = inode(n.path); err != nil {
-		return fx, err
-	}
 	var v4, v6 string
 	if err := inNetNS(int(f.Fd()), func() (err error) { v4, v6, err = legacyTables(); return err }); err != nil {
 		return fx, err
 	}
 	fx.Legacy = v4 + "|" + v6
-	fx.Gen, err = nftGeneration(int(f.Fd()))
+	fx.Gen, fx.Cookie, err = nftGeneration(int(f.Fd()))
 	fx.GenOK = err == nil
 	return fx, nil
 }
@@ -78,26 +71,33 @@ func legacyTables() (v4, v6 string, err error) {
 	return v4, v6, err
 }
 
-func inode(path string) (uint64, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return 0, fmt.Errorf("reading network namespace %q: %w", path, err)
-	}
-	return st.Ino, nil
-}
-
-// inNetNS runs fn on an OS thread moved into the namespace fd. The thread
-// is never unlocked, so it ends with its goroutine and no other goroutine
-// ever runs in the wrong namespace.
+// inNetNS runs fn on an OS thread moved into the namespace fd, and moves
+// the thread back before it serves other goroutines. A thread that cannot
+// be moved back stays locked, so it ends with its goroutine and no other
+// goroutine ever runs in the wrong namespace. (Ending is not enough on its
+// own: the runtime cannot end the process's main thread and parks it
+// instead, which would keep the namespace alive until the process exits.)
 func inNetNS(fd int, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread() // not moved
 			errc <- fmt.Errorf("entering network namespace: %w", err)
 			return
 		}
-		errc <- fn()
+		defer orig.Close()
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread() // not moved
+			errc <- fmt.Errorf("entering network namespace: %w", err)
+			return
+		}
+		err = fn()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }

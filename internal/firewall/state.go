@@ -18,10 +18,21 @@ import (
 const DefaultStatePath = "/run/virtbridge/firewall.state"
 
 // facts identify the ruleset a verdict was reached on. They are cheap: a
-// few small /proc reads and one netlink round trip, no iptables run.
+// few small /proc reads and one netlink round trip (and a getsockopt on
+// its socket), no iptables run.
+//
+// The generation is per network namespace, so the namespace is part of
+// the key. Its inode number is not: the kernel hands a freed number to the
+// next namespace, which starts counting generations from 1 again, and a
+// state recorded in a deleted namespace would then vouch for rules its
+// successor never had. The namespace cookie (SO_NETNS_COOKIE) is never
+// reused while the kernel runs. Without one (Linux < 5.14, or no
+// nf_tables netlink socket) Cookie is 0 and no state is trusted. A state file written before the cookie has no
+// "netns_cookie" (its "netns" was the inode) and reads as cookie 0, so it
+// is not trusted either.
 type facts struct {
 	Boot   string `json:"boot_id"`       // a generation id means nothing across boots
-	NetNS  uint64 `json:"netns"`         // the generation is per network namespace
+	Cookie uint64 `json:"netns_cookie"`  // the namespace's cookie; 0: the kernel has none
 	Legacy string `json:"legacy_tables"` // ip_tables_names + ip6_tables_names
 	Gen    uint32 `json:"gen"`           // nf_tables ruleset generation
 	GenOK  bool   `json:"gen_ok"`        // false: nf_tables did not answer
@@ -51,9 +62,10 @@ type state struct {
 }
 
 // sameHost reports whether s was recorded on the namespace and boot of fx
-// with the same legacy tables loaded.
+// with the same legacy tables loaded. Without a namespace cookie it is
+// never sure.
 func (s *state) sameHost(fx facts) bool {
-	return s != nil && s.Boot == fx.Boot && s.NetNS == fx.NetNS && s.Legacy == fx.Legacy
+	return s != nil && fx.Cookie != 0 && s.Cookie == fx.Cookie && s.Boot == fx.Boot && s.Legacy == fx.Legacy
 }
 
 // unchanged reports whether s proves that the nf_tables ruleset still

@@ -18,6 +18,8 @@ import (
 type NS struct {
 	Name   string
 	Handle netns.NsHandle
+
+	deleted bool // by Delete, before the test's end
 }
 
 // RequireRoot skips t, saying why, unless the test runs as root with
@@ -47,7 +49,11 @@ func New(t testing.TB, prefix string) *NS {
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
+	n := &NS{Name: name, Handle: -1}
 	t.Cleanup(func() {
+		if n.deleted {
+			return
+		}
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", name, err, out)
 		}
@@ -56,8 +62,8 @@ func New(t testing.TB, prefix string) *NS {
 	if err != nil {
 		t.Fatalf("opening netns %s: %v", name, err)
 	}
-	t.Cleanup(func() { h.Close() })
-	n := &NS{Name: name, Handle: h}
+	n.Handle = h
+	t.Cleanup(func() { n.Handle.Close() })
 	n.Run(t, "ip", "link", "set", "lo", "up")
 	return n
 }
