@@ -56,7 +56,7 @@ func (e *Engine) ensureHost(host *apply.Host, op string, r *Result) error {
 	for _, d := range policy.AtStart(e.Config) {
 		changes, err := host.Apply(d, "")
 		r.Changes = append(r.Changes, changes...)
-		r.warn(e.Journal.HostChanges(vm, changes))
+		e.journalChanges(vm, changes, r)
 		switch {
 		case err != nil && len(d.Bridges) > 0:
 			errs = append(errs, &BridgeError{Bridge: d.Bridges[0].Name, Err: err})

@@ -208,7 +208,7 @@ func (e *Engine) applyVM(ev events.Event, vm journal.VM, p *pass, r *Result) (po
 		hd.Ports = nil // checked one by one below, where the taps exist
 		changes, err := host.Apply(hd, alias)
 		r.Changes = append(r.Changes, changes...)
-		r.warn(e.Journal.HostChanges(vm, changes))
+		e.journalChanges(vm, changes, r)
 		if err != nil {
 			err = &HostError{Err: e.withConfigPath(err)}
 			r.warn(e.Journal.Refused(vm, err.Error()))

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"time"
 
@@ -34,6 +35,9 @@ type Env struct {
 	ConfigPath string
 	// NetworkDirs hold libvirt's network definitions (events.NetworkDirs).
 	NetworkDirs []string
+	// UplinkByMAC names the link that owns a MAC ("" if none), for
+	// config.CheckUplinks; nil skips that check.
+	UplinkByMAC func(net.HardwareAddr) string
 	// Engine builds the engine that acts on the event under cfg.
 	Engine func(cfg *config.Config) *engine.Engine
 	// Start is when the process started: the deadline (hook_timeout) counts
@@ -67,6 +71,9 @@ func run(env Env, op events.Op, w *watchdog) int {
 	cfg, cerr := config.Load(env.ConfigPath)
 	if cerr == nil {
 		w.reset(limitOf(cfg))
+		if env.UplinkByMAC != nil {
+			cerr = cfg.CheckUplinks(env.UplinkByMAC)
+		}
 	}
 	deadline.Doing("reading the domain XML on stdin")
 	ev, err := events.ParseHook(env.Args, env.Stdin)
