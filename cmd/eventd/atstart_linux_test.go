@@ -41,7 +41,7 @@ func TestBridgesAtStart(t *testing.T) {
 	n := listenNotify(t)
 	begin := time.Now()
 	d := startDaemonWith(t, l, n, cfgPath)
-	made := "br-a bridge up addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\nbr-b bridge up\nupb0 veth up master=br-b\nbr-c missing"
+	made := "br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\nbr-b bridge up alias=managed by virtbridge\nupb0 veth up master=br-b\nbr-c missing"
 	took := waitWiring(t, l, 30*time.Second, made, "br-a", "upa0", "br-b", "upb0", "br-c")
 	ready, readyIdx := n.wait(t, 0, "READY=1", 30*time.Second)
 	t.Logf("both bridges made %v after the daemon started; READY=1 after %v",
@@ -62,7 +62,7 @@ func TestBridgesAtStart(t *testing.T) {
 	// Drift: br-b, used by no VM, deleted.
 	n.waitPrefix(t, readyIdx, "STATUS=connected to qemu:///system, 0 running domains reconciled at ", 30*time.Second)
 	l.RunHV(t, "ip", "link", "del", "br-b")
-	took = waitWiring(t, l, 20*time.Second, "br-b bridge up\nupb0 veth up master=br-b", "br-b", "upb0")
+	took = waitWiring(t, l, 20*time.Second, "br-b bridge up alias=managed by virtbridge\nupb0 veth up master=br-b", "br-b", "upb0")
 	t.Logf("br-b deleted: made again %v later", took.Round(time.Millisecond))
 
 	const mac1, mac2 = "52:54:00:ed:08:01", "52:54:00:ed:08:02"
@@ -90,7 +90,7 @@ func reloadAddsBridge(t *testing.T, l *lab.Lab, n *notifier, d *daemonProc, cfgP
 	sent := time.Now()
 	signal(t, d, syscall.SIGHUP)
 	_, i := n.wait(t, from, "RELOADING=1", 10*time.Second)
-	took := waitWiring(t, l, 20*time.Second, "br-d bridge up", "br-d")
+	took := waitWiring(t, l, 20*time.Second, "br-d bridge up alias=managed by virtbridge", "br-d")
 	n.wait(t, i, "READY=1", 10*time.Second)
 	t.Logf("reload: br-d there %v after RELOADING=1, READY=1 again %v after SIGHUP", took.Round(time.Millisecond), time.Since(sent).Round(time.Millisecond))
 }
@@ -120,7 +120,7 @@ func reloadRefused(t *testing.T, l *lab.Lab, n *notifier, d *daemonProc, cfgPath
 	default:
 	}
 	l.RunHV(t, "ip", "link", "del", "br-d")
-	took := waitWiring(t, l, 20*time.Second, "br-d bridge up\nbr-e missing", "br-d", "br-e")
+	took := waitWiring(t, l, 20*time.Second, "br-d bridge up alias=managed by virtbridge\nbr-e missing", "br-d", "br-e")
 	t.Logf("after the refused reload, br-d deleted: made again %v later, by the configuration kept", took.Round(time.Millisecond))
 }
 

@@ -53,7 +53,7 @@ func TestWiresRunningVMAndHotplug(t *testing.T) {
 	ready, readyIdx := n.wait(t, 0, "READY=1", 30*time.Second)
 	t.Logf("READY=1 %v after the daemon started", ready.at.Sub(begin).Round(time.Millisecond))
 	// READY=1 says the host matches the configuration: both bridges.
-	made := "br-a bridge up addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\nbr-b bridge up\nupb0 veth up master=br-b"
+	made := "br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\nbr-b bridge up alias=managed by virtbridge\nupb0 veth up master=br-b"
 	if got := wiring(t, l, "br-a", "upa0", "br-b", "upb0"); got != made {
 		t.Errorf("at READY=1:\n%s\nwant:\n%s", got, made)
 	}
@@ -62,7 +62,7 @@ func TestWiresRunningVMAndHotplug(t *testing.T) {
 	}
 	// Then libvirt: the running VM's tap.
 	n.waitPrefix(t, readyIdx, "STATUS=connected to qemu:///system, 1 running domains reconciled at ", 30*time.Second)
-	wired := fmt.Sprintf("br-a bridge up addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
+	wired := fmt.Sprintf("br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
 	if got := wiring(t, l, "br-a", "upa0", tap); got != wired {
 		t.Errorf("after the first reconcile:\n%s\nwant:\n%s", got, wired)
 	}
@@ -106,7 +106,7 @@ func hotplug(t *testing.T, l *lab.Lab, j *journaltest.Journald, v vm, mac, bridg
 		rec.time(t).Sub(begin).Round(time.Millisecond), rec.time(t).Sub(attached).Round(time.Millisecond),
 		attached.Sub(begin).Round(time.Millisecond))
 	// The record is written once the host is right.
-	want := fmt.Sprintf("%s bridge up\n%s veth up master=%s\n%s tun up master=%s alias=%s", bridge, uplink, bridge, tap, bridge, v.alias())
+	want := fmt.Sprintf("%s bridge up alias=managed by virtbridge\n%s veth up master=%s\n%s tun up master=%s alias=%s", bridge, uplink, bridge, tap, bridge, v.alias())
 	if got := wiring(t, l, bridge, uplink, tap); got != want {
 		t.Errorf("after the hot-plug was journaled:\n%s\nwant:\n%s", got, want)
 	}
@@ -166,7 +166,7 @@ func TestCatchesUpAfterDowntime(t *testing.T) {
 	v6 := startVM(t, l, "vm6", mac6, "br-a")
 	started := time.Now()
 	tap2, tap3, tap6 := tapOf(t, l, v2.name, mac2), tapOf(t, l, v3.name, mac3), tapOf(t, l, v6.name, mac6)
-	waitWiring(t, l, 10*time.Second, fmt.Sprintf("br-a bridge up addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n"+
+	waitWiring(t, l, 10*time.Second, fmt.Sprintf("br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n"+
 		"%s tun up master=br-a alias=%s\n%s tun up master=br-a alias=%s\n%s tun up master=br-a alias=%s",
 		tap2, v2.alias(), tap3, v3.alias(), tap6, v6.alias()),
 		"br-a", "upa0", tap2, tap3, tap6)
@@ -244,7 +244,7 @@ func TestRepairsDrift(t *testing.T) {
 	n := listenNotify(t)
 	d := startDaemon(t, l, n)
 	n.waitPrefix(t, 0, "STATUS=connected to qemu:///system, 1 running domains reconciled at ", 30*time.Second)
-	wired := fmt.Sprintf("br-a bridge up addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
+	wired := fmt.Sprintf("br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
 	if got := wiring(t, l, "br-a", "upa0", tap); got != wired {
 		t.Fatalf("after the first reconcile:\n%s\nwant:\n%s", got, wired)
 	}
@@ -254,7 +254,7 @@ func TestRepairsDrift(t *testing.T) {
 	l.RunHV(t, "ip", "link", "del", "br-a")
 	// The host address that moved to the bridge went with it; the daemon
 	// cannot know it any more.
-	took := waitWiring(t, l, 5*time.Second, fmt.Sprintf("br-a bridge up\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias()),
+	took := waitWiring(t, l, 5*time.Second, fmt.Sprintf("br-a bridge up alias=managed by virtbridge\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias()),
 		"br-a", "upa0", tap)
 	t.Logf("bridge deleted: re-created with uplink and tap %v later", took.Round(time.Millisecond))
 	// A reconcile after the link changes did it, and changed nothing else.
@@ -294,7 +294,7 @@ func TestOnce(t *testing.T) {
 	v := startVM(t, l, "vm5", mac, "br-a")
 	tap := tapOf(t, l, v.name, mac)
 	unwired := fmt.Sprintf("br-a bridge up\nupa0 veth up addrs=[10.78.0.2/24]\n%s tun up master=br-a", tap)
-	wired := fmt.Sprintf("br-a bridge up addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
+	wired := fmt.Sprintf("br-a bridge up alias=managed by virtbridge addrs=[10.78.0.2/24]\nupa0 veth up master=br-a\n%s tun up master=br-a alias=%s", tap, v.alias())
 
 	broken, err := l.HostPath("/etc/virtbridge/broken.yaml")
 	if err != nil {

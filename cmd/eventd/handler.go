@@ -12,6 +12,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/eventd"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/links"
 )
 
 // lockWait stays well under the watchdog interval: the daemon's worker
@@ -69,6 +70,9 @@ func (h handler) EnsureHost(ctx context.Context, op string) error {
 // goroutine calls the handler, so the swap needs no lock.
 func (h handler) Reload(context.Context) error {
 	cfg, err := config.Load(h.eng.Config.Path)
+	if err == nil {
+		err = cfg.CheckUplinks(links.NameByMAC)
+	}
 	if err != nil {
 		return err
 	}

@@ -176,7 +176,7 @@ func hostileCases(t *testing.T) []hostileCase {
 		{name: "config of comments only", cfg: "# bridges:\n#   br-a: {uplink: uplink0}\n", want: `the config is empty`},
 		{name: "config with an unknown key", cfg: "bridges:\n  br-a: {uplink: uplink0, uplnk: eth0}\n", want: `virtbridge.yaml:2: unknown key "uplnk" in bridge "br-a"`},
 		{name: "config with duplicate bridges", cfg: "bridges:\n  br-a: {uplink: uplink0}\n  br-a: {uplink: eth0}\n", want: `virtbridge.yaml:3: key "br-a" given twice, at lines 2 and 3`},
-		{name: "config with one uplink for two bridges", cfg: "bridges:\n  br-a: {uplink: uplink0}\n  br-b: {uplink: uplink0}\n", want: `virtbridge.yaml:3: uplink "uplink0" is given to bridges "br-a" (line 2) and "br-b"`},
+		{name: "config with one uplink for two bridges", cfg: "bridges:\n  br-a: {uplink: uplink0}\n  br-b: {uplink: uplink0}\n", want: `virtbridge.yaml:3: uplink "uplink0" of bridge "br-b" is already the uplink of bridge "br-a" (line 2)`},
 		{name: "config with a YAML alias bomb", cfg: yamlAliasBomb(), want: `virtbridge.yaml:3: YAML anchor &x0 (and 80 more): anchors and aliases are not allowed`},
 		{name: "config bridge named lo", cfg: "bridges:\n  br-a: {uplink: uplink0}\n  lo: {}\n", want: `virtbridge.yaml:3: bridge name "lo" is the loopback device`},
 		{name: "config bridge named like an uplink", cfg: "bridges:\n  br-a: {uplink: uplink0}\n  uplink0: {}\n", want: `uplink "uplink0" of bridge "br-a" is itself a managed bridge`},

@@ -17,6 +17,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/hook"
+	"github.com/virtbridge/virtbridge/internal/links"
 )
 
 func main() {
@@ -35,6 +36,7 @@ func main() {
 		Stderr:      os.Stderr,
 		ConfigPath:  config.PathFromEnv(),
 		NetworkDirs: events.NetworkDirs,
+		UplinkByMAC: links.NameByMAC,
 		Engine:      newEngine,
 		Start:       started,
 		Exit:        os.Exit,

@@ -8,6 +8,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/engine"
 	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/links"
 )
 
 func init() {
@@ -49,6 +50,9 @@ func runApply(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg, err := config.Load(*cfgPath)
+	if err == nil {
+		err = cfg.CheckUplinks(links.NameByMAC)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "virtbridge apply: changing nothing: %v\n", err)
 		return exitUsage

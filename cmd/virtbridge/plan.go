@@ -7,12 +7,13 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
 func init() {
 	register("plan", command{summary: "show what the hook would make the host look like for a domain XML (dry run)", run: runPlan})
-	register("check-config", command{summary: "validate a configuration file", run: runCheckConfig})
+	register("check-config", command{summary: "validate a configuration file (on the host, uplink_mac: is resolved to its NIC)", run: runCheckConfig})
 }
 
 func runPlan(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -93,6 +94,11 @@ func runCheckConfig(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		path = fs.Arg(0)
 	}
 	cfg, err := config.Load(path)
+	if err == nil {
+		// On the host itself, uplink_mac: names a NIC: one may be given
+		// to two bridges, once by name and once by MAC.
+		err = cfg.CheckUplinks(links.NameByMAC)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return exitUsage

@@ -21,6 +21,11 @@ const (
 	RuleRemoved    Kind = "rule-removed"
 	ChainCreated   Kind = "chain-created"
 	ChainRemoved   Kind = "chain-removed"
+	// ForeignBridge is no change of its own: it says that a bridge
+	// virtbridge did not create was changed by this run (After: how, and
+	// which of its ports are neither its uplink nor VM taps), so that the
+	// operator is told, not only the journal.
+	ForeignBridge Kind = "foreign-bridge-changed"
 )
 
 // Change is one change made to the host.

@@ -69,6 +69,8 @@ type Bridge struct {
 	// on it, as before).
 	Create Create
 	Line   int // where the bridge is defined, for messages
+	// UplinkLine is the line of its uplink: or uplink_mac: key (0: none).
+	UplinkLine int
 }
 
 // AtStart reports whether the bridge is made whether or not a VM uses it.
@@ -319,7 +321,7 @@ func (p *parser) bridges(n *yaml.Node) {
 			where := fmt.Sprintf("bridge %q", b.Name)
 			p.mapping(v, where, map[string]func(*yaml.Node){
 				"uplink": func(v *yaml.Node) {
-					b.Uplink = p.str(v, "uplink")
+					b.Uplink, b.UplinkLine = p.str(v, "uplink"), v.Line
 					if err := names.Ifname(b.Uplink); err != nil {
 						p.errorf(v, "uplink of bridge %q: %v", b.Name, err)
 					} else if b.Uplink == loopback {
@@ -328,6 +330,7 @@ func (p *parser) bridges(n *yaml.Node) {
 				},
 				"uplink_mac": func(v *yaml.Node) {
 					mac, err := names.UnicastMAC(p.str(v, "uplink_mac"))
+					b.UplinkLine = v.Line
 					if err != nil {
 						p.errorf(v, "uplink_mac of bridge %q: %v", b.Name, err)
 					}
@@ -393,16 +396,23 @@ func (p *parser) validate() {
 		}
 		key := b.UplinkString()
 		if o, ok := owner[key]; ok {
-			p.errs = append(p.errs, &Error{File: p.file, Line: b.Line,
-				Msg: fmt.Sprintf("uplink %q is given to bridges %q (line %d) and %q; a NIC can be enslaved to one bridge only", key, o.Name, o.Line, b.Name)})
+			p.errs = append(p.errs, sameUplinkError(p.file, key, o, b))
 			continue
 		}
 		owner[key] = b
 		if _, isBridge := p.cfg.Bridge(b.Uplink); isBridge {
-			p.errs = append(p.errs, &Error{File: p.file, Line: b.Line,
+			p.errs = append(p.errs, &Error{File: p.file, Line: b.UplinkLine,
 				Msg: fmt.Sprintf("uplink %q of bridge %q is itself a managed bridge", b.Uplink, b.Name)})
 		}
 	}
+}
+
+// sameUplinkError refuses the NIC nic given to bridge b after bridge o,
+// at b's uplink line, naming o's.
+func sameUplinkError(file, nic string, o, b Bridge) *Error {
+	return &Error{File: file, Line: b.UplinkLine,
+		Msg: fmt.Sprintf("uplink %q of bridge %q is already the uplink of bridge %q (line %d); "+
+			"a NIC can be enslaved to one bridge only: keep one of the two lines", nic, b.Name, o.Name, o.UplinkLine)}
 }
 
 func (p *parser) scalar(v *yaml.Node, key string) bool {

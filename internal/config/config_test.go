@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +128,7 @@ func TestBadConfigs(t *testing.T) {
 		"unknown bridge key":   {"bridges:\n  br0:\n    uplnk: eth0\n", `c.yaml:3: unknown key "uplnk" in bridge "br0"`},
 		"wrong type":           {"bridges:\n  br0:\n    stp: yes please\n", `c.yaml:3: stp must be true or false`},
 		"mtu not a number":     {"bridges:\n  br0:\n    mtu: big\n", `c.yaml:3: mtu must be a whole number from 68 to 65535`},
-		"same uplink twice":    {"bridges:\n  br0:\n    uplink: eth0\n  br1:\n    uplink: eth0\n", `c.yaml:4: uplink "eth0" is given to bridges "br0" (line 2) and "br1"`},
+		"same uplink twice":    {"bridges:\n  br0:\n    uplink: eth0\n  br1:\n    uplink: eth0\n", `c.yaml:5: uplink "eth0" of bridge "br1" is already the uplink of bridge "br0" (line 3); a NIC can be enslaved to one bridge only`},
 		"both uplink and mac":  {"bridges:\n  br0:\n    uplink: eth0\n    uplink_mac: 52:54:00:00:00:01\n", `c.yaml:2: bridge "br0" sets both uplink and uplink_mac`},
 		"multicast uplink":     {"bridges:\n  br0:\n    uplink_mac: 11:22:33:44:55:66\n", `c.yaml:3: uplink_mac of bridge "br0": MAC 11:22:33:44:55:66 is a multicast address`},
 		"long bridge name":     {"bridges:\n  averyveryverylongbr:\n", `c.yaml:2: bridge name: interface name "averyveryverylongbr" is 19 bytes long`},
@@ -136,7 +137,7 @@ func TestBadConfigs(t *testing.T) {
 		"bad enum":             {"on_failure: explode\n", `c.yaml:1: on_failure must be one of refuse, warn, not "explode"`},
 		"bad toggle":           {"sysctl:\n  ip_forward: maybe\n", `c.yaml:2: ip_forward must be leave, 0 or 1`},
 		"duplicate key":        {"on_failure: warn\non_failure: refuse\n", `c.yaml:2: key "on_failure" given twice, at lines 1 and 2`},
-		"uplink is a bridge":   {"bridges:\n  br0:\n    uplink: br1\n  br1:\n", `c.yaml:2: uplink "br1" of bridge "br0" is itself a managed bridge`},
+		"uplink is a bridge":   {"bridges:\n  br0:\n    uplink: br1\n  br1:\n", `c.yaml:3: uplink "br1" of bridge "br0" is itself a managed bridge`},
 		"not yaml":             {"bridges: [\n", `c.yaml: `},
 		"bridges a list":       {"bridges:\n  - br0\n", `c.yaml:2: bridges must be a mapping`},
 		"bad duration":         {"daemon:\n  firewall_recheck: soon\n", `c.yaml:2: firewall_recheck: want a duration`},
@@ -219,5 +220,55 @@ func TestLoadRefusesIrregularFiles(t *testing.T) {
 	}
 	if _, err := paths.ReadRegular(link, maxSize, false); err == nil || !strings.Contains(err.Error(), "is a symlink") {
 		t.Fatalf("ReadRegular(link, no follow) = %v", err)
+	}
+}
+
+// TestCheckUplinks: a NIC given to one bridge by name and to another by MAC
+// is refused at the uplink lines once the host says which link owns the
+// MAC; nothing is asked when the config cannot hold such a pair.
+func TestCheckUplinks(t *testing.T) {
+	const file = "bridges:\n  br0:\n    uplink: eth0\n  br1:\n    stp: false\n    uplink_mac: 52:54:00:aa:00:01\n"
+	cfg, err := Parse("c.yaml", []byte(file))
+	if err != nil {
+		t.Fatalf("Parse: %v (the file alone cannot tell)", err)
+	}
+	host := func(nic string) func(net.HardwareAddr) string {
+		return func(mac net.HardwareAddr) string {
+			if mac.String() == "52:54:00:aa:00:01" {
+				return nic
+			}
+			return ""
+		}
+	}
+	err = cfg.CheckUplinks(host("eth0"))
+	want := `c.yaml:6: uplink "eth0" of bridge "br1" is already the uplink of bridge "br0" (line 3); ` +
+		`a NIC can be enslaved to one bridge only: keep one of the two lines (uplink_mac 52:54:00:aa:00:01 of bridge "br1" is "eth0" on this host)`
+	var ce *Error
+	if err == nil || err.Error() != want || !errors.As(err, &ce) || ce.Line != 6 {
+		t.Errorf("CheckUplinks = %v\nwant %s", err, want)
+	}
+	for _, nic := range []string{"eth1", ""} {
+		if err := cfg.CheckUplinks(host(nic)); err != nil {
+			t.Errorf("MAC owned by %q: CheckUplinks = %v, want nil", nic, err)
+		}
+	}
+	// MAC first in the file: the error is at the later line, br0's uplink.
+	cfg, err = Parse("c.yaml", []byte("bridges:\n  br0:\n    uplink_mac: 52:54:00:aa:00:01\n  br1:\n    uplink: eth0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.CheckUplinks(host("eth0")); err == nil || !strings.HasPrefix(err.Error(), `c.yaml:5: uplink "eth0" of bridge "br1" is already the uplink of bridge "br0" (line 3)`) {
+		t.Errorf("CheckUplinks = %v", err)
+	}
+	// Only names, or only MACs: the host is not asked.
+	for _, f := range []string{"bridges:\n  br0: {uplink: eth0}\n  br1: {uplink: eth1}\n",
+		"bridges:\n  br0: {uplink_mac: 52:54:00:aa:00:01}\n  br1: {uplink_mac: 52:54:00:aa:00:02}\n"} {
+		cfg, err := Parse("c.yaml", []byte(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.CheckUplinks(func(net.HardwareAddr) string { t.Error("asked the host"); return "" }); err != nil {
+			t.Error(err)
+		}
 	}
 }

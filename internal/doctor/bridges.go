@@ -130,7 +130,8 @@ func checkBridges(r *Report, s Sources, h *host) {
 		bridgeUp(r, br)
 		bridgeSTP(r, s, b, br)
 		if hasUp {
-			uplinkEnslaved(r, s, b, br, up)
+			owner, _ := linkByName(h.links, up.Master)
+			uplinkEnslaved(r, s, b, br, up, owner.Kind)
 			bridgeMTU(r, s, b, br, up)
 		}
 	}
@@ -200,7 +201,10 @@ func managerFix(by, uplink, bridge string) string {
 	return fmt.Sprintf("`nmcli device set %s managed no`, and keep it so with unmanaged-devices=interface-name:%s in /etc/NetworkManager/conf.d/virtbridge.conf", uplink, uplink)
 }
 
-func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link) {
+// uplinkEnslaved checks that the uplink is a port of b; ownerKind is the
+// kind of the master it has instead, if any. Its advice never takes the
+// NIC out of that master: it may carry the host's own network.
+func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link, ownerKind string) {
 	f := Finding{Section: SectionBridges, Check: "uplink-enslaved", Object: up.Name}
 	switch up.Master {
 	case b.Name:
@@ -211,7 +215,16 @@ func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link) {
 	default:
 		f.Status, f.Message = Fail, fmt.Sprintf("enslaved to %s, not to %s", up.Master, b.Name)
 		f.Why = "a NIC has one master: the VMs on " + b.Name + " have no way out, and virtbridge will not take the NIC from " + up.Master
-		f.Fix = fmt.Sprintf("release it (ip link set %s nomaster) or make it the uplink of %s in %s", up.Name, up.Master, s.ConfigPath)
+		switch ownerKind {
+		case "bridge":
+			f.Fix = fmt.Sprintf("to put the VMs on the network of %s, manage that bridge itself: rename bridge %s to %s in %s; "+
+				"or give bridge %s another NIC", up.Master, b.Name, up.Master, s.ConfigPath, b.Name)
+		case "bond", "team":
+			f.Fix = fmt.Sprintf("make the %s %s the uplink of bridge %s in %s; or give bridge %s another NIC",
+				ownerKind, up.Master, b.Name, s.ConfigPath, b.Name)
+		default:
+			f.Fix = fmt.Sprintf("give bridge %s another NIC in %s", b.Name, s.ConfigPath)
+		}
 	}
 	r.add(f)
 	if up.Master != b.Name {

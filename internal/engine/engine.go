@@ -204,6 +204,19 @@ func (e *Engine) record(ctx context.Context, ev events.Event, vm journal.VM, d p
 	return errors.Join(errs...)
 }
 
+// journalChanges journals the host changes of vm and warns, besides, of
+// each change to a bridge someone else made (change.ForeignBridge): it is
+// said where the operator looks (the hook's stderr, which virsh start
+// shows; the daemon's log), not only in the journal.
+func (e *Engine) journalChanges(ctx context.Context, vm journal.VM, changes []change.Change, r *Result) {
+	r.warn(e.Journal.HostChanges(ctx, vm, changes))
+	for _, c := range changes {
+		if c.Kind == change.ForeignBridge {
+			r.warn(errors.New(c.After))
+		}
+	}
+}
+
 func (r *Result) warn(err error) {
 	if err != nil {
 		r.Warnings = append(r.Warnings, err)

@@ -482,6 +482,34 @@ func TestStartedRecordsOnlyTheVMsOwnTaps(t *testing.T) {
 	}
 }
 
+// TestForeignBridgeChangeIsAWarning: a prepare that changes a bridge
+// someone else made (no "managed by virtbridge" alias) warns with what it
+// changed and the bridge's other ports, and journals the notice; a bridge
+// the engine creates, and the next prepare, warn about nothing.
+func TestForeignBridgeChangeIsAWarning(t *testing.T) {
+	r := newRig(t, rigConfig)
+	r.links.AddLink("br-a", "bridge", "02:00:00:00:00:77", "").STP = true
+	r.links.AddLink("veth7", "veth", "02:00:00:00:00:78", "br-a")
+	res, err := r.eng.Handle(context.Background(), event(events.OpPrepare))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws []string
+	for _, w := range res.Warnings {
+		ws = append(ws, w.Error())
+	}
+	if len(ws) != 1 || !strings.HasPrefix(ws[0], `bridge "br-a" was made by someone else`) ||
+		!strings.Contains(ws[0], "stp on -> stp off") || !strings.Contains(ws[0], "its ports veth7 (veth) are neither") {
+		t.Errorf("warnings = %q, want one about br-a, its STP and veth7", ws)
+	}
+	if got := r.records(t); !slices.Contains(got, "change foreign-bridge-changed br-a") {
+		t.Errorf("journal = %q, want the notice recorded", got)
+	}
+	if res, err := r.eng.Handle(context.Background(), event(events.OpPrepare)); err != nil || len(res.Warnings) != 0 {
+		t.Errorf("second prepare: warnings %v, error %v; want none", res.Warnings, err)
+	}
+}
+
 // TestStartedJournalsTheOtherPortsChanges: at started a port that fails
 // does not hide the changes made for the VM's other ports: they are in the
 // result and journaled, like those of a start where every port is right.

@@ -56,7 +56,7 @@ func (e *Engine) ensureHost(ctx context.Context, host *apply.Host, op string, r 
 	for _, d := range policy.AtStart(e.Config) {
 		changes, err := host.Apply(ctx, d, "")
 		r.Changes = append(r.Changes, changes...)
-		r.warn(e.Journal.HostChanges(ctx, vm, changes))
+		e.journalChanges(ctx, vm, changes, r)
 		switch {
 		case err != nil && len(d.Bridges) > 0:
 			errs = append(errs, &BridgeError{Bridge: d.Bridges[0].Name, Err: err})

@@ -219,7 +219,7 @@ func (e *Engine) applyVM(ctx context.Context, ev events.Event, vm journal.VM, p 
 		hd.Ports = nil // checked one by one below, where the taps exist
 		changes, err := host.Apply(ctx, hd, alias)
 		r.Changes = append(r.Changes, changes...)
-		r.warn(e.Journal.HostChanges(ctx, vm, changes))
+		e.journalChanges(ctx, vm, changes, r)
 		if err != nil {
 			err = &HostError{Err: e.withConfigPath(err)}
 			r.warn(e.Journal.Refused(ctx, vm, err.Error()))

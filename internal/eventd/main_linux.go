@@ -13,6 +13,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/journal"
+	"github.com/virtbridge/virtbridge/internal/links"
 )
 
 // Exit codes of virtbridged.
@@ -110,6 +111,9 @@ func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
 	}
 
 	cfg, err := config.Load(*cfgPath)
+	if err == nil {
+		err = cfg.CheckUplinks(links.NameByMAC)
+	}
 	if err != nil {
 		log.Error("loading configuration; check it with `virtbridge check-config`", "err", err)
 		return ExitFailure

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"time"
 
@@ -35,6 +36,9 @@ type Env struct {
 	ConfigPath string
 	// NetworkDirs hold libvirt's network definitions (events.NetworkDirs).
 	NetworkDirs []string
+	// UplinkByMAC names the link that owns a MAC ("" if none), for
+	// config.CheckUplinks; nil skips that check.
+	UplinkByMAC func(net.HardwareAddr) string
 	// Engine builds the engine that acts on the event under cfg; ctx is
 	// the run's (it ends at the deadline), for the engine's own limits.
 	Engine func(ctx context.Context, cfg *config.Config) *engine.Engine
@@ -71,6 +75,9 @@ func run(env Env, op events.Op, w *watchdog) int {
 	cfg, cerr := config.Load(env.ConfigPath)
 	if cerr == nil {
 		ctx = w.reset(limitOf(cfg))
+		if env.UplinkByMAC != nil {
+			cerr = cfg.CheckUplinks(env.UplinkByMAC)
+		}
 	}
 	deadline.Doing(ctx, "reading the domain XML on stdin")
 	ev, err := events.ParseHook(env.Args, env.Stdin)

@@ -49,7 +49,14 @@ func (m *Manager) createBridge(r *run) error {
 	r.new = true
 	r.record(change.BridgeCreated, name, "", fmt.Sprintf("stp %s, forward_delay %d, mac %s, up",
 		onOffText(r.b.STP), r.b.ForwardDelay, mac))
-	return m.reread(r)
+	if err := m.reread(r); err != nil {
+		return err
+	}
+	// Marks the bridge as virtbridge's (see ManagedAlias); undone with it.
+	if err := m.h.LinkSetAlias(r.br, ManagedAlias); err != nil {
+		return fmt.Errorf("setting the alias of bridge %q: %w", name, err)
+	}
+	return nil
 }
 
 // randomMAC is what the kernel would pick (eth_hw_addr_random): a random
@@ -216,11 +223,19 @@ func (m *Manager) setUp(r *run, l netlink.Link, kind change.Kind) error {
 	return nil
 }
 
-// ensureMTU sets the bridge's MTU when r.b.MTU is set and differs. It runs
-// after the uplink is enslaved because enslaving re-derives the MTU of a
-// bridge whose MTU was never set through ndo_change_mtu (an IFLA_MTU given
-// at creation does not count), and a set through it (this one) makes the
-// kernel keep it when ports come and go.
+// ensureMTU sets the bridge's MTU when r.b.MTU is set, so that the kernel
+// keeps it. The bridge re-derives its MTU from its ports (the smallest)
+// each time a port joins, unless its MTU was set through ndo_change_mtu
+// (br->mtu_set_by_user; an IFLA_MTU given at creation does not count, nor
+// does a set to the value it already has, which the kernel skips). So it
+// runs after the uplink is enslaved (which may already have moved the MTU
+// to the configured value: a 9000 uplink makes a new bridge 9000) and,
+// when the MTU is right but this run created the bridge or enslaved its
+// uplink, sets it through another value and back, on a bridge whose ports
+// are not carrying VM traffic yet; otherwise the first 1500 tap would
+// bring a `mtu: 9000` bridge down to 1500. Netlink does not report the
+// flag, so a bridge whose MTU is already right and whose uplink was
+// already in it is left alone: steady runs change nothing.
 func (m *Manager) ensureMTU(r *run) error {
 	if r.b.MTU == 0 {
 		return nil
@@ -230,7 +245,10 @@ func (m *Manager) ensureMTU(r *run) error {
 	}
 	old := r.br.Attrs().MTU
 	if old == r.b.MTU {
-		return nil
+		if !r.new && !r.enslaved {
+			return nil
+		}
+		return m.keepMTU(r)
 	}
 	if err := m.step("bridge-update", r.b.Name); err != nil {
 		return err
@@ -243,5 +261,31 @@ func (m *Manager) ensureMTU(r *run) error {
 		r.rv.Add(func() error { return m.wrap("restoring the MTU of bridge "+r.b.Name, m.h.LinkSetMTU(br, old)) })
 	}
 	r.record(change.BridgeUpdated, r.b.Name, fmt.Sprintf("mtu %d", old), fmt.Sprintf("mtu %d", r.b.MTU))
+	return nil
+}
+
+// keepMTU sets the bridge's MTU, which already has the configured value,
+// through a neighbouring value and back, so that the kernel marks it as
+// set by the user. The value never changes for longer than two netlink
+// requests, so it is no change to record or undo. A neighbour above is
+// used (never below: an MTU under 68 would drop the bridge's IPv4 setup).
+func (m *Manager) keepMTU(r *run) error {
+	want := r.b.MTU
+	via := want + 1
+	if via > 65535 {
+		via = want - 1
+	}
+	if err := m.step("bridge-update", r.b.Name); err != nil {
+		return err
+	}
+	for i, v := range []int{via, want} {
+		if err := m.h.LinkSetMTU(r.br, v); err != nil {
+			return fmt.Errorf("setting the MTU of bridge %q to %d so that the kernel keeps it: %w", r.b.Name, want, err)
+		}
+		if i == 0 && !r.new { // a created bridge is undone whole
+			br := r.br
+			r.rv.Add(func() error { return m.wrap("restoring the MTU of bridge "+r.b.Name, m.h.LinkSetMTU(br, want)) })
+		}
+	}
 	return nil
 }

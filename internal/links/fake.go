@@ -187,6 +187,7 @@ func (f *Fake) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Rev
 		return nil, err
 	}
 	r.up = up
+	foreign := r.br != nil && r.br.Alias != ManagedAlias
 	if r.br == nil {
 		err = f.create(r)
 	} else {
@@ -200,6 +201,25 @@ func (f *Fake) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Rev
 	}
 	if err == nil && up != nil && b.MoveAddresses {
 		err = f.move(r)
+	}
+	if err == nil && foreign && r.br.Alias == "" {
+		if err = f.step("alias-set", b.Name); err == nil {
+			br := r.br
+			br.Alias = ManagedAlias
+			rv.Add(func() error { br.Alias = ""; return nil })
+			r.record(change.AliasSet, b.Name, "", ManagedAlias)
+		}
+	}
+	if err == nil && foreign {
+		var others []string
+		for _, n := range slices.Sorted(mapKeys(f.links)) {
+			if l := f.links[n]; l.Master == b.Name && l.Kind != "tuntap" && l != up {
+				others = append(others, fmt.Sprintf("%s (%s)", n, l.Kind))
+			}
+		}
+		if c, ok := foreignNotice(b.Name, r.cs, others); ok {
+			r.cs = append(r.cs, c)
+		}
 	}
 	return r.cs, err
 }
@@ -235,7 +255,11 @@ func (f *Fake) uplink(b policy.Bridge, br *FakeLink) (*FakeLink, error) {
 	case up.Kind == "bridge":
 		return nil, fmt.Errorf("uplink %q of bridge %q is itself a bridge: %w", up.Name, b.Name, ErrUplinkBusy)
 	case up.Master != "" && up.Master != b.Name:
-		return nil, busyError(b.Name, up.Name, up.Master)
+		kind := ""
+		if o, ok := f.links[up.Master]; ok {
+			kind = o.Kind
+		}
+		return nil, busyError(b.Name, up.Name, up.Master, kind)
 	case up.Kind == "wireless":
 		return nil, wirelessError(b.Name, up.Name)
 	}
@@ -264,7 +288,7 @@ func (f *Fake) create(r *fakeRun) error {
 		mac = fmt.Sprintf("02:00:00:00:00:%02x", f.macs)
 	}
 	r.br = &FakeLink{Name: r.b.Name, Kind: "bridge", MAC: mac, MTU: 1500, Up: true,
-		STP: r.b.STP, ForwardDelay: r.b.ForwardDelay, MACPinned: true}
+		STP: r.b.STP, ForwardDelay: r.b.ForwardDelay, MACPinned: true, Alias: ManagedAlias}
 	f.links[r.b.Name] = r.br
 	name := r.b.Name
 	r.rv.Add(func() error {

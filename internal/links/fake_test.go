@@ -41,7 +41,7 @@ var fakeBridgeCases = []struct {
 }{{
 	name: "new bridge, uplink, move",
 	b:    policy.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true},
-	state: `br0 bridge mac=52:54:00:aa:00:01 master=- mtu=1500 up stp=off delay=0 pinned alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
+	state: `br0 bridge mac=52:54:00:aa:00:01 master=- mtu=1500 up stp=off delay=0 pinned alias="managed by virtbridge" addrs=[10.77.0.2/24 2001:db8:77::2/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth0 device mac=52:54:00:aa:00:01 master=br0 mtu=1500 up alias="" addrs=[fe80::1/64] routes=[]
 eth1 device mac=52:54:00:aa:00:02 master=- mtu=1500 up alias="" addrs=[] routes=[]
 `,
@@ -56,7 +56,7 @@ address-moved 10.77.0.2/24: "eth0" -> "br0"
 	name: "by MAC, down uplink, addresses kept, MTU",
 	seed: func(f *Fake) { f.Link("eth1").Up = false },
 	b:    policy.Bridge{Name: "br1", UplinkMAC: "52:54:00:AA:00:02", STP: true, ForwardDelay: 4, MTU: 9000},
-	state: `br1 bridge mac=52:54:00:aa:00:02 master=- mtu=9000 up stp=on delay=4 pinned alias="" addrs=[] routes=[]
+	state: `br1 bridge mac=52:54:00:aa:00:02 master=- mtu=9000 up stp=on delay=4 pinned alias="managed by virtbridge" addrs=[] routes=[]
 eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth1 device mac=52:54:00:aa:00:02 master=br1 mtu=1500 up alias="" addrs=[] routes=[]
 `,
@@ -72,7 +72,7 @@ bridge-updated br1: "mtu 1500" -> "mtu 9000"
 		br.STP, br.ForwardDelay, br.MTU, br.Up = true, 10, 1400, false
 	},
 	b: policy.Bridge{Name: "br0", MTU: 1500},
-	state: `br0 bridge mac=02:00:00:00:00:99 master=- mtu=1500 up stp=off delay=0 pinned alias="" addrs=[] routes=[]
+	state: `br0 bridge mac=02:00:00:00:00:99 master=- mtu=1500 up stp=off delay=0 pinned alias="managed by virtbridge" addrs=[] routes=[]
 eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth1 device mac=52:54:00:aa:00:02 master=- mtu=1500 up alias="" addrs=[] routes=[]
 `,
@@ -81,17 +81,56 @@ bridge-updated br0: "forward_delay 10" -> "forward_delay 0"
 bridge-updated br0: "mac 02:00:00:00:00:99 (not pinned: follows the ports)" -> "mac 02:00:00:00:00:99 (pinned)"
 bridge-updated br0: "down" -> "up"
 bridge-updated br0: "mtu 1400" -> "mtu 1500"
+alias-set br0: "" -> "managed by virtbridge"
+foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as the configuration says and changed: stp on -> stp off; forward_delay 10 -> forward_delay 0; mac 02:00:00:00:00:99 (not pinned: follows the ports) -> mac 02:00:00:00:00:99 (pinned); down -> up; mtu 1400 -> mtu 1500; alias \"managed by virtbridge\" set"
 `,
 }, {
 	name: "existing bridge takes the uplink's MAC",
 	seed: func(f *Fake) { f.AddLink("br0", "bridge", "02:00:00:00:00:99", "").ForwardDelay = 0 },
 	b:    policy.Bridge{Name: "br0", Uplink: "eth1"},
-	state: `br0 bridge mac=52:54:00:aa:00:02 master=- mtu=1500 up stp=off delay=0 pinned alias="" addrs=[] routes=[]
+	state: `br0 bridge mac=52:54:00:aa:00:02 master=- mtu=1500 up stp=off delay=0 pinned alias="managed by virtbridge" addrs=[] routes=[]
 eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth1 device mac=52:54:00:aa:00:02 master=br0 mtu=1500 up alias="" addrs=[] routes=[]
 `,
 	changes: `bridge-updated br0: "mac 02:00:00:00:00:99" -> "mac 52:54:00:aa:00:02 (pinned)"
 uplink-enslaved eth1: "" -> "br0"
+alias-set br0: "" -> "managed by virtbridge"
+foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as the configuration says and changed: mac 02:00:00:00:00:99 -> mac 52:54:00:aa:00:02 (pinned); uplink eth1 enslaved; alias \"managed by virtbridge\" set"
+`,
+}, {
+	name: "foreign bridge with an alias of its own",
+	seed: func(f *Fake) {
+		br := f.AddLink("br0", "bridge", "02:00:00:00:00:99", "")
+		br.ForwardDelay, br.MACPinned, br.Alias = 0, true, "rack 3 uplink"
+	},
+	b: policy.Bridge{Name: "br0", MTU: 9000},
+	state: `br0 bridge mac=02:00:00:00:00:99 master=- mtu=9000 up stp=off delay=0 pinned alias="rack 3 uplink" addrs=[] routes=[]
+eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
+eth1 device mac=52:54:00:aa:00:02 master=- mtu=1500 up alias="" addrs=[] routes=[]
+`,
+	changes: `bridge-updated br0: "mtu 1500" -> "mtu 9000"
+foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as the configuration says and changed: mtu 1500 -> mtu 9000"
+`,
+}, {
+	name: "foreign bridge with another port",
+	seed: func(f *Fake) {
+		f.AddLink("br0", "bridge", "02:00:00:00:00:99", "").STP = true
+		f.AddLink("veth9", "veth", "02:00:00:00:00:98", "br0")
+		f.AddLink("vnet0", "tuntap", "fe:54:00:00:00:01", "br0")
+	},
+	b: policy.Bridge{Name: "br0", Uplink: "eth1"},
+	state: `br0 bridge mac=52:54:00:aa:00:02 master=- mtu=1500 up stp=off delay=0 pinned alias="managed by virtbridge" addrs=[] routes=[]
+eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
+eth1 device mac=52:54:00:aa:00:02 master=br0 mtu=1500 up alias="" addrs=[] routes=[]
+veth9 veth mac=02:00:00:00:00:98 master=br0 mtu=1500 up alias="" addrs=[] routes=[]
+vnet0 tuntap mac=fe:54:00:00:00:01 master=br0 mtu=1500 up alias="" addrs=[] routes=[]
+`,
+	changes: `bridge-updated br0: "stp on" -> "stp off"
+bridge-updated br0: "forward_delay 15" -> "forward_delay 0"
+bridge-updated br0: "mac 02:00:00:00:00:99" -> "mac 52:54:00:aa:00:02 (pinned)"
+uplink-enslaved eth1: "" -> "br0"
+alias-set br0: "" -> "managed by virtbridge"
+foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its alias was not \"managed by virtbridge\"); virtbridge manages it as the configuration says and changed: stp on -> stp off; forward_delay 15 -> forward_delay 0; mac 02:00:00:00:00:99 -> mac 52:54:00:aa:00:02 (pinned); uplink eth1 enslaved; alias \"managed by virtbridge\" set; its ports veth9 (veth) are neither its uplink nor VM taps, and now forward with these settings: check that they belong on this bridge"
 `,
 }}
 

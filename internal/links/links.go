@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 
+	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
@@ -46,6 +48,50 @@ var (
 	// tap (another VM's tap, a VPN's tap0).
 	ErrNotTap = errors.New("not the VM's tap")
 )
+
+// ManagedAlias is the interface alias (IFLA_IFALIAS, `ip link show`'s
+// "alias") of a bridge virtbridge manages: it gives it to the bridges it
+// creates, and to an existing bridge without alias the first time it
+// manages it. A bridge without it was made by someone else (the
+// distribution's network configuration, an operator, another program) and
+// not taken over yet, or it carries an alias of the operator's, which is
+// never overwritten: when virtbridge changes such a bridge, it says so on
+// stderr and in its logs, not only in the journal. The alias lives as long
+// as the bridge: a bridge re-made at boot by the network configuration is
+// someone else's again and is reported once more when taken over. (A run
+// killed between creating a bridge and marking it leaves it unmarked: the
+// next run reports it as taken over.)
+const ManagedAlias = "managed by virtbridge"
+
+// foreignNotice describes, for the operator, the changes cs of one run on
+// bridge, which virtbridge did not create or take over before, and names
+// its other ports (neither its uplink nor VM taps: "eth1 (veth)"). ok is
+// false when cs holds no change of that bridge.
+func foreignNotice(bridge string, cs []change.Change, others []string) (c change.Change, ok bool) {
+	var what []string
+	for _, c := range cs {
+		switch {
+		case c.Kind == change.BridgeUpdated && c.Object == bridge:
+			what = append(what, c.Before+" -> "+c.After)
+		case c.Kind == change.AliasSet && c.Object == bridge:
+			what = append(what, fmt.Sprintf("alias %q set", c.After))
+		case c.Kind == change.UplinkEnslaved && c.After == bridge:
+			what = append(what, "uplink "+c.Object+" enslaved")
+		case (c.Kind == change.AddressMoved || c.Kind == change.RouteMoved) && c.After == bridge:
+			what = append(what, fmt.Sprintf("%s %s moved from %s", strings.TrimSuffix(string(c.Kind), "-moved"), c.Object, c.Before))
+		}
+	}
+	if len(what) == 0 {
+		return change.Change{}, false
+	}
+	msg := fmt.Sprintf("bridge %q was made by someone else (its alias was not %q); virtbridge manages it as the configuration says and changed: %s",
+		bridge, ManagedAlias, strings.Join(what, "; "))
+	if len(others) > 0 {
+		msg += fmt.Sprintf("; its ports %s are neither its uplink nor VM taps, and now forward with these settings: "+
+			"check that they belong on this bridge", strings.Join(others, ", "))
+	}
+	return change.Change{Kind: change.ForeignBridge, Object: bridge, After: msg}, true
+}
 
 // wirelessAdvice is what the operator reads when the uplink is 802.11.
 const wirelessAdvice = "802.11 drops frames whose source MAC is not the station's own; route or NAT instead"
@@ -85,10 +131,26 @@ func wirelessError(bridge, uplink string) error {
 		"%s: %w", uplink, bridge, wirelessAdvice, ErrUplinkWireless)
 }
 
-func busyError(bridge, uplink, owner string) error {
-	return fmt.Errorf("uplink %q of bridge %q is already enslaved to %q; release it first "+
-		"(ip link set %s nomaster) or make %q the uplink of bridge %q in the configuration: %w",
-		uplink, bridge, owner, uplink, owner, bridge, ErrUplinkBusy)
+// busyError refuses an uplink enslaved to another master (owner, of kind
+// ownerKind as netlink names it, "" if unknown). It never advises taking
+// the NIC out of its master (ip link set ... nomaster): the NIC may be the
+// one carrying the host's own network through that master.
+func busyError(bridge, uplink, owner, ownerKind string) error {
+	var advice string
+	switch ownerKind {
+	case "bridge":
+		advice = fmt.Sprintf("to put VMs on the network of %q, manage that bridge itself: rename bridge %q to %q in the configuration "+
+			"(virtbridge takes an existing bridge over as it is, ports included); or give bridge %q another NIC",
+			owner, bridge, owner, bridge)
+	case "bond", "team":
+		advice = fmt.Sprintf("name %q, the %s, as the uplink of bridge %q in the configuration (a %s can be a bridge port); "+
+			"or give bridge %q another NIC", owner, ownerKind, bridge, ownerKind, bridge)
+	default:
+		advice = fmt.Sprintf("give bridge %q another NIC in the configuration", bridge)
+	}
+	return fmt.Errorf("uplink %q of bridge %q is already enslaved to %q, and a NIC has one master only; "+
+		"virtbridge does not take it away, as it may carry the host's own network: %s: %w",
+		uplink, bridge, owner, advice, ErrUplinkBusy)
 }
 
 // macCarrier tells the link kinds that carry a MAC of another link without

@@ -63,6 +63,10 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 		// NLMSG_DONE with extended-ack TLVs, and panics (seen on a dump).
 		m.socks[proto] = &nl.SocketHandle{Socket: s}
 	}
+	if err := m.setStrict(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("asking the kernel for filtered netlink dumps: %w", err)
+	}
 	m.wireless = m.nl80211Wireless
 	return m, nil
 }
@@ -96,6 +100,10 @@ type run struct {
 	br  netlink.Link // the bridge, re-read after each change that matters
 	up  netlink.Link // the uplink, nil when the bridge has none
 	new bool         // the bridge was created by this run
+	// enslaved: this run put the uplink into the bridge.
+	enslaved bool
+	// foreign: the bridge existed without ManagedAlias.
+	foreign bool
 }
 
 func (r *run) record(kind change.Kind, object, before, after string) {
@@ -136,7 +144,7 @@ func (m *Manager) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.
 	if br == nil {
 		err = m.createBridge(r)
 	} else {
-		r.br = br
+		r.br, r.foreign = br, br.Attrs().Alias != ManagedAlias
 		err = m.reapplyBridge(r)
 	}
 	if err == nil && r.up != nil {
@@ -148,7 +156,51 @@ func (m *Manager) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.
 	if err == nil && plan != nil {
 		err = m.moveAddresses(r, plan)
 	}
+	if err == nil && r.foreign {
+		err = m.takeOver(r)
+	}
 	return r.cs, err
+}
+
+// takeOver marks a bridge someone else made as managed (ManagedAlias),
+// unless it carries an alias of its own, and adds the ForeignBridge notice
+// of this run's changes on it.
+func (m *Manager) takeOver(r *run) error {
+	if r.br.Attrs().Alias == "" {
+		if err := m.step("alias-set", r.b.Name); err != nil {
+			return err
+		}
+		if err := m.h.LinkSetAlias(r.br, ManagedAlias); err != nil {
+			return fmt.Errorf("setting the alias of bridge %q: %w", r.b.Name, err)
+		}
+		br := r.br
+		r.rv.Add(func() error { return m.wrap("restoring the alias of bridge "+r.b.Name, m.h.LinkSetAlias(br, "")) })
+		r.record(change.AliasSet, r.b.Name, "", ManagedAlias)
+	}
+	if len(r.cs) == 0 {
+		return nil
+	}
+	return m.noteForeign(r)
+}
+
+// noteForeign adds the ForeignBridge notice of this run's changes on a
+// bridge virtbridge did not create, naming its ports that are neither its
+// uplink nor taps (tun/tap devices: what libvirt gives a VM NIC).
+func (m *Manager) noteForeign(r *run) error {
+	ports, err := m.ports(r.br)
+	if err != nil {
+		return err
+	}
+	var others []string
+	for _, p := range ports {
+		if p.Type() != "tuntap" && (r.up == nil || p.Attrs().Index != r.up.Attrs().Index) {
+			others = append(others, fmt.Sprintf("%s (%s)", p.Attrs().Name, p.Type()))
+		}
+	}
+	if c, ok := foreignNotice(r.b.Name, r.cs, others); ok {
+		r.cs = append(r.cs, c)
+	}
+	return nil
 }
 
 // existingBridge returns the bridge named name, nil if there is no link of
@@ -174,12 +226,18 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
 }
 
+// linkNameKind names the link with index i and its kind, for messages.
+func (m *Manager) linkNameKind(i int) (string, string) {
+	if l, err := m.h.LinkByIndex(i); err == nil {
+		return l.Attrs().Name, l.Type()
+	}
+	return fmt.Sprintf("ifindex %d", i), ""
+}
+
 // linkName names the link with index i, for messages.
 func (m *Manager) linkName(i int) string {
-	if l, err := m.h.LinkByIndex(i); err == nil {
-		return l.Attrs().Name
-	}
-	return fmt.Sprintf("ifindex %d", i)
+	name, _ := m.linkNameKind(i)
+	return name
 }
 
 // EnsurePort puts the tap p.Tap into bridge p.Bridge and sets its interface

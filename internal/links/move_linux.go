@@ -137,7 +137,7 @@ func (m *Manager) planMove(bridge string, up netlink.Link) (*movePlan, error) {
 	if err != nil {
 		return nil, err
 	}
-	routes, err := m.routes(func(rt netlink.Route) bool { return movableRoute(rt, up.Attrs().Index) })
+	routes, err := m.routes(up.Attrs().Index, func(rt netlink.Route) bool { return movableRoute(rt, up.Attrs().Index) })
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +185,7 @@ func (m *Manager) moveAddresses(r *run, p *movePlan) error {
 	// 2. Routes on the bridge: routes without gateway first, so that a
 	// gateway they make reachable is reachable when the others come.
 	slices.SortStableFunc(routes, func(a, b netlink.Route) int { return boolInt(a.Gw != nil) - boolInt(b.Gw != nil) })
-	brRoutes, err := m.routes(func(rt netlink.Route) bool { return rt.LinkIndex == br.Attrs().Index })
+	brRoutes, err := m.routes(br.Attrs().Index, func(rt netlink.Route) bool { return rt.LinkIndex == br.Attrs().Index })
 	if err != nil {
 		return err
 	}
@@ -343,48 +343,6 @@ func (m *Manager) delRoute(r *run, rt netlink.Route, upName string) error {
 		return m.wrap(fmt.Sprintf("adding route %q back to %q", routeString(rt), upName), err)
 	})
 	return nil
-}
-
-// addrs lists l's addresses that keep says to.
-func (m *Manager) addrs(l netlink.Link, keep func(netlink.Addr) bool) ([]netlink.Addr, error) {
-	var as []netlink.Addr
-	var err error
-	for range 5 {
-		if as, err = m.h.AddrList(l, netlink.FAMILY_ALL); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listing the addresses of %q: %w", l.Attrs().Name, err)
-	}
-	return slices.DeleteFunc(as, func(a netlink.Addr) bool { return !keep(a) }), nil
-}
-
-// routes lists the main table's IPv4 and IPv6 routes that keep says to.
-func (m *Manager) routes(keep func(netlink.Route) bool) ([]netlink.Route, error) {
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
-	var out []netlink.Route
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		var rs []netlink.Route
-		var err error
-		for range 5 {
-			rs, err = m.h.RouteListFiltered(fam, filter, netlink.RT_FILTER_TABLE)
-			if !errors.Is(err, netlink.ErrDumpInterrupted) {
-				break
-			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("listing routes: %w", err)
-		}
-		for _, rt := range rs {
-			for _, one := range siblings(rt) {
-				if keep(one) {
-					out = append(out, one)
-				}
-			}
-		}
-	}
-	return out, nil
 }
 
 // siblings returns rt as the routes the kernel keeps: an IPv6 route with

@@ -1,6 +1,7 @@
 package links
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -35,9 +36,15 @@ func (m *Manager) BridgePorts(bridge string) ([]PortInfo, error) {
 
 // ports returns br's ports sorted by name.
 func (m *Manager) ports(br netlink.Link) ([]netlink.Link, error) {
-	ls, err := m.links()
+	var ls []netlink.Link
+	var err error
+	for range 5 {
+		if ls, err = m.portDump(br.Attrs().Index); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing the ports of %q: %w", br.Attrs().Name, err)
 	}
 	ls = slices.DeleteFunc(ls, func(l netlink.Link) bool { return l.Attrs().MasterIndex != br.Attrs().Index })
 	slices.SortFunc(ls, func(a, b netlink.Link) int { return strings.Compare(a.Attrs().Name, b.Attrs().Name) })

@@ -2,6 +2,7 @@ package links
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // resolveUplink finds b's uplink (by name or by MAC) and checks it can be
@@ -40,7 +42,7 @@ func (m *Manager) resolveUplink(b policy.Bridge, br netlink.Link) (netlink.Link,
 	if br != nil {
 		brIndex = br.Attrs().Index
 	}
-	if err := checkUplink(b, up, brIndex, m.linkName); err != nil {
+	if err := checkUplink(b, up, brIndex, m.linkNameKind); err != nil {
 		return nil, err
 	}
 	if brIndex != 0 && up.Attrs().MasterIndex == brIndex {
@@ -58,7 +60,7 @@ func (m *Manager) resolveUplink(b policy.Bridge, br netlink.Link) (netlink.Link,
 
 // checkUplink refuses an uplink that is a bridge or already has a master
 // other than the bridge (index brIndex).
-func checkUplink(b policy.Bridge, up netlink.Link, brIndex int, nameOf func(int) string) error {
+func checkUplink(b policy.Bridge, up netlink.Link, brIndex int, nameOf func(int) (string, string)) error {
 	a := up.Attrs()
 	if up.Type() == "bridge" {
 		return fmt.Errorf("uplink %q of bridge %q is itself a bridge, which cannot be enslaved to another bridge; "+
@@ -67,8 +69,8 @@ func checkUplink(b policy.Bridge, up netlink.Link, brIndex int, nameOf func(int)
 	if a.MasterIndex == 0 || a.MasterIndex == brIndex {
 		return nil
 	}
-	owner := nameOf(a.MasterIndex)
-	return busyError(b.Name, a.Name, owner)
+	owner, kind := nameOf(a.MasterIndex)
+	return busyError(b.Name, a.Name, owner, kind)
 }
 
 // uplinkByMAC finds the one link that owns b.UplinkMAC. Bridges and VLANs
@@ -83,12 +85,7 @@ func (m *Manager) uplinkByMAC(b policy.Bridge) (netlink.Link, error) {
 	if err != nil {
 		return nil, err
 	}
-	var found []netlink.Link
-	for _, l := range ls {
-		if bytes.Equal(l.Attrs().HardwareAddr, mac) && !macCarrier(l.Type()) {
-			found = append(found, l)
-		}
-	}
+	found := macOwners(ls, mac)
 	switch len(found) {
 	case 0:
 		return nil, fmt.Errorf("uplink of bridge %q: no link with MAC %s in this network namespace; "+
@@ -104,6 +101,42 @@ func (m *Manager) uplinkByMAC(b policy.Bridge) (netlink.Link, error) {
 		b.Name, mac, strings.Join(names, ", "), ErrUplinkAmbiguous)
 }
 
+// macOwners returns the links of ls that own mac (see uplinkByMAC).
+func macOwners(ls []netlink.Link, mac net.HardwareAddr) []netlink.Link {
+	var found []netlink.Link
+	for _, l := range ls {
+		if bytes.Equal(l.Attrs().HardwareAddr, mac) && !macCarrier(l.Type()) {
+			found = append(found, l)
+		}
+	}
+	return found
+}
+
+// NameByMAC names the one link of the calling process's network namespace
+// that owns mac, as an uplink_mac: selects it at prepare; "" when no link
+// or several do, or the links cannot be read. It is the host's side of
+// config.CheckUplinks, for check-config, the hook and the daemon.
+func NameByMAC(mac net.HardwareAddr) string {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	var ls []netlink.Link
+	for range 5 {
+		if ls, err = h.LinkList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return ""
+	}
+	if found := macOwners(ls, mac); len(found) == 1 {
+		return found[0].Attrs().Name
+	}
+	return ""
+}
+
 // enslave puts the uplink into the bridge, and brings it up, if needed.
 func (m *Manager) enslave(r *run) error {
 	up, br := r.up, r.br
@@ -116,6 +149,7 @@ func (m *Manager) enslave(r *run) error {
 			return fmt.Errorf("enslaving %q to bridge %q: %w", name, r.b.Name, err)
 		}
 		r.rv.Add(func() error { return m.restoreMaster(up, 0) })
+		r.enslaved = true
 		r.record(change.UplinkEnslaved, name, "", r.b.Name)
 	}
 	if up.Attrs().Flags&net.FlagUp == 0 {
