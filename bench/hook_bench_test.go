@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -77,7 +78,7 @@ func BenchmarkHookRunNoop(b *testing.B) {
 	}
 	for b.Loop() {
 		code := hook.Run(hook.Env{Args: args, Stdin: bytes.NewReader(xml), Stderr: io.Discard, ConfigPath: cfg,
-			Engine: func(*config.Config) *engine.Engine { return &engine.Engine{} }})
+			Engine: func(context.Context, *config.Config) *engine.Engine { return &engine.Engine{} }})
 		if code != 0 {
 			b.Fatalf("exit %d", code)
 		}

@@ -16,7 +16,9 @@ import (
 )
 
 // lockWait stays well under the watchdog interval: the daemon's worker
-// must not block on the hook's lock long enough to be killed.
+// must not block on the hook's lock long enough to be killed. Within it,
+// the wait ends with the call's context: SIGTERM is not held up by a hook
+// holding the lock.
 const lockWait = 5 * time.Second
 
 // handler hands the daemon's events to the engine: the hook's code path.
@@ -34,16 +36,8 @@ func newHandler(cfg *config.Config) (eventd.Handler, func(), error) {
 	return h, func() {}, nil
 }
 
-// engine returns the engine for one call: its wait for the host lock ends
-// with ctx, so that SIGTERM is not held up by a hook holding the lock.
-func (h handler) engine(ctx context.Context) *engine.Engine {
-	e := *h.eng
-	e.Stop = ctx.Done()
-	return &e
-}
-
 func (h handler) Handle(ctx context.Context, ev events.Event) error {
-	res, err := h.engine(ctx).Handle(ev)
+	res, err := h.eng.Handle(ctx, ev)
 	h.report(ev.Domain, res, err)
 	var pe *engine.PolicyError
 	var he *engine.HostError
@@ -56,17 +50,17 @@ func (h handler) Handle(ctx context.Context, ev events.Event) error {
 }
 
 func (h handler) Reconcile(ctx context.Context, running []events.Event, listed time.Time) error {
-	res, err := h.engine(ctx).Reconcile(running, listed)
+	res, err := h.eng.Reconcile(ctx, running, listed)
 	h.report("", res, err)
 	return err
 }
 
 func (h handler) CheckFirewall(ctx context.Context) error {
-	return h.engine(ctx).CheckFirewall()
+	return h.eng.CheckFirewall(ctx)
 }
 
 func (h handler) EnsureHost(ctx context.Context, op string) error {
-	res, err := h.engine(ctx).EnsureHost(op)
+	res, err := h.eng.EnsureHost(ctx, op)
 	h.report("", res, err)
 	return err
 }

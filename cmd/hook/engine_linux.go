@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/config"
@@ -13,8 +14,10 @@ import (
 // refusal before the deadline would cut the hook short.
 const lockMargin = 500 * time.Millisecond
 
-// newEngine is built once the config is read: the lock wait is what is
-// left of hook_timeout, less lockMargin.
-func newEngine(cfg *config.Config) *engine.Engine {
-	return engine.ForHost(cfg, deadline.Remaining(config.MaxHookTimeout, lockMargin))
+// newEngine is built once the config is read: the lock wait is capped at
+// what is left of the run's context (hook_timeout), less lockMargin (at
+// least a millisecond: a zero LockWait would leave the wait to the
+// context alone).
+func newEngine(ctx context.Context, cfg *config.Config) *engine.Engine {
+	return engine.ForHost(cfg, max(deadline.Left(ctx, lockMargin, config.MaxHookTimeout), time.Millisecond))
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
@@ -56,7 +57,7 @@ func runApply(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "virtbridge apply: changing nothing: %v\n", err)
 		return exitUsage
 	}
-	res, err := cliEngine(cfg).EnsureHost(engine.OpApply)
+	res, err := cliEngine(cfg).EnsureHost(context.Background(), engine.OpApply)
 	for _, c := range res.Changes {
 		fmt.Fprintf(stdout, "changed: %s\n", c)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -67,7 +68,7 @@ failures, something --fix could not fix, or bad usage.
 			if !ok {
 				running = nil // libvirt unreachable: leave the taps and the store alone
 			}
-			res := doctor.Fix(cliEngine(src.Config), src.Config, doctor.LinkExists(src.Links), running, listed)
+			res := doctor.Fix(context.Background(), cliEngine(src.Config), src.Config, doctor.LinkExists(src.Links), running, listed)
 			fixed = &res
 			src = doctorSources(*cfgPath, *uri, *hooksDir) // read everything again
 		}

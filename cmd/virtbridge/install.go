@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -119,7 +120,7 @@ virtbridge is being removed.
 		return exitFound
 	}
 	defer l.Release()
-	changes, err := firewall.New(firewall.Options{}).Remove()
+	changes, err := firewall.New(firewall.Options{}).Remove(context.Background())
 	for _, c := range changes {
 		fmt.Fprintf(stdout, "virtbridge: %s\n", c)
 	}

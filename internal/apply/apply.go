@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -63,12 +64,13 @@ type Host struct {
 // transaction of its own (ApplyPorts): the changes kept for the ports that
 // succeeded are returned with the error, which joins one *PortError per
 // failed port. Apply is idempotent: on a host that already matches, it
-// changes nothing and returns no changes.
-func (h *Host) Apply(d policy.Desired, alias string) ([]change.Change, error) {
+// changes nothing and returns no changes. The backends' waits (iptables)
+// end with ctx; undoing a failed transaction is not cut short by a cancel.
+func (h *Host) Apply(ctx context.Context, d policy.Desired, alias string) ([]change.Change, error) {
 	if d.Action == policy.ActionPorts {
 		var changes []change.Change
 		var errs []error
-		for _, pr := range h.ApplyPorts(d, alias) {
+		for _, pr := range h.ApplyPorts(ctx, d, alias) {
 			changes = append(changes, pr.Changes...)
 			if pr.Err != nil {
 				errs = append(errs, &PortError{Port: pr.Port, Err: pr.Err})
@@ -82,7 +84,7 @@ func (h *Host) Apply(d policy.Desired, alias string) ([]change.Change, error) {
 		changes = append(changes, cs...)
 		return err
 	}
-	if err := h.applyHost(d, alias, &rv, step); err != nil {
+	if err := h.applyHost(ctx, d, alias, &rv, step); err != nil {
 		return nil, withUndo(err, rv.Fail())
 	}
 	rv.Success()
@@ -102,14 +104,14 @@ type PortResult struct {
 // taps exist; libvirt put them in their bridges): one broken tap must not
 // keep the others from being checked, nor undo what was done for them. It
 // returns one result per port with a tap, in d's order. Idempotent.
-func (h *Host) ApplyPorts(d policy.Desired, alias string) []PortResult {
+func (h *Host) ApplyPorts(ctx context.Context, d policy.Desired, alias string) []PortResult {
 	var out []PortResult
 	for _, p := range d.Ports {
 		if p.Tap == "" {
 			continue
 		}
 		var rv revert.Reverter
-		cs, err := h.Links.EnsurePort(p, alias, &rv)
+		cs, err := h.Links.EnsurePort(ctx, p, alias, &rv)
 		if err != nil {
 			out = append(out, PortResult{Port: p, Err: withUndo(err, rv.Fail())})
 			continue
@@ -128,22 +130,22 @@ func withUndo(err, undoErr error) error {
 	return fmt.Errorf("%w (and undoing the changes made so far failed too: %v; the host may need a manual look)", err, undoErr)
 }
 
-func (h *Host) applyHost(d policy.Desired, alias string, rv *revert.Reverter, step func([]change.Change, error) error) error {
+func (h *Host) applyHost(ctx context.Context, d policy.Desired, alias string, rv *revert.Reverter, step func([]change.Change, error) error) error {
 	if d.Action != policy.ActionHost {
 		return nil
 	}
 	for _, b := range d.Bridges {
-		if err := step(h.Links.EnsureBridge(b, rv)); err != nil {
+		if err := step(h.Links.EnsureBridge(ctx, b, rv)); err != nil {
 			return err
 		}
 	}
 	for _, s := range d.Sysctls {
-		if err := step(h.Sysctls.Ensure(s, rv)); err != nil {
+		if err := step(h.Sysctls.Ensure(ctx, s, rv)); err != nil {
 			return err
 		}
 	}
 	if d.Firewall != nil && h.Firewall != nil {
-		if err := step(h.Firewall.Ensure(*d.Firewall, rv)); err != nil {
+		if err := step(h.Firewall.Ensure(ctx, *d.Firewall, rv)); err != nil {
 			return err
 		}
 	}
@@ -151,7 +153,7 @@ func (h *Host) applyHost(d policy.Desired, alias string, rv *revert.Reverter, st
 	// NIC's <target dev> names a tap libvirt has not made yet.
 	for _, p := range d.Ports {
 		if p.Tap != "" && d.TapsExist() {
-			if err := step(h.Links.EnsurePort(p, alias, rv)); err != nil {
+			if err := step(h.Links.EnsurePort(ctx, p, alias, rv)); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,11 +19,11 @@ type portLinks struct {
 	attached map[string]bool
 }
 
-func (l *portLinks) EnsureBridge(policy.Bridge, *revert.Reverter) ([]change.Change, error) {
+func (l *portLinks) EnsureBridge(context.Context, policy.Bridge, *revert.Reverter) ([]change.Change, error) {
 	return nil, nil
 }
 
-func (l *portLinks) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
+func (l *portLinks) EnsurePort(_ context.Context, p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
 	if l.attached[p.Tap] {
 		return nil, nil
 	}
@@ -59,7 +60,7 @@ func changesText(cs []change.Change) string {
 // change failed too.
 func TestPortsKeepTheOtherPortsChanges(t *testing.T) {
 	h := &Host{Links: &portLinks{bad: "vnet1", attached: map[string]bool{}}}
-	changes, err := h.Apply(portsDesired(), "vm:web01")
+	changes, err := h.Apply(context.Background(), portsDesired(), "vm:web01")
 	want := "port-attached vnet0 br0\nport-attached vnet2 br1\n"
 	if got := changesText(changes); got != want {
 		t.Errorf("changes kept:\n%s\nwant:\n%s", got, want)
@@ -90,7 +91,7 @@ func TestApplyPorts(t *testing.T) {
 		}
 		return b.String()
 	}
-	got := render(h.ApplyPorts(portsDesired(), "vm:web01"))
+	got := render(h.ApplyPorts(context.Background(), portsDesired(), "vm:web01"))
 	want := `vnet0: port-attached vnet0 br0; 
 vnet1: error: setting the alias of "vnet1": injected failure (and undoing the changes made so far failed too: detaching "vnet1": device busy; the host may need a manual look)
 vnet2: port-attached vnet2 br1; 
@@ -100,7 +101,7 @@ vnet2: port-attached vnet2 br1;
 	}
 	// Idempotent: the good ports are right now, and the bad one (whose
 	// undo failed) stayed attached.
-	got = render(h.ApplyPorts(portsDesired(), "vm:web01"))
+	got = render(h.ApplyPorts(context.Background(), portsDesired(), "vm:web01"))
 	if want := "vnet0: \nvnet1: \nvnet2: \n"; got != want {
 		t.Errorf("second pass:\n%s\nwant:\n%s", got, want)
 	}

@@ -4,6 +4,8 @@
 package apply
 
 import (
+	"context"
+
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
@@ -16,18 +18,19 @@ import (
 type Links interface {
 	// EnsureBridge makes b exist with its settings and, when it has an
 	// uplink, enslaves it (moving addresses and routes if asked).
-	EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.Change, error)
+	EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Reverter) ([]change.Change, error)
 	// EnsurePort puts the tap p.Tap into bridge p.Bridge and sets its
 	// interface alias to alias.
-	EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error)
+	EnsurePort(ctx context.Context, p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error)
 }
 
 // Sysctls reads and writes kernel settings, writing only on difference.
 type Sysctls interface {
-	Ensure(s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error)
+	Ensure(ctx context.Context, s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error)
 }
 
-// Firewall keeps virtbridge's own chain and jumps as fw says.
+// Firewall keeps virtbridge's own chain and jumps as fw says; the commands
+// it runs end with ctx.
 type Firewall interface {
-	Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error)
+	Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error)
 }

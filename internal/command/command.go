@@ -2,8 +2,8 @@
 // iptables-restore, journalctl, nmcli, libvirtd --version, systemctl): by
 // absolute path with an argv list, never through a shell, in a clean
 // environment that nothing of the caller's (libvirtd's, a user's) reaches,
-// and with a timeout that also respects the process deadline (package
-// deadline) so the hook never outlives its own.
+// and with a timeout within the caller's context (package deadline), so
+// that the hook never outlives its deadline nor the daemon its SIGTERM.
 package command
 
 import (
@@ -46,9 +46,6 @@ func LookPath(name string) (string, error) {
 // DefaultTimeout bounds a command whose Cmd sets no Timeout.
 const DefaultTimeout = 10 * time.Second
 
-// ErrTimeout is wrapped by the error of a command stopped at its timeout.
-var ErrTimeout = errors.New("timed out")
-
 // Cmd is one command to run.
 type Cmd struct {
 	Path  string    // absolute, or as exec.LookPath found it
@@ -56,23 +53,15 @@ type Cmd struct {
 	Stdin io.Reader // nil: /dev/null
 	// Env is added to the package's Env, e.g. "SYSTEMD_PAGER=".
 	Env []string
-	// Timeout bounds the run; 0 means DefaultTimeout. The process
-	// deadline, if any, bounds it further.
+	// Timeout caps the run within the caller's context; 0 means
+	// DefaultTimeout.
 	Timeout time.Duration
 }
 
-// timeout returns how long c may run from now: its Timeout, cut to the
-// time left before the process deadline.
-func (c Cmd) timeout() time.Duration {
-	t := c.Timeout
-	if t <= 0 {
-		t = DefaultTimeout
-	}
-	return deadline.Remaining(t, 0)
-}
-
 // Output runs c and returns its stdout. A failure's error carries the argv,
-// the exit status and stderr; one stopped at its timeout wraps ErrTimeout.
+// the exit status and stderr. A run stopped at its Timeout or by ctx (its
+// deadline, a cancel) is a *deadline.Error naming the argv: errors.Is
+// finds context.DeadlineExceeded or context.Canceled.
 func (c Cmd) Output(ctx context.Context) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	err := c.run(ctx, &stdout, &stderr)
@@ -89,10 +78,14 @@ func (c Cmd) CombinedOutput(ctx context.Context) ([]byte, error) {
 
 func (c Cmd) run(ctx context.Context, stdout, stderr *bytes.Buffer) error {
 	argv := append([]string{c.Path}, c.Args...)
-	timeout := c.timeout()
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	timeout = deadline.Left(ctx, 0, timeout) // for the message: the cap or what ctx leaves
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	defer deadline.Doing("running %q", argv)()
+	defer deadline.Doing(ctx, "running %q", argv)()
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
 	cmd.Env = append(append([]string{}, Env...), c.Env...)
 	cmd.Stdin = c.Stdin
@@ -102,8 +95,10 @@ func (c Cmd) run(ctx context.Context, stdout, stderr *bytes.Buffer) error {
 	switch {
 	case err == nil:
 		return nil
-	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("running %q: no result within %v: %w", argv, timeout.Round(time.Millisecond), ErrTimeout)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return deadline.Ended(ctx, "running %q: no result within %v", argv, timeout.Round(time.Millisecond))
+	case ctx.Err() != nil:
+		return deadline.Ended(ctx, "running %q", argv)
 	}
 	return fmt.Errorf("running %q: %w: %s", argv, err, strings.TrimSpace(stderr.String()))
 }

@@ -53,29 +53,62 @@ func TestStdinArgvAndFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `"-c"`) || !strings.Contains(err.Error(), "exit status 3: broken") {
 		t.Fatalf("error %v, want argv, exit status and stderr", err)
 	}
-	if errors.Is(err, ErrTimeout) {
+	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a plain failure is not a timeout: %v", err)
 	}
 }
 
-// TestTimeoutAndProcessDeadline: a command is stopped at its Timeout, and
-// earlier when the process deadline comes first.
-func TestTimeoutAndProcessDeadline(t *testing.T) {
+// TestTimeoutAndContext: a command is stopped at its Timeout, earlier
+// when its context's deadline comes first, and at once when its context is
+// cancelled; each time the error names the argv and why, and while it runs
+// the context's Activity says so.
+func TestTimeoutAndContext(t *testing.T) {
 	sleep := look(t, "sleep")
+	argv := `["` + sleep + `" "30"]`
 	start := time.Now()
 	_, err := Cmd{Path: sleep, Args: []string{"30"}, Timeout: 200 * time.Millisecond}.Output(context.Background())
-	if !errors.Is(err, ErrTimeout) || time.Since(start) > 10*time.Second {
+	t.Logf("timeout: %v after %v", err, time.Since(start))
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second ||
+		err.Error() != "running "+argv+": no result within 200ms: timed out" {
 		t.Fatalf("sleep 30 with a 200ms timeout: %v after %v", err, time.Since(start))
 	}
-	deadline.Set(time.Now().Add(200 * time.Millisecond))
-	t.Cleanup(func() { deadline.Set(time.Time{}) })
+
+	ctx, cancel := deadline.Within(context.Background(), time.Now(), 200*time.Millisecond)
+	defer cancel()
 	start = time.Now()
-	_, err = Cmd{Path: sleep, Args: []string{"30"}, Timeout: time.Minute}.Output(context.Background())
-	if !errors.Is(err, ErrTimeout) || time.Since(start) > 10*time.Second {
-		t.Fatalf("sleep 30 past the process deadline: %v after %v", err, time.Since(start))
+	_, err = Cmd{Path: sleep, Args: []string{"30"}, Timeout: time.Minute}.Output(ctx)
+	t.Logf("deadline: %v after %v", err, time.Since(start))
+	var de *deadline.Error
+	if !errors.As(err, &de) || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second ||
+		!strings.HasPrefix(err.Error(), "running "+argv+": no result within ") || !strings.HasSuffix(err.Error(), ": timed out") {
+		t.Fatalf("sleep 30 past its context's deadline: %v after %v", err, time.Since(start))
 	}
-	if !strings.Contains(err.Error(), "no result within") {
-		t.Errorf("timeout error does not say so: %v", err)
+
+	ctx, stop := context.WithCancel(context.Background())
+	ctx, act := deadline.WithActivity(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Cmd{Path: sleep, Args: []string{"30"}, Timeout: time.Minute}.Output(ctx)
+		done <- err
+	}()
+	for end := time.Now().Add(30 * time.Second); act.Current() == ""; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the Activity never said the command runs")
+		}
+	}
+	if act.Current() != "running "+argv {
+		t.Fatalf("Activity %q while the command runs", act.Current())
+	}
+	start = time.Now()
+	stop()
+	select {
+	case err := <-done:
+		t.Logf("cancelled: %v after %v", err, time.Since(start))
+		if !errors.Is(err, context.Canceled) || err.Error() != "running "+argv+": stopped" {
+			t.Fatalf("cancelled: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the command ran on 30 s after its context was cancelled")
 	}
 }
 

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -15,9 +16,9 @@ import (
 // Engine is what Fix drives; *engine.Engine is one (engine.ForHost for
 // the host: same backends, lock, store and journal as the hook).
 type Engine interface {
-	EnsureHost(op string) (engine.Result, error)
-	Handle(ev events.Event) (engine.Result, error)
-	Reconcile(running []events.Event, listed time.Time) (engine.Result, error)
+	EnsureHost(ctx context.Context, op string) (engine.Result, error)
+	Handle(ctx context.Context, ev events.Event) (engine.Result, error)
+	Reconcile(ctx context.Context, running []events.Event, listed time.Time) (engine.Result, error)
 }
 
 var _ Engine = (*engine.Engine)(nil)
@@ -65,10 +66,11 @@ type NotFixed struct {
 // Idempotent: on a host that is right it changes nothing.
 //
 // listed is when running was read from libvirt: entries the store gained
-// after it (a VM started meanwhile) are not judged by it.
-func Fix(e Engine, cfg *config.Config, exists func(name string) bool, running []events.Event, listed time.Time) FixResult {
+// after it (a VM started meanwhile) are not judged by it. The engine's
+// waits (the host lock, commands, journald) end with ctx.
+func Fix(ctx context.Context, e Engine, cfg *config.Config, exists func(name string) bool, running []events.Event, listed time.Time) FixResult {
 	res := FixResult{Changes: []change.Change{}, Errors: []string{}, NotFixed: []NotFixed{}, Warnings: []string{}}
-	r, err := e.EnsureHost(engine.OpApply)
+	r, err := e.EnsureHost(ctx, engine.OpApply)
 	res.add(r, nil, "")
 	for _, err := range flatten(err) {
 		if be := (*engine.BridgeError)(nil); errors.As(err, &be) {
@@ -83,14 +85,14 @@ func Fix(e Engine, cfg *config.Config, exists func(name string) bool, running []
 		}
 		ev := events.Event{Source: events.SourceCLI, Op: events.OpReconcile,
 			NICs: []events.NIC{{Type: "bridge", Bridge: b.Name}}}
-		r, err := e.Handle(ev)
+		r, err := e.Handle(ctx, ev)
 		res.add(r, err, "bridge "+b.Name)
 	}
 	if running != nil {
 		for i := range running {
 			running[i].Source = events.SourceCLI
 		}
-		r, err := e.Reconcile(running, listed)
+		r, err := e.Reconcile(ctx, running, listed)
 		// Reconcile makes the bridges first, as EnsureHost above did: a
 		// bridge it could not make is said once, above.
 		var errs []error

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,7 +59,7 @@ func kinds(res FixResult) []string {
 // alone, and changes nothing the second time.
 func TestFixBridges(t *testing.T) {
 	r := newFixRig(t, "bridges:\n  br-a: {uplink: uplink0}\n  br-b: {uplink: eth9}\nsysctl: {ip_forward: 1}\n")
-	res := Fix(r.eng, r.eng.Config, nil, nil, time.Now())
+	res := Fix(context.Background(), r.eng, r.eng.Config, nil, nil, time.Now())
 	got := kinds(res)
 	for _, w := range []string{"bridge-created br-a", "uplink-enslaved uplink0", "address-moved 10.77.0.2/24",
 		"sysctl-changed net.ipv4.ip_forward", "rule-added iptables-fake filter FORWARD"} {
@@ -77,7 +78,7 @@ func TestFixBridges(t *testing.T) {
 	if err != nil || len(s.All()) != 0 {
 		t.Errorf("store after fixing bridges: %v, %v; want empty", s.All(), err)
 	}
-	again := Fix(r.eng, r.eng.Config, nil, nil, time.Now())
+	again := Fix(context.Background(), r.eng, r.eng.Config, nil, nil, time.Now())
 	if len(again.Changes) != 0 || len(again.Errors) != 1 {
 		t.Errorf("second fix: changes %q errors %q; want none and br-b's again", kinds(again), again.Errors)
 	}
@@ -92,7 +93,7 @@ func TestFixRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := Fix(r.eng, r.eng.Config, nil, []events.Event{ev}, time.Now())
+	res := Fix(context.Background(), r.eng, r.eng.Config, nil, []events.Event{ev}, time.Now())
 	if len(res.Errors) != 0 || !slices.Contains(kinds(res), "port-attached vnet3") {
 		t.Fatalf("changes %q errors %q; want vnet3 attached", kinds(res), res.Errors)
 	}
@@ -112,7 +113,7 @@ func TestFixOnDemand(t *testing.T) {
 	r := newFixRig(t, "bridges:\n  br-a: {uplink: uplink0}\n  br-b: {create: on_demand}\n  br-c: {create: on_demand}\n")
 	r.links.AddLink("br-c", "bridge", "52:54:00:00:00:c0", "")
 	exists := func(name string) bool { return r.links.Link(name) != nil }
-	res := Fix(r.eng, r.eng.Config, exists, nil, time.Now())
+	res := Fix(context.Background(), r.eng, r.eng.Config, exists, nil, time.Now())
 	got := kinds(res)
 	// br-c was made by hand: changing it is said, as a warning.
 	foreign := len(res.Errors) == 1 && strings.HasPrefix(res.Errors[0], `bridge br-c: warning: bridge "br-c" was made by someone else`)
@@ -122,7 +123,7 @@ func TestFixOnDemand(t *testing.T) {
 	if r.links.Link("br-b") != nil {
 		t.Errorf("Fix made br-b, which is create: on_demand and used by no VM:\n%s", r.links)
 	}
-	if again := Fix(r.eng, r.eng.Config, exists, nil, time.Now()); len(again.Changes) != 0 || len(again.Errors) != 0 {
+	if again := Fix(context.Background(), r.eng, r.eng.Config, exists, nil, time.Now()); len(again.Changes) != 0 || len(again.Errors) != 0 {
 		t.Errorf("second fix: changes %q errors %q; want none", kinds(again), again.Errors)
 	}
 }

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -271,7 +272,7 @@ func firewallFinding(r *Report, s Sources, cfg *config.Config, intent *policy.Fi
 	case len(intent.AcceptBridges) == 0 || s.Firewall == nil:
 		return
 	default:
-		problems, err := s.Firewall.Check(*intent)
+		problems, err := s.Firewall.Check(context.Background(), *intent)
 		switch {
 		case err != nil:
 			f.Status, f.Message = Warn, "cannot check virtbridge's rules: "+err.Error()

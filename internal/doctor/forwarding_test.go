@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
@@ -68,7 +69,7 @@ func (f fakeTables) Tables() ([]Table, error) { return f, nil }
 
 type fakeFirewall []string
 
-func (f fakeFirewall) Check(policy.Firewall) ([]string, error) { return f, nil }
+func (f fakeFirewall) Check(context.Context, policy.Firewall) ([]string, error) { return f, nil }
 
 const dockerSave = `-P INPUT ACCEPT
 -P FORWARD DROP

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -84,6 +85,6 @@ func (h HostTables) legacyFilter(fam string) bool {
 }
 
 func readTable(path, variant, family string) (Table, error) {
-	f, err := firewall.ReadFilter(path, 5)
+	f, err := firewall.ReadFilter(context.Background(), path, 5) // each command capped at command.DefaultTimeout
 	return tableOf(variant, family, f, err)
 }

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -48,7 +49,7 @@ type Tables interface {
 type Firewall interface {
 	// Check lists what differs from what the firewall backend would
 	// leave for fw; empty when everything is in place.
-	Check(fw policy.Firewall) ([]string, error)
+	Check(ctx context.Context, fw policy.Firewall) ([]string, error)
 }
 
 // ParseTable reads `iptables -t filter -S` output of a variant and family.

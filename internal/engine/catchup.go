@@ -62,7 +62,7 @@ func syncJournald(ctx context.Context, w *journal.Writer, l who.Lookup, since ti
 	b := make([]byte, 16)
 	rand.Read(b)
 	token := hex.EncodeToString(b)
-	if err := w.Write(journal.CatchUpRecord(l.Store, since, token)); err != nil {
+	if err := w.Write(ctx, journal.CatchUpRecord(l.Store, since, token)); err != nil {
 		return err
 	}
 	if !w.JournaldAvailable() {

@@ -12,6 +12,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,10 +34,11 @@ type Engine struct {
 	Journal   *journal.Writer
 	StorePath string
 	LockPath  string
-	LockWait  time.Duration
-	// Stop, when closed, ends a wait for the host lock early: a daemon
-	// that shuts down does not wait LockWait for a hook. Nil never does.
-	Stop <-chan struct{}
+	// LockWait caps one wait for the host lock, within the context of the
+	// call: the daemon's worker must not block long enough for systemd's
+	// watchdog, the hook keeps time to report the holder before its
+	// deadline. 0: the context alone bounds it.
+	LockWait time.Duration
 	// OpenHost opens the backends; called only when the host must change,
 	// with the lock held. The returned func closes them.
 	OpenHost func() (*apply.Host, func(), error)
@@ -71,9 +73,14 @@ type Result struct {
 // *HostError when the host could not be made right (rolled back). Handle
 // takes the host lock only when the host or the store must change, and
 // is idempotent: the same event twice changes nothing the second time.
-func (e *Engine) Handle(ev events.Event) (Result, error) {
+//
+// Every wait ends with ctx: the host lock (also capped by LockWait), the
+// backends' commands and the journal's sends, each with an error saying
+// what it waited for (a *deadline.Error); ctx's Activity says what the
+// call is doing meanwhile.
+func (e *Engine) Handle(ctx context.Context, ev events.Event) (Result, error) {
 	p := &pass{e: e}
-	r, err := e.handleVM(ev, p)
+	r, err := e.handleVM(ctx, ev, p)
 	r.warn(p.finish())
 	return r, err
 }
@@ -170,15 +177,15 @@ func (e *Engine) storeHolds(uuid string) bool {
 // stop every port of the VM is detached; after an unplug, the VM's ports
 // whose MAC left its live XML. A store that a failed save left stale is
 // caught up from the journal first (openStore); the pass saves it.
-func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired, p *pass) error {
-	m, err := p.store()
+func (e *Engine) record(ctx context.Context, ev events.Event, vm journal.VM, d policy.Desired, p *pass) error {
+	m, err := p.store(ctx)
 	if m == nil {
 		return err
 	}
 	s, errs := m.Store, []error{err}
 	switch {
 	case ev.Op.Ends():
-		errs = append(errs, detachVM(e.Journal, s, vm))
+		errs = append(errs, detachVM(ctx, e.Journal, s, vm))
 	case ev.Op == events.OpDeviceRemoved:
 		present := map[string]bool{}
 		for _, n := range ev.NICs {
@@ -190,9 +197,9 @@ func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired, p *pas
 				gone = append(gone, x.MAC)
 			}
 		}
-		errs = append(errs, detachNICs(e.Journal, s, vm, gone))
+		errs = append(errs, detachNICs(ctx, e.Journal, s, vm, gone))
 	case d.TapsExist():
-		errs = append(errs, attachPorts(e.Journal, s, vm, d.Ports, time.Now().UTC()))
+		errs = append(errs, attachPorts(ctx, e.Journal, s, vm, d.Ports, time.Now().UTC()))
 	}
 	return errors.Join(errs...)
 }
@@ -201,8 +208,8 @@ func (e *Engine) record(ev events.Event, vm journal.VM, d policy.Desired, p *pas
 // each change to a bridge someone else made (change.ForeignBridge): it is
 // said where the operator looks (the hook's stderr, which virsh start
 // shows; the daemon's log), not only in the journal.
-func (e *Engine) journalChanges(vm journal.VM, changes []change.Change, r *Result) {
-	r.warn(e.Journal.HostChanges(vm, changes))
+func (e *Engine) journalChanges(ctx context.Context, vm journal.VM, changes []change.Change, r *Result) {
+	r.warn(e.Journal.HostChanges(ctx, vm, changes))
 	for _, c := range changes {
 		if c.Kind == change.ForeignBridge {
 			r.warn(errors.New(c.After))

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,7 +143,7 @@ func TestLifecycleRecordsEveryPortOnce(t *testing.T) {
 	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "br-b")
 	seen := 0
 	for i, s := range steps {
-		res, err := r.eng.Handle(s.ev)
+		res, err := r.eng.Handle(context.Background(), s.ev)
 		if err != nil || len(res.Warnings) > 0 {
 			t.Fatalf("step %d (%s): err %v warnings %v", i, s.ev.Op, err, res.Warnings)
 		}
@@ -178,7 +179,7 @@ func TestFailureRevertsAndIsJournaled(t *testing.T) {
 	r := newRig(t, rigConfig)
 	before := r.links.String()
 	r.links.FailOn("route-add")
-	_, err := r.eng.Handle(event(events.OpPrepare))
+	_, err := r.eng.Handle(context.Background(), event(events.OpPrepare))
 	var he *HostError
 	if !errors.As(err, &he) || !errors.Is(err, links.ErrInjected) {
 		t.Fatalf("Handle = %v, want a HostError wrapping the injected failure", err)
@@ -194,7 +195,7 @@ func TestFailureRevertsAndIsJournaled(t *testing.T) {
 func TestUnmanagedRefusedWithoutTouchingTheHost(t *testing.T) {
 	r := newRig(t, "bridges: {br-a: {uplink: uplink0}}\nunmanaged_bridges: refuse\n")
 	before := r.links.String()
-	_, err := r.eng.Handle(event(events.OpPrepare))
+	_, err := r.eng.Handle(context.Background(), event(events.OpPrepare))
 	if err == nil || !strings.Contains(err.Error(), `uses bridge "br-b", which virtbridge does not manage`) {
 		t.Fatalf("Handle = %v", err)
 	}
@@ -210,13 +211,13 @@ func TestUnplugDetachesOnlyTheGoneNIC(t *testing.T) {
 	r := newRig(t, rigConfig)
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
 	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "")
-	if _, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1")); err != nil {
+	if _, err := r.eng.Handle(context.Background(), event(events.OpStarted, "vnet0", "vnet1")); err != nil {
 		t.Fatal(err)
 	}
 	ev := event(events.OpDeviceRemoved, "vnet0")
 	ev.Source = events.SourceEventd
 	ev.NICs = ev.NICs[:1] // net1 (vnet1) left the live XML
-	if _, err := r.eng.Handle(ev); err != nil {
+	if _, err := r.eng.Handle(context.Background(), ev); err != nil {
 		t.Fatal(err)
 	}
 	got := r.records(t)
@@ -229,7 +230,7 @@ func TestNoManagedNICIsANoOp(t *testing.T) {
 	r := newRig(t, rigConfig)
 	ev := events.Event{Source: events.SourceHook, Op: events.OpRelease, Domain: "x", UUID: "u",
 		NICs: []events.NIC{{MAC: "52:54:00:00:00:01", Type: "user"}}}
-	if _, err := r.eng.Handle(ev); err != nil {
+	if _, err := r.eng.Handle(context.Background(), ev); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(r.eng.LockPath); !errors.Is(err, os.ErrNotExist) {
@@ -248,14 +249,14 @@ func TestNewTapWithoutStopDetachesOldTapOnce(t *testing.T) {
 		mac := map[bool]string{true: "fe:54:00:aa:02:01", false: "fe:54:00:aa:02:02"}[onA]
 		r.links.AddLink(tap, "tuntap", mac, br)
 	}
-	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
+	if _, err := r.eng.Handle(context.Background(), event(events.OpPrepare)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1")); err != nil {
+	if _, err := r.eng.Handle(context.Background(), event(events.OpStarted, "vnet0", "vnet1")); err != nil {
 		t.Fatal(err)
 	}
 	before := len(r.records(t))
-	if res, err := r.eng.Handle(event(events.OpStarted, "vnet5", "vnet6")); err != nil || len(res.Warnings) > 0 {
+	if res, err := r.eng.Handle(context.Background(), event(events.OpStarted, "vnet5", "vnet6")); err != nil || len(res.Warnings) > 0 {
 		t.Fatal(err, res.Warnings)
 	}
 	var got []string
@@ -276,7 +277,7 @@ func TestNewTapWithoutStopDetachesOldTapOnce(t *testing.T) {
 func TestReconcileToleratesAVanishingTap(t *testing.T) {
 	r := newRig(t, rigConfig)
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
-	res, err := r.eng.Reconcile([]events.Event{event(events.OpReconnect, "vnet0", "vnet9")}, time.Now())
+	res, err := r.eng.Reconcile(context.Background(), []events.Event{event(events.OpReconnect, "vnet0", "vnet9")}, time.Now())
 	if err != nil {
 		t.Fatalf("Reconcile = %v, want only a warning", err)
 	}
@@ -315,7 +316,7 @@ func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
 		}
 		r.lookups = 0
 		ev := events.Event{Source: events.SourceHook, Op: events.OpPrepare, Domain: "web02", UUID: "u-2", NICs: tc.nics}
-		_, err := r.eng.Handle(ev)
+		_, err := r.eng.Handle(context.Background(), ev)
 		var re *PolicyError
 		switch {
 		case tc.want == "" && err != nil:
@@ -333,7 +334,7 @@ func TestNonBridgeLinkAsBridgeRefused(t *testing.T) {
 	r.lookups = 0
 	ev := events.Event{Source: events.SourceHook, Op: events.OpStarted, Domain: "web02", UUID: "u-2",
 		NICs: []events.NIC{nic("52:54:00:aa:03:01", "eth0")}}
-	if _, err := r.eng.Handle(ev); err != nil || r.lookups != 0 {
+	if _, err := r.eng.Handle(context.Background(), ev); err != nil || r.lookups != 0 {
 		t.Errorf("started: err %v, %d lookups", err, r.lookups)
 	}
 }
@@ -347,17 +348,17 @@ func TestReconcileJudgesOnlyWhatTheListKnew(t *testing.T) {
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "")
 	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "")
 	listed := time.Now()
-	if _, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1")); err != nil {
+	if _, err := r.eng.Handle(context.Background(), event(events.OpStarted, "vnet0", "vnet1")); err != nil {
 		t.Fatal(err)
 	}
 	before := len(r.records(t))
-	if _, err := r.eng.Reconcile(nil, listed); err != nil {
+	if _, err := r.eng.Reconcile(context.Background(), nil, listed); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.records(t)[before:]; len(got) > 0 {
 		t.Fatalf("a list read before the VM started detached it: %q", got)
 	}
-	if _, err := r.eng.Reconcile(nil, time.Now()); err != nil {
+	if _, err := r.eng.Reconcile(context.Background(), nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"detached vnet0 web01 reconcile", "detached vnet1 web01 reconcile"}
@@ -374,14 +375,14 @@ func TestLateStartedEventAttachesNothing(t *testing.T) {
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
 	r.links.AddLink("vnet1", "tuntap", "fe:54:00:aa:02:02", "br-b")
 	for _, ev := range []events.Event{event(events.OpPrepare), event(events.OpStarted, "vnet0", "vnet1"), event(events.OpStopped)} {
-		if _, err := r.eng.Handle(ev); err != nil {
+		if _, err := r.eng.Handle(context.Background(), ev); err != nil {
 			t.Fatal(err)
 		}
 	}
 	before := len(r.records(t))
 	late := event(events.OpStarted, "vnet7", "vnet8") // taps libvirt has deleted
 	late.Source = events.SourceEventd
-	res, err := r.eng.Handle(late)
+	res, err := r.eng.Handle(context.Background(), late)
 	if err != nil || len(res.Warnings) == 0 || !errors.Is(res.Warnings[0], links.ErrTapMissing) {
 		t.Fatalf("late started event: err %v warnings %v, want a missing-tap warning", err, res.Warnings)
 	}
@@ -419,7 +420,7 @@ func TestTargetDevNamingAHostLinkRefused(t *testing.T) {
 		{events.OpReconnect, "eth0", `tap "eth0" of NIC 52:54:00:aa:02:01 on bridge "br-a": eth0 is a network interface (NIC), not a tun/tap device in tap mode`},
 		{events.OpReconnect, "tap0", `tap "tap0" of NIC 52:54:00:aa:02:01 on bridge "br-a" has MAC 52:54:00:00:00:03, but libvirt gives this NIC's tap the MAC fe:54:00:aa:02:01`},
 	} {
-		_, err := r.eng.Handle(event(tc.op, tc.tap))
+		_, err := r.eng.Handle(context.Background(), event(tc.op, tc.tap))
 		if !strings.Contains(fmt.Sprint(err), tc.want) {
 			t.Errorf("%s with tap %s: Handle = %v, want a refusal %q", tc.op, tc.tap, err, tc.want)
 		}
@@ -440,7 +441,7 @@ func TestTargetDevNamingAHostLinkRefused(t *testing.T) {
 	}
 	// A free name at prepare: the host is made ready, the tap is neither
 	// looked for nor recorded (libvirt makes it after prepare).
-	if res, err := r.eng.Handle(event(events.OpPrepare, "vbtest0")); err != nil || len(res.Warnings) > 0 {
+	if res, err := r.eng.Handle(context.Background(), event(events.OpPrepare, "vbtest0")); err != nil || len(res.Warnings) > 0 {
 		t.Fatalf("prepare with a free <target dev>: %v %v", err, res.Warnings)
 	}
 	if r.links.Link("br-a") == nil {
@@ -462,11 +463,11 @@ func TestStartedRecordsOnlyTheVMsOwnTaps(t *testing.T) {
 	r := newRig(t, rigConfig)
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
 	r.links.AddLink("vnet1", "tuntap", "fe:54:00:bb:00:07", "br-b") // another VM's tap
-	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
+	if _, err := r.eng.Handle(context.Background(), event(events.OpPrepare)); err != nil {
 		t.Fatal(err)
 	}
 	before := len(r.records(t))
-	res, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1"))
+	res, err := r.eng.Handle(context.Background(), event(events.OpStarted, "vnet0", "vnet1"))
 	if err != nil || len(res.Warnings) == 0 || !errors.Is(res.Warnings[0], links.ErrNotTap) {
 		t.Fatalf("started: err %v warnings %v, want a not-its-tap warning", err, res.Warnings)
 	}
@@ -489,7 +490,7 @@ func TestForeignBridgeChangeIsAWarning(t *testing.T) {
 	r := newRig(t, rigConfig)
 	r.links.AddLink("br-a", "bridge", "02:00:00:00:00:77", "").STP = true
 	r.links.AddLink("veth7", "veth", "02:00:00:00:00:78", "br-a")
-	res, err := r.eng.Handle(event(events.OpPrepare))
+	res, err := r.eng.Handle(context.Background(), event(events.OpPrepare))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +505,7 @@ func TestForeignBridgeChangeIsAWarning(t *testing.T) {
 	if got := r.records(t); !slices.Contains(got, "change foreign-bridge-changed br-a") {
 		t.Errorf("journal = %q, want the notice recorded", got)
 	}
-	if res, err := r.eng.Handle(event(events.OpPrepare)); err != nil || len(res.Warnings) != 0 {
+	if res, err := r.eng.Handle(context.Background(), event(events.OpPrepare)); err != nil || len(res.Warnings) != 0 {
 		t.Errorf("second prepare: warnings %v, error %v; want none", res.Warnings, err)
 	}
 }
@@ -516,11 +517,11 @@ func TestStartedJournalsTheOtherPortsChanges(t *testing.T) {
 	r := newRig(t, rigConfig)
 	r.links.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", "br-a")
 	r.links.AddLink("vnet1", "tuntap", "fe:54:00:bb:00:07", "br-b") // another VM's tap
-	if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
+	if _, err := r.eng.Handle(context.Background(), event(events.OpPrepare)); err != nil {
 		t.Fatal(err)
 	}
 	before := len(r.records(t))
-	res, err := r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1"))
+	res, err := r.eng.Handle(context.Background(), event(events.OpStarted, "vnet0", "vnet1"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,13 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/lock"
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
@@ -31,12 +31,12 @@ const (
 // joined, and each failed bridge is left as it was. Idempotent: a host that
 // matches changes nothing and journals nothing; with no bridge made at
 // start it does not even take the lock.
-func (e *Engine) EnsureHost(op string) (Result, error) {
+func (e *Engine) EnsureHost(ctx context.Context, op string) (Result, error) {
 	var r Result
 	if len(policy.AtStart(e.Config)) == 0 {
 		return r, nil
 	}
-	l, err := lock.AcquireUntil(e.LockPath, e.LockWait, e.Stop)
+	l, err := e.lock(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -46,17 +46,17 @@ func (e *Engine) EnsureHost(op string) (Result, error) {
 		return r, err
 	}
 	defer closeHost()
-	return r, e.ensureHost(host, op, &r)
+	return r, e.ensureHost(ctx, host, op, &r)
 }
 
 // ensureHost is EnsureHost with the lock held and the host open.
-func (e *Engine) ensureHost(host *apply.Host, op string, r *Result) error {
+func (e *Engine) ensureHost(ctx context.Context, host *apply.Host, op string, r *Result) error {
 	vm := journal.VM{Op: op, Source: string(e.source())}
 	var errs []error
 	for _, d := range policy.AtStart(e.Config) {
-		changes, err := host.Apply(d, "")
+		changes, err := host.Apply(ctx, d, "")
 		r.Changes = append(r.Changes, changes...)
-		e.journalChanges(vm, changes, r)
+		e.journalChanges(ctx, vm, changes, r)
 		switch {
 		case err != nil && len(d.Bridges) > 0:
 			errs = append(errs, &BridgeError{Bridge: d.Bridges[0].Name, Err: err})

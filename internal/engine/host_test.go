@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -24,7 +25,7 @@ func TestEnsureHost(t *testing.T) {
 sysctl: {ip_forward: 1}
 `)
 	r.eng.Source = events.SourceCLI
-	res, err := r.eng.EnsureHost(OpApply)
+	res, err := r.eng.EnsureHost(context.Background(), OpApply)
 	if err == nil || !strings.Contains(err.Error(), `making bridge "br-d"`) || !strings.Contains(err.Error(), "eth9") {
 		t.Errorf("EnsureHost error = %v, want one naming bridge br-d and its missing uplink eth9", err)
 	}
@@ -51,12 +52,12 @@ sysctl: {ip_forward: 1}
 	}
 	state := r.links.String()
 	before := len(got)
-	if res, err := r.eng.EnsureHost(OpApply); err == nil || len(res.Changes) != 0 || len(r.records(t)) != before || r.links.String() != state {
+	if res, err := r.eng.EnsureHost(context.Background(), OpApply); err == nil || len(res.Changes) != 0 || len(r.records(t)) != before || r.links.String() != state {
 		t.Errorf("second EnsureHost: %d changes, err %v, links:\n%s", len(res.Changes), err, r.links)
 	}
 
 	r.links.DelLink("br-b")
-	if _, err := r.eng.Reconcile(nil, time.Now()); err == nil {
+	if _, err := r.eng.Reconcile(context.Background(), nil, time.Now()); err == nil {
 		t.Errorf("Reconcile with br-d's uplink missing succeeded")
 	}
 	if got := r.records(t)[before:]; strings.Join(got, "\n") != "change bridge-created br-b" {
@@ -68,7 +69,7 @@ sysctl: {ip_forward: 1}
 // changes nothing, not even the sysctls.
 func TestEnsureHostNothingAtStart(t *testing.T) {
 	r := newRig(t, "bridges:\n  br-a: {uplink: uplink0, create: on_demand}\nsysctl: {ip_forward: 1}\n")
-	if res, err := r.eng.EnsureHost(OpStart); err != nil || len(res.Changes) != 0 || len(r.records(t)) != 0 {
+	if res, err := r.eng.EnsureHost(context.Background(), OpStart); err != nil || len(res.Changes) != 0 || len(r.records(t)) != 0 {
 		t.Errorf("EnsureHost = %v, %v; records %q; want nothing done", res.Changes, err, r.records(t))
 	}
 }

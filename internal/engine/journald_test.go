@@ -72,16 +72,16 @@ func TestJournaldVMWithTwoNICs(t *testing.T) {
 	b := journal.VM{Name: "db-" + id, UUID: randomUUID(), Op: "started", Source: "eventd"}
 	nics := []policy.Port{{Tap: tap1, MAC: "52:54:00:aa:00:01", Bridge: "br0"}, {Tap: tap2, MAC: "52:54:00:aa:00:02", Bridge: "br1"}}
 
-	if err := attachPorts(w, s, a, nics, time.Now()); err != nil {
+	if err := attachPorts(context.Background(), w, s, a, nics, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Millisecond) // distinct timestamps, to ask about the times between
 	a.Op = "stopped"
-	if err := detachVM(w, s, a); err != nil {
+	if err := detachVM(context.Background(), w, s, a); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Millisecond)
-	if err := attachPorts(w, s, b, []policy.Port{{Tap: tap1, MAC: "52:54:00:bb:00:01", Bridge: "br0"}}, time.Now()); err != nil {
+	if err := attachPorts(context.Background(), w, s, b, []policy.Port{{Tap: tap1, MAC: "52:54:00:bb:00:01", Bridge: "br0"}}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Save(); err != nil {

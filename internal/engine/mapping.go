@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -22,13 +23,13 @@ func vmOf(ev events.Event) journal.VM {
 
 // loadStore loads the mapping store for a writer (the caller holds the host
 // lock) and journals a warning if it was corrupt and moved aside.
-func loadStore(w *journal.Writer, path string) (*store.Store, error) {
+func loadStore(ctx context.Context, w *journal.Writer, path string) (*store.Store, error) {
 	s, err := store.Load(path)
 	if err != nil {
 		return nil, err
 	}
 	if r := s.Recovered(); r != nil {
-		return s, w.StoreRecovered(r.Path, r.MovedTo, r.Cause)
+		return s, w.StoreRecovered(ctx, r.Path, r.MovedTo, r.Cause)
 	}
 	return s, nil
 }
@@ -46,7 +47,7 @@ func loadStore(w *journal.Writer, path string) (*store.Store, error) {
 // next call rather than losing one. Idempotent for the store; journals again
 // only where said above. It keeps going past failures and returns them
 // joined.
-func attachPorts(w *journal.Writer, s *store.Store, vm journal.VM, ports []policy.Port, now time.Time) error {
+func attachPorts(ctx context.Context, w *journal.Writer, s *store.Store, vm journal.VM, ports []policy.Port, now time.Time) error {
 	var errs []error
 	for _, p := range ports {
 		if p.Tap == "" {
@@ -62,11 +63,11 @@ func attachPorts(w *journal.Writer, s *store.Store, vm journal.VM, ports []polic
 		// displaced holds the NIC's previous tap, if it had another one,
 		// and any other holder of this tap.
 		for _, e := range displaced {
-			errs = append(errs, w.Detached(portIn(s, vm, e)))
+			errs = append(errs, w.Detached(ctx, portIn(s, vm, e)))
 		}
 		if changed || vm.Op == string(events.OpReconnect) {
 			e, _ := s.ByTap(p.Tap)
-			errs = append(errs, w.Attached(portIn(s, vm, e)))
+			errs = append(errs, w.Attached(ctx, portIn(s, vm, e)))
 		}
 	}
 	return errors.Join(errs...)
@@ -84,21 +85,21 @@ func portIn(s *store.Store, vm journal.VM, e store.Entry) journal.Port {
 // XML at `stopped` names no taps; the store remembers them. Idempotent: at
 // `release` after `stopped` nothing is left and nothing is journaled. The
 // caller saves the store afterwards.
-func detachVM(w *journal.Writer, s *store.Store, vm journal.VM) error {
+func detachVM(ctx context.Context, w *journal.Writer, s *store.Store, vm journal.VM) error {
 	var errs []error
 	for _, e := range s.DetachVM(vm.UUID) {
-		errs = append(errs, w.Detached(portIn(s, vm, e)))
+		errs = append(errs, w.Detached(ctx, portIn(s, vm, e)))
 	}
 	return errors.Join(errs...)
 }
 
 // detachNICs records that the VM's NICs with these MACs are gone (a NIC
 // unplugged): like detachVM for those NICs only. Idempotent.
-func detachNICs(w *journal.Writer, s *store.Store, vm journal.VM, macs []string) error {
+func detachNICs(ctx context.Context, w *journal.Writer, s *store.Store, vm journal.VM, macs []string) error {
 	var errs []error
 	for _, mac := range macs {
 		if e, ok := s.Detach(vm.UUID, mac); ok {
-			errs = append(errs, w.Detached(portIn(s, vm, e)))
+			errs = append(errs, w.Detached(ctx, portIn(s, vm, e)))
 		}
 	}
 	return errors.Join(errs...)

@@ -73,17 +73,17 @@ func TestAttachPortsDetachVM(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-	step("prepare", attachPorts(w, s, vm("prepare"), noTaps, clock.now()))
-	step("start", attachPorts(w, s, vm("start"), nics, clock.now()))
-	step("started", attachPorts(w, s, vm("started"), nics, clock.now()))
-	step("start again", attachPorts(w, s, vm("start"), nics, clock.now()))
-	step("reconnect", attachPorts(w, s, vm("reconnect"), nics, clock.now()))
-	step("stopped", detachVM(w, s, vm("stopped")))
-	step("release", detachVM(w, s, vm("release")))
-	step("started", attachPorts(w, s, vm("started"), nics, clock.now()))
+	step("prepare", attachPorts(context.Background(), w, s, vm("prepare"), noTaps, clock.now()))
+	step("start", attachPorts(context.Background(), w, s, vm("start"), nics, clock.now()))
+	step("started", attachPorts(context.Background(), w, s, vm("started"), nics, clock.now()))
+	step("start again", attachPorts(context.Background(), w, s, vm("start"), nics, clock.now()))
+	step("reconnect", attachPorts(context.Background(), w, s, vm("reconnect"), nics, clock.now()))
+	step("stopped", detachVM(context.Background(), w, s, vm("stopped")))
+	step("release", detachVM(context.Background(), w, s, vm("release")))
+	step("started", attachPorts(context.Background(), w, s, vm("started"), nics, clock.now()))
 	// db01 gets vnet2 while web01's stop was never recorded.
-	step("db started", attachPorts(w, s, db, []policy.Port{{Tap: "vnet2", MAC: "52:54:00:bb:00:01", Bridge: "br1"}}, clock.now()))
-	step("unplug", detachNICs(w, s, vm("device-removed"), []string{"52:54:00:AA:00:01", "52:54:00:aa:00:09"}))
+	step("db started", attachPorts(context.Background(), w, s, db, []policy.Port{{Tap: "vnet2", MAC: "52:54:00:bb:00:01", Bridge: "br1"}}, clock.now()))
+	step("unplug", detachNICs(context.Background(), w, s, vm("device-removed"), []string{"52:54:00:AA:00:01", "52:54:00:aa:00:09"}))
 
 	var got []string
 	for _, f := range fileRecords(t, w.File()) {
@@ -147,7 +147,7 @@ func TestLoadStoreJournalsRecovery(t *testing.T) {
 	w := fileWriter(t, dir, &bytes.Buffer{}, clock)
 	path := filepath.Join(dir, "ports.json")
 	os.WriteFile(path, []byte("\x00\x00\x00"), 0o644)
-	s, err := loadStore(w, path)
+	s, err := loadStore(context.Background(), w, path)
 	if err != nil || s.Recovered() == nil {
 		t.Fatalf("loadStore of a corrupt store: %v, %+v", err, s)
 	}

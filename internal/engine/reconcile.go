@@ -1,13 +1,14 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/lock"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
@@ -22,17 +23,19 @@ import (
 // deleted and re-created, and the entries of VMs (or NICs) that went away
 // while nobody watched are journaled as detached. One VM's failure does not
 // stop the pass: errors are joined. Idempotent: a host that matches
-// changes nothing and journals nothing.
+// changes nothing and journals nothing. Its waits end with ctx, like
+// Handle's; a ctx that ends stops the pass before the next VM (errors say
+// so), and the VMs it did not reach are not judged gone.
 //
 // listed is when running was read from libvirt. A store entry recorded
 // after it (a VM started, or a NIC plugged, while the list was read or the
 // host lock awaited: a boot storm) is not judged by a list that could not
 // know it; the hook or the VM's own event recorded it, and the next pass
 // judges it. The zero time judges every entry.
-func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, error) {
+func (e *Engine) Reconcile(ctx context.Context, running []events.Event, listed time.Time) (Result, error) {
 	var r Result
 	p := &pass{e: e}
-	if err := p.acquire(); err != nil {
+	if err := p.acquire(ctx); err != nil {
 		return r, err
 	}
 	host, err := p.backends()
@@ -40,22 +43,29 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 		p.finish()
 		return r, err
 	}
-	m, err := p.store()
+	m, err := p.store(ctx)
 	if m == nil {
 		p.finish()
 		return r, err
 	}
 	r.warn(err)
-	errs := []error{e.ensureHost(host, string(events.OpReconcile), &r)}
+	errs := []error{e.ensureHost(ctx, host, string(events.OpReconcile), &r)}
 	alive := map[string]map[string]bool{} // uuid → MACs of its NICs
 	for _, ev := range running {
+		if err := deadline.Ended(ctx, "reconciling %d running domains", len(running)); err != nil {
+			// Stopped (SIGTERM) or out of time: judge no VM by a pass
+			// that did not see them all.
+			errs = append(errs, err)
+			p.finish()
+			return r, errors.Join(errs...)
+		}
 		ev.Op = events.OpReconcile
 		macs := map[string]bool{}
 		for _, n := range ev.NICs {
 			macs[n.MAC] = true
 		}
 		alive[ev.UUID] = macs
-		vr, err := e.handleVM(ev, p)
+		vr, err := e.handleVM(ctx, ev, p)
 		r.Changes = append(r.Changes, vr.Changes...)
 		for _, w := range vr.Warnings {
 			r.warn(fmt.Errorf("domain %q: %w", ev.Domain, w))
@@ -72,7 +82,7 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 		}
 		if macs, ok := alive[x.UUID]; !ok || !macs[x.MAC] {
 			gone.Name, gone.UUID = x.VM, x.UUID
-			r.warn(detachNICs(e.Journal, m.Store, gone, []string{x.MAC}))
+			r.warn(detachNICs(ctx, e.Journal, m.Store, gone, []string{x.MAC}))
 		}
 	}
 	errs = append(errs, p.finish())
@@ -81,13 +91,13 @@ func (e *Engine) Reconcile(running []events.Event, listed time.Time) (Result, er
 
 // CheckFirewall re-applies the firewall intent of the configuration (a rule
 // someone deleted comes back). On nf_tables hosts an unchanged ruleset costs
-// one netlink round trip. Idempotent.
-func (e *Engine) CheckFirewall() error {
+// one netlink round trip. Idempotent. Its waits end with ctx.
+func (e *Engine) CheckFirewall(ctx context.Context) error {
 	fw := policy.FirewallIntent(e.Config)
 	if fw == nil || len(e.Config.Bridges) == 0 {
 		return nil
 	}
-	l, err := lock.AcquireUntil(e.LockPath, e.LockWait, e.Stop)
+	l, err := e.lock(ctx)
 	if err != nil {
 		return err
 	}
@@ -101,10 +111,10 @@ func (e *Engine) CheckFirewall() error {
 		return nil
 	}
 	var rv revert.Reverter
-	changes, err := host.Firewall.Ensure(*fw, &rv)
+	changes, err := host.Firewall.Ensure(ctx, *fw, &rv)
 	if err != nil {
 		return errors.Join(e.withConfigPath(err), rv.Fail())
 	}
 	rv.Success()
-	return e.Journal.HostChanges(journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes)
+	return e.Journal.HostChanges(ctx, journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes)
 }

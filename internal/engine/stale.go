@@ -12,8 +12,8 @@ import (
 	"github.com/virtbridge/virtbridge/internal/who"
 )
 
-// catchUpWait bounds how long a run waits for journald while it catches a
-// stale store up: the path is rare, and the hook has a deadline.
+// catchUpWait caps, within the run's context, how long a run waits for
+// journald while it catches a stale store up: the path is rare.
 const catchUpWait = 5 * time.Second
 
 // mapping is the store one run changes, and what the run knows of its
@@ -38,9 +38,9 @@ func (e *Engine) staleMarker() string {
 // openStore loads the mapping store (the caller holds the host lock) and,
 // when an earlier save failed, catches it up from the journal's records
 // since then. A nil mapping is an error; otherwise err holds warnings.
-func (e *Engine) openStore() (*mapping, error) {
+func (e *Engine) openStore(ctx context.Context) (*mapping, error) {
 	m := &mapping{began: time.Now()}
-	s, err := loadStore(e.Journal, e.StorePath)
+	s, err := loadStore(ctx, e.Journal, e.StorePath)
 	if s == nil {
 		return nil, fmt.Errorf("loading the mapping store: %w", err)
 	}
@@ -50,7 +50,7 @@ func (e *Engine) openStore() (*mapping, error) {
 		return m, errors.Join(err, serr)
 	}
 	m.marked = true
-	ctx, cancel := context.WithTimeout(context.Background(), min(catchUpWait, max(e.LockWait, time.Second)))
+	ctx, cancel := context.WithTimeout(ctx, catchUpWait)
 	defer cancel()
 	l := who.Lookup{Store: e.StorePath, File: e.Journal.File()}
 	if path, lerr := command.LookPath("journalctl"); lerr == nil {

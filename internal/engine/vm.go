@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"strings"
 
@@ -44,16 +45,26 @@ type pass struct {
 }
 
 // acquire takes the host lock, if the pass does not hold it yet.
-func (p *pass) acquire() error {
+func (p *pass) acquire(ctx context.Context) error {
 	if p.lock != nil {
 		return nil
 	}
-	l, err := lock.AcquireUntil(p.e.LockPath, p.e.LockWait, p.e.Stop)
+	l, err := p.e.lock(ctx)
 	if err != nil {
 		return err
 	}
 	p.lock = l
 	return nil
+}
+
+// lock takes the host lock, waiting until ctx ends, and at most LockWait.
+func (e *Engine) lock(ctx context.Context) (*lock.Lock, error) {
+	if e.LockWait > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.LockWait)
+		defer cancel()
+	}
+	return lock.AcquireUntil(ctx, e.LockPath)
 }
 
 // backends opens the backends once per pass; the lock must be held.
@@ -71,11 +82,11 @@ func (p *pass) backends() (*apply.Host, error) {
 // store loads the mapping store once per pass (openStore: caught up from
 // the journal if a save failed); the lock must be held. A nil mapping is
 // an error; otherwise err holds the warnings of the first load.
-func (p *pass) store() (*mapping, error) {
+func (p *pass) store(ctx context.Context) (*mapping, error) {
 	if p.m != nil {
 		return p.m, nil
 	}
-	m, err := p.e.openStore()
+	m, err := p.e.openStore(ctx)
 	p.m = m
 	return m, err
 }
@@ -109,14 +120,14 @@ func (p *pass) finish() error {
 // where the VM runs already (started, and a missing tap anywhere) and an
 // error where the host must be ready for the VM (reconnect, reconcile,
 // attach, a hot-plug).
-func (e *Engine) handleVM(ev events.Event, p *pass) (Result, error) {
+func (e *Engine) handleVM(ctx context.Context, ev events.Event, p *pass) (Result, error) {
 	r := Result{Desired: policy.Decide(e.Config, ev)}
 	r.Desired.Errors = append(r.Desired.Errors, e.refusals(ev, r.Desired)...)
 	d := r.Desired
 	vm := vmOf(ev)
 	if len(d.Errors) > 0 {
 		err := &PolicyError{Err: errors.New(strings.Join(d.Errors, "; "))}
-		r.warn(e.Journal.Refused(vm, err.Error()))
+		r.warn(e.Journal.Refused(ctx, vm, err.Error()))
 		return r, err
 	}
 	gone := ev.Op.Ends() || ev.Op == events.OpDeviceRemoved
@@ -126,13 +137,13 @@ func (e *Engine) handleVM(ev events.Event, p *pass) (Result, error) {
 	if gone && p.lock == nil && !e.storeHolds(ev.UUID) {
 		return r, nil // nothing of this VM was recorded: nothing to detach
 	}
-	if err := p.acquire(); err != nil {
+	if err := p.acquire(ctx); err != nil {
 		return r, err
 	}
 	var ports portFailures
 	if d.Action == policy.ActionHost || d.Action == policy.ActionPorts {
 		var err error
-		if ports, err = e.applyVM(ev, vm, p, &r); err != nil {
+		if ports, err = e.applyVM(ctx, ev, vm, p, &r); err != nil {
 			return r, err
 		}
 		// After start the taps exist whatever happened: record them even
@@ -146,7 +157,7 @@ func (e *Engine) handleVM(ev events.Event, p *pass) (Result, error) {
 			return r, ports.verdict(ev.Op, &r)
 		}
 	}
-	r.warn(e.record(ev, vm, d, p))
+	r.warn(e.record(ctx, ev, vm, d, p))
 	return r, ports.verdict(ev.Op, &r)
 }
 
@@ -195,7 +206,7 @@ func (f portFailures) verdict(op events.Op, r *Result) error {
 // (apply.ApplyPorts): the changes made for the ports that are right are
 // kept and journaled, and the others' failures, journaled as a refusal,
 // come back as portFailures.
-func (e *Engine) applyVM(ev events.Event, vm journal.VM, p *pass, r *Result) (portFailures, error) {
+func (e *Engine) applyVM(ctx context.Context, ev events.Event, vm journal.VM, p *pass, r *Result) (portFailures, error) {
 	var f portFailures
 	host, err := p.backends()
 	if err != nil {
@@ -206,12 +217,12 @@ func (e *Engine) applyVM(ev events.Event, vm journal.VM, p *pass, r *Result) (po
 	if d.Action == policy.ActionHost {
 		hd := d
 		hd.Ports = nil // checked one by one below, where the taps exist
-		changes, err := host.Apply(hd, alias)
+		changes, err := host.Apply(ctx, hd, alias)
 		r.Changes = append(r.Changes, changes...)
-		e.journalChanges(vm, changes, r)
+		e.journalChanges(ctx, vm, changes, r)
 		if err != nil {
 			err = &HostError{Err: e.withConfigPath(err)}
-			r.warn(e.Journal.Refused(vm, err.Error()))
+			r.warn(e.Journal.Refused(ctx, vm, err.Error()))
 			return f, err
 		}
 		if !d.TapsExist() {
@@ -221,7 +232,7 @@ func (e *Engine) applyVM(ev events.Event, vm journal.VM, p *pass, r *Result) (po
 	var changes []change.Change
 	var errs []error
 	f.missingOnly = true
-	for _, pr := range host.ApplyPorts(d, alias) {
+	for _, pr := range host.ApplyPorts(ctx, d, alias) {
 		changes = append(changes, pr.Changes...)
 		if pr.Err == nil {
 			continue
@@ -233,9 +244,9 @@ func (e *Engine) applyVM(ev events.Event, vm journal.VM, p *pass, r *Result) (po
 		f.missingOnly = f.missingOnly && errors.Is(pr.Err, links.ErrTapMissing)
 	}
 	r.Changes = append(r.Changes, changes...)
-	r.warn(e.Journal.HostChanges(vm, changes))
+	r.warn(e.Journal.HostChanges(ctx, vm, changes))
 	if f.err = errors.Join(errs...); f.err != nil {
-		r.warn(e.Journal.Refused(vm, f.err.Error()))
+		r.warn(e.Journal.Refused(ctx, vm, f.err.Error()))
 	}
 	return f, nil
 }

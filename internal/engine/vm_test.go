@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -38,11 +39,11 @@ func TestReconcileRefusesLikePrepare(t *testing.T) {
 		before := r.links.String()
 		var err error
 		if reconcile {
-			_, err = r.eng.Reconcile([]events.Event{vm(events.OpReconnect)}, time.Now())
+			_, err = r.eng.Reconcile(context.Background(), []events.Event{vm(events.OpReconnect)}, time.Now())
 		} else {
 			ev := vm(events.OpPrepare)
 			ev.NICs[0].Tap = ""
-			_, err = r.eng.Handle(ev)
+			_, err = r.eng.Handle(context.Background(), ev)
 		}
 		var pe *PolicyError
 		if !errors.As(err, &pe) || !strings.Contains(err.Error(), `names "eth0" as its bridge, but eth0 is a network interface (NIC) on this host, not a bridge`) {
@@ -77,16 +78,16 @@ func TestBadTapAtReconcileLikeAtStarted(t *testing.T) {
 		var res Result
 		var err error
 		if reconcile {
-			res, err = r.eng.Reconcile([]events.Event{event(events.OpReconnect, "vnet0", "vnet1")}, time.Now())
+			res, err = r.eng.Reconcile(context.Background(), []events.Event{event(events.OpReconnect, "vnet0", "vnet1")}, time.Now())
 			var he *HostError
 			if !errors.As(err, &he) || !errors.Is(err, links.ErrNotTap) || !strings.Contains(err.Error(), `domain "web01"`) {
 				t.Fatalf("reconcile: err %v, want a HostError of web01 for its tap vnet1", err)
 			}
 		} else {
-			if _, err := r.eng.Handle(event(events.OpPrepare)); err != nil {
+			if _, err := r.eng.Handle(context.Background(), event(events.OpPrepare)); err != nil {
 				t.Fatal(err)
 			}
-			res, err = r.eng.Handle(event(events.OpStarted, "vnet0", "vnet1"))
+			res, err = r.eng.Handle(context.Background(), event(events.OpStarted, "vnet0", "vnet1"))
 			if err != nil || len(res.Warnings) != 1 || !errors.Is(res.Warnings[0], links.ErrNotTap) {
 				t.Fatalf("started: err %v warnings %v, want a not-its-tap warning", err, res.Warnings)
 			}

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
@@ -33,7 +35,7 @@ func NewFake() *Fake {
 
 // Ensure is Firewall.Ensure on the in-memory tables; it is idempotent. A
 // backend of "none" changes nothing.
-func (f *Fake) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error) {
 	if fw.Backend == BackendNone {
 		return nil, nil
 	}
@@ -44,15 +46,15 @@ func (f *Fake) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Change,
 	if err != nil {
 		return nil, err
 	}
-	cs, changed, err := ensureTables(f.all(), bridges, rv)
+	cs, changed, err := ensureTables(ctx, f.all(), bridges, rv)
 	if err == nil {
-		err = verifyTables(changed, bridges)
+		err = verifyTables(ctx, changed, bridges)
 	}
 	return cs, err
 }
 
 // Check is Firewall.Check on the in-memory tables.
-func (f *Fake) Check(fw policy.Firewall) ([]string, error) {
+func (f *Fake) Check(ctx context.Context, fw policy.Firewall) ([]string, error) {
 	if fw.Backend == BackendNone {
 		return []string{}, nil
 	}
@@ -60,14 +62,14 @@ func (f *Fake) Check(fw policy.Firewall) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return checkTables(f.all(), bridges)
+	return checkTables(ctx, f.all(), bridges)
 }
 
 // Remove is Firewall.Remove on the in-memory tables; it is idempotent.
-func (f *Fake) Remove() ([]change.Change, error) {
+func (f *Fake) Remove(ctx context.Context) ([]change.Change, error) {
 	var rv revert.Reverter
 	defer rv.Success()
-	cs, _, err := ensureTables(f.all(), nil, &rv)
+	cs, _, err := ensureTables(ctx, f.all(), nil, &rv)
 	return cs, err
 }
 
@@ -125,9 +127,19 @@ type fakeTable struct {
 
 func (t fakeTable) name() string { return t.fam.command() + "-fake" }
 
-func (t fakeTable) read() (*ruleset, error) { return t.f.tables[t.fam].clone(), nil }
+// read and do, like iptables run through package command, do nothing
+// once ctx has ended.
+func (t fakeTable) read(ctx context.Context) (*ruleset, error) {
+	if err := deadline.Ended(ctx, "reading %s filter table", t.name()); err != nil {
+		return nil, err
+	}
+	return t.f.tables[t.fam].clone(), nil
+}
 
-func (t fakeTable) do(o op) (bool, error) {
+func (t fakeTable) do(ctx context.Context, o op) (bool, error) {
+	if err := deadline.Ended(ctx, "changing %s filter table: %s", t.name(), o); err != nil {
+		return false, err
+	}
 	if t.f.Fail != nil {
 		if err := t.f.Fail(t.fam, o.String()); err != nil {
 			return false, err

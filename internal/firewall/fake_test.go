@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -46,16 +47,16 @@ func fakeRun(t *testing.T, f *Fake, cmds ...string) {
 func ensureTwice(t *testing.T, f *Fake, p policy.Firewall) []change.Change {
 	t.Helper()
 	var rv revert.Reverter
-	cs, err := f.Ensure(p, &rv)
+	cs, err := f.Ensure(context.Background(), p, &rv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := f.String()
-	again, err := f.Ensure(p, &rv)
+	again, err := f.Ensure(context.Background(), p, &rv)
 	if err != nil || len(again) != 0 || f.String() != before {
 		t.Fatalf("second Ensure: changes %v, err %v", again, err)
 	}
-	if probs, err := f.Check(p); err != nil || len(probs) != 0 {
+	if probs, err := f.Check(context.Background(), p); err != nil || len(probs) != 0 {
 		t.Fatalf("Check after Ensure: %q, %v", probs, err)
 	}
 	return cs
@@ -63,7 +64,7 @@ func ensureTwice(t *testing.T, f *Fake, p policy.Firewall) []change.Change {
 
 func TestFakeEnsureFromEmpty(t *testing.T) {
 	f := NewFake()
-	if probs, _ := f.Check(fw("br0")); len(probs) != 6 {
+	if probs, _ := f.Check(context.Background(), fw("br0")); len(probs) != 6 {
 		t.Errorf("Check on an empty table: %q, want chain, rule and jump missing, per family", probs)
 	}
 	cs := ensureTwice(t, f, fw("br1", "br0"))
@@ -166,7 +167,7 @@ func TestFakeEmptyListRemovesEverything(t *testing.T) {
 	if cs[len(cs)-1].Kind != change.ChainRemoved {
 		t.Errorf("last change %v, want chain removal", cs[len(cs)-1])
 	}
-	if cs, err := f.Remove(); err != nil || len(cs) != 0 {
+	if cs, err := f.Remove(context.Background()); err != nil || len(cs) != 0 {
 		t.Errorf("Remove after removal: %v, %v", cs, err)
 	}
 }
@@ -184,7 +185,7 @@ func TestFakeUndoRestoresExactly(t *testing.T) {
 		return nil
 	}
 	var rv revert.Reverter
-	cs, err := f.Ensure(fw("br2"), &rv)
+	cs, err := f.Ensure(context.Background(), fw("br2"), &rv)
 	if err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Fatalf("Ensure: %v, want the injected error", err)
 	}
@@ -237,13 +238,13 @@ func TestFakeConverges(t *testing.T) {
 
 func TestFakeRefusesBadInput(t *testing.T) {
 	f := NewFake()
-	if _, err := f.Ensure(policy.Firewall{Backend: "pf", AcceptBridges: []string{"br0"}}, &revert.Reverter{}); err == nil {
+	if _, err := f.Ensure(context.Background(), policy.Firewall{Backend: "pf", AcceptBridges: []string{"br0"}}, &revert.Reverter{}); err == nil {
 		t.Error("unknown backend: no error")
 	}
-	if _, err := f.Ensure(fw("br+"), &revert.Reverter{}); err == nil {
+	if _, err := f.Ensure(context.Background(), fw("br+"), &revert.Reverter{}); err == nil {
 		t.Error("wildcard bridge name: no error")
 	}
-	if cs, err := f.Ensure(policy.Firewall{Backend: BackendNone, AcceptBridges: []string{"br0"}}, &revert.Reverter{}); err != nil || cs != nil {
+	if cs, err := f.Ensure(context.Background(), policy.Firewall{Backend: BackendNone, AcceptBridges: []string{"br0"}}, &revert.Reverter{}); err != nil || cs != nil {
 		t.Errorf("backend none: %v, %v", cs, err)
 	}
 	if err := f.Run(IPv4, "-Z FORWARD"); err == nil {

@@ -22,6 +22,7 @@
 package firewall
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -85,8 +86,9 @@ func New(o Options) *Firewall {
 // idempotent: it changes only what differs, reads changed tables back,
 // pushes an undo step on rv for every change, and with nf_tables and an
 // unchanged ruleset generation it runs no iptables at all. Backend "none"
-// changes nothing.
-func (f *Firewall) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error) {
+// changes nothing. The iptables commands end with ctx; undoing them
+// (rv.Fail) keeps ctx's deadline but not its cancellation.
+func (f *Firewall) Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error) {
 	if fw.Backend == BackendNone {
 		return nil, nil
 	}
@@ -113,7 +115,7 @@ func (f *Firewall) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Cha
 	if v == "" {
 		if cached, ok := st.cachedVariant(fx); ok {
 			v = cached
-		} else if v, err = chooseVariant(f.detector(fx)); err != nil {
+		} else if v, err = chooseVariant(f.detector(ctx, fx)); err != nil {
 			return nil, err
 		}
 	}
@@ -121,7 +123,7 @@ func (f *Firewall) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Cha
 	if err != nil {
 		return nil, err
 	}
-	cs, changed, err := ensureTables(ts, bridges, rv)
+	cs, changed, err := ensureTables(ctx, ts, bridges, rv)
 	if err != nil {
 		return cs, err
 	}
@@ -132,7 +134,7 @@ func (f *Firewall) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Cha
 		}
 		// Read back every table, not only the changed ones: the generation
 		// recorded must be one at which all of them were seen.
-		if err := verifyTables(ts, bridges); err != nil {
+		if err := verifyTables(ctx, ts, bridges); err != nil {
 			return cs, err
 		}
 	}
@@ -150,7 +152,7 @@ func (f *Firewall) Ensure(fw policy.Firewall, rv *revert.Reverter) ([]change.Cha
 // leave, e.g. "iptables-nft: FORWARD has no jump to VIRTBRIDGE-FWD". It
 // changes nothing and uses no remembered state; an empty list means all is
 // in place.
-func (f *Firewall) Check(fw policy.Firewall) ([]string, error) {
+func (f *Firewall) Check(ctx context.Context, fw policy.Firewall) ([]string, error) {
 	if fw.Backend == BackendNone {
 		return []string{}, nil
 	}
@@ -167,7 +169,7 @@ func (f *Firewall) Check(fw policy.Firewall) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if v, err = chooseVariant(f.detector(fx)); err != nil {
+		if v, err = chooseVariant(f.detector(ctx, fx)); err != nil {
 			return nil, err
 		}
 	}
@@ -175,7 +177,7 @@ func (f *Firewall) Check(fw policy.Firewall) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return checkTables(ts, bridges)
+	return checkTables(ctx, ts, bridges)
 }
 
 // Remove deletes virtbridge's jumps, rules and chain from both families of
@@ -184,7 +186,7 @@ func (f *Firewall) Check(fw policy.Firewall) ([]string, error) {
 // the state file. It is idempotent
 // and keeps going past errors, returning them joined. Package removal uses
 // it.
-func (f *Firewall) Remove() ([]change.Change, error) {
+func (f *Firewall) Remove(ctx context.Context) ([]change.Change, error) {
 	fx, err := f.ns.facts()
 	if err != nil {
 		return nil, err
@@ -198,7 +200,7 @@ func (f *Firewall) Remove() ([]change.Change, error) {
 				continue // not installed, or no table (nf_tables silent): nothing of ours there
 			}
 			var rv revert.Reverter
-			c, _, err := ensureTables([]table{&iptTable{fam: fam, v: v, path: path, wait: f.wait}}, nil, &rv)
+			c, _, err := ensureTables(ctx, []table{&iptTable{fam: fam, v: v, path: path, wait: f.wait}}, nil, &rv)
 			rv.Success()
 			cs = append(cs, c...)
 			errs = append(errs, err)
@@ -230,10 +232,14 @@ func families() []Family {
 	return []Family{IPv4, IPv6}
 }
 
-func (f *Firewall) detector(fx facts) detector { return hostDetector{f.bins, fx} }
+func (f *Firewall) detector(ctx context.Context, fx facts) detector {
+	return hostDetector{ctx, f.bins, fx}
+}
 
-// hostDetector answers chooseVariant's questions on this host.
+// hostDetector answers chooseVariant's questions on this host, for one
+// call: its iptables-save runs end with ctx.
 type hostDetector struct {
+	ctx  context.Context
 	bins binaries
 	fx   facts
 }
@@ -255,7 +261,7 @@ func (d hostDetector) rules(v Variant) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		out, err := run(nil, path)
+		out, err := run(d.ctx, nil, path)
 		if err != nil {
 			return 0, fmt.Errorf("detecting the iptables variant: %w", err)
 		}

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,11 +19,11 @@ var variants = []Variant{NFT, Legacy}
 func backendOf(v Variant) string { return "iptables-" + string(v) }
 
 func mustEnsure(t testing.TB, f interface {
-	Ensure(policy.Firewall, *revert.Reverter) ([]change.Change, error)
+	Ensure(context.Context, policy.Firewall, *revert.Reverter) ([]change.Change, error)
 }, p policy.Firewall) []change.Change {
 	t.Helper()
 	var rv revert.Reverter
-	cs, err := f.Ensure(p, &rv)
+	cs, err := f.Ensure(context.Background(), p, &rv)
 	if err != nil {
 		t.Fatalf("Ensure(%v): %v", p, err)
 	}
@@ -58,7 +59,7 @@ func TestEnsureMatchesFake(t *testing.T) {
 				if after := l.show(t, v); after != before {
 					t.Errorf("%s: second Ensure changed the table:\n%s\nto\n%s", name, before, after)
 				}
-				if probs, err := real.Check(p); err != nil || len(probs) != 0 {
+				if probs, err := real.Check(context.Background(), p); err != nil || len(probs) != 0 {
 					t.Errorf("%s: Check after Ensure: %q, %v", name, probs, err)
 				}
 			}
@@ -107,7 +108,7 @@ func TestUndoRestoresKernelTables(t *testing.T) {
 			before := l.show(t, v)
 			l.failOn(t, fmt.Sprintf("ip6tables-%s -t filter -I DOCKER-USER", v))
 			var rv revert.Reverter
-			cs, err := f.Ensure(policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br1"}}, &rv)
+			cs, err := f.Ensure(context.Background(), policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br1"}}, &rv)
 			if err == nil || !strings.Contains(err.Error(), "injected failure") {
 				t.Fatalf("Ensure: %v, want the injected failure", err)
 			}
@@ -139,7 +140,7 @@ func TestBatchAndItsUndo(t *testing.T) {
 			l.calls(t)
 			l.failOn(t, fmt.Sprintf("ip6tables-%[1]s-restore\nip6tables-%[1]s -t filter", v))
 			var rv revert.Reverter
-			_, err := f.Ensure(policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0", "br1"}}, &rv)
+			_, err := f.Ensure(context.Background(), policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0", "br1"}}, &rv)
 			if err == nil || !strings.Contains(err.Error(), "injected failure") {
 				t.Fatalf("Ensure: %v, want the injected failure", err)
 			}
@@ -177,7 +178,7 @@ func TestRemoveAndCheck(t *testing.T) {
 		l.both(t, v, "-I", "FORWARD", "1", "-j", "LOG")
 		l.both(t, v, "-A", "VIRTBRIDGE-FWD", "-j", "DROP")
 	}
-	probs, err := f.Check(policy.Firewall{Backend: BackendNFT, AcceptBridges: []string{"br0", "br1"}})
+	probs, err := f.Check(context.Background(), policy.Firewall{Backend: BackendNFT, AcceptBridges: []string{"br0", "br1"}})
 	want := []string{
 		"iptables-nft: rule for bridge br1 is missing from VIRTBRIDGE-FWD",
 		"iptables-nft: stray rule in VIRTBRIDGE-FWD: -j DROP",
@@ -186,7 +187,7 @@ func TestRemoveAndCheck(t *testing.T) {
 	if err != nil || !slices.Equal(probs[:3], want) || len(probs) != 6 {
 		t.Errorf("Check = %q, %v; want %q and the same for ip6tables-nft", probs, err, want)
 	}
-	if _, err := f.Remove(); err != nil {
+	if _, err := f.Remove(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range variants {
@@ -195,7 +196,7 @@ func TestRemoveAndCheck(t *testing.T) {
 			t.Errorf("%s after Remove:\n%s", v, got)
 		}
 	}
-	if cs, err := f.Remove(); err != nil || len(cs) != 0 {
+	if cs, err := f.Remove(context.Background()); err != nil || len(cs) != 0 {
 		t.Errorf("second Remove: %v, %v", cs, err)
 	}
 }
@@ -273,7 +274,7 @@ func TestChangeAlreadyMade(t *testing.T) {
 				{op{kind: opDelChain, chain: "VB-TEST"}, false, false},
 				{op{kind: opAppend, chain: "VB-MISSING", spec: rule}, false, true},
 			} {
-				done, err := tb.do(tc.o)
+				done, err := tb.do(context.Background(), tc.o)
 				if done != tc.done || (err != nil) != tc.wantErr {
 					t.Fatalf("step %d %s: done %v err %v; want done %v, error %v", i, tc.o, done, err, tc.done, tc.wantErr)
 				}

@@ -51,10 +51,10 @@ func LookPath(dir, name string) (string, error) {
 }
 
 // run runs an iptables command (package command: clean environment with
-// LC_ALL=C, a timeout within the process deadline) and returns its stdout;
-// its error carries the argv and the output. stdin may be nil.
-func run(stdin io.Reader, path string, args ...string) (string, error) {
-	out, err := command.Cmd{Path: path, Args: args, Stdin: stdin}.Output(context.Background())
+// LC_ALL=C, a timeout within ctx) and returns its stdout; its error
+// carries the argv and the output. stdin may be nil.
+func run(ctx context.Context, stdin io.Reader, path string, args ...string) (string, error) {
+	out, err := command.Cmd{Path: path, Args: args, Stdin: stdin}.Output(ctx)
 	return string(out), err
 }
 
@@ -70,8 +70,8 @@ type iptTable struct {
 
 func (t *iptTable) name() string { return t.fam.command() + "-" + string(t.v) }
 
-func (t *iptTable) read() (*ruleset, error) {
-	f, err := ReadFilter(t.path, t.wait)
+func (t *iptTable) read(ctx context.Context) (*ruleset, error) {
+	f, err := ReadFilter(ctx, t.path, t.wait)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s filter table: %w", t.name(), err)
 	}
@@ -81,8 +81,9 @@ func (t *iptTable) read() (*ruleset, error) {
 // ReadFilter reads the filter table with the iptables command at path
 // (`path -t filter -S`), waiting at most wait seconds for the xtables lock.
 // It changes nothing; legacy iptables creates the table when it is missing.
-func ReadFilter(path string, wait int) (Filter, error) {
-	out, err := run(nil, path, "-t", filterTable, "-S", "--wait", strconv.Itoa(wait))
+// The command ends with ctx.
+func ReadFilter(ctx context.Context, path string, wait int) (Filter, error) {
+	out, err := run(ctx, nil, path, "-t", filterTable, "-S", "--wait", strconv.Itoa(wait))
 	if err != nil {
 		return Filter{}, err
 	}
@@ -94,7 +95,7 @@ func ReadFilter(path string, wait int) (Filter, error) {
 // 1, which also means other failures, so a failed change is classified by
 // reading the table back: a chain that exists after -N, or a chain or rule
 // that is gone after -X or -D, is a change already made (false, nil).
-func (t *iptTable) do(o op) (bool, error) {
+func (t *iptTable) do(ctx context.Context, o op) (bool, error) {
 	spec, err := SplitRule(o.spec)
 	if err != nil {
 		return false, err
@@ -114,12 +115,12 @@ func (t *iptTable) do(o op) (bool, error) {
 	default:
 		return false, fmt.Errorf("%s: not a change virtbridge makes", o)
 	}
-	_, err = run(nil, t.path, append(args, "--wait", strconv.Itoa(t.wait))...)
+	_, err = run(ctx, nil, t.path, append(args, "--wait", strconv.Itoa(t.wait))...)
 	if err == nil {
 		return true, nil
 	}
 	if o.kind == opNewChain || o.kind == opDelChain || o.kind == opDelete {
-		if cur, rerr := t.read(); rerr == nil && alreadyDone(cur, o) {
+		if cur, rerr := t.read(ctx); rerr == nil && alreadyDone(cur, o) {
 			return false, nil
 		}
 	}
@@ -142,7 +143,7 @@ func alreadyDone(cur *ruleset, o op) bool {
 
 // batch makes ops in one `iptables-restore --noflush`: one process instead
 // of one per change, and all or nothing.
-func (t *iptTable) batch(ops []op) error {
+func (t *iptTable) batch(ctx context.Context, ops []op) error {
 	restore := t.path + "-restore"
 	if _, err := os.Stat(restore); err != nil {
 		return err
@@ -153,6 +154,6 @@ func (t *iptTable) batch(ops []op) error {
 		in.WriteString(o.String() + "\n")
 	}
 	in.WriteString("COMMIT\n")
-	_, err := run(strings.NewReader(in.String()), restore, "--noflush", "--wait", strconv.Itoa(t.wait))
+	_, err := run(ctx, strings.NewReader(in.String()), restore, "--noflush", "--wait", strconv.Itoa(t.wait))
 	return err
 }

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,7 +64,7 @@ func TestRecycledNamespaceIsNotTrusted(t *testing.T) {
 	if !strings.Contains(fwd, "-j "+Chain) {
 		t.Errorf("after Ensure in a namespace that reuses the inode and generation of a deleted one, FORWARD has no jump to %s:\n%s", Chain, fwd)
 	}
-	if diff, err := f.Check(p); err != nil || len(diff) != 0 {
+	if diff, err := f.Check(context.Background(), p); err != nil || len(diff) != 0 {
 		t.Errorf("Check after Ensure: %q, %v", diff, err)
 	}
 	if _, runs := ensureCounting(t, l, f, p); len(runs) != 0 {

@@ -5,9 +5,11 @@ package firewall
 // so that both decide alike and their messages cannot drift apart.
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -17,25 +19,27 @@ type table interface {
 	// name says which, e.g. "ip6tables-nft"; it prefixes changes and errors.
 	name() string
 	// read returns the whole table (one `iptables -S`).
-	read() (*ruleset, error)
+	read(ctx context.Context) (*ruleset, error)
 	// do makes one change. It reports false, not an error, when the change
 	// was already made: a chain that already exists, a rule already gone.
-	do(o op) (bool, error)
+	do(ctx context.Context, o op) (bool, error)
 }
 
 // batcher is a table that can make several changes in one atomic step.
 type batcher interface {
-	batch(ops []op) error
+	batch(ctx context.Context, ops []op) error
 }
 
 // ensureTables makes each table hold virtbridge's rules for bridges: one
 // read per table, then only the changes plan asks for. Every change made
 // pushes its undo on rv. It returns the changes and the tables changed.
-func ensureTables(ts []table, bridges []string, rv *revert.Reverter) ([]change.Change, []table, error) {
+// The undo steps run with ctx's deadline but not its cancellation: a run
+// stopped midway still takes its changes back.
+func ensureTables(ctx context.Context, ts []table, bridges []string, rv *revert.Reverter) ([]change.Change, []table, error) {
 	var cs []change.Change
 	var changed []table
 	for _, t := range ts {
-		cur, err := t.read()
+		cur, err := t.read(ctx)
 		if err != nil {
 			return cs, changed, err
 		}
@@ -49,7 +53,7 @@ func ensureTables(ts []table, bridges []string, rv *revert.Reverter) ([]change.C
 		// One atomic iptables-restore for the whole change set when the
 		// table can; the op-by-op path below handles what it refuses
 		// (a chain made meanwhile, a rule already gone).
-		if b, ok := t.(batcher); ok && len(ops) > 1 && b.batch(ops) == nil {
+		if b, ok := t.(batcher); ok && len(ops) > 1 && b.batch(ctx, ops) == nil {
 			undo := make([]op, len(ops))
 			for i, o := range ops {
 				undo[len(ops)-1-i] = o.undo()
@@ -57,7 +61,9 @@ func ensureTables(ts []table, bridges []string, rv *revert.Reverter) ([]change.C
 			}
 			t, b := t, b
 			rv.Add(func() error {
-				if err := b.batch(undo); err != nil {
+				uctx, cancel := deadline.Uncancelled(ctx)
+				defer cancel()
+				if err := b.batch(uctx, undo); err != nil {
 					return fmt.Errorf("undoing in %s filter table: %w", t.name(), err)
 				}
 				return nil
@@ -65,7 +71,7 @@ func ensureTables(ts []table, bridges []string, rv *revert.Reverter) ([]change.C
 			continue
 		}
 		for _, o := range ops {
-			done, err := t.do(o)
+			done, err := t.do(ctx, o)
 			if err != nil {
 				return cs, changed, fmt.Errorf("changing %s filter table: %s: %w", t.name(), o, err)
 			}
@@ -74,7 +80,9 @@ func ensureTables(ts []table, bridges []string, rv *revert.Reverter) ([]change.C
 			}
 			t, u := t, o.undo()
 			rv.Add(func() error {
-				if _, err := t.do(u); err != nil {
+				uctx, cancel := deadline.Uncancelled(ctx)
+				defer cancel()
+				if _, err := t.do(uctx, u); err != nil {
 					return fmt.Errorf("undoing in %s filter table: %s: %w", t.name(), u, err)
 				}
 				return nil
@@ -86,9 +94,9 @@ func ensureTables(ts []table, bridges []string, rv *revert.Reverter) ([]change.C
 }
 
 // verifyTables reads each table back and fails if it still differs.
-func verifyTables(ts []table, bridges []string) error {
+func verifyTables(ctx context.Context, ts []table, bridges []string) error {
 	for _, t := range ts {
-		cur, err := t.read()
+		cur, err := t.read(ctx)
 		if err != nil {
 			return err
 		}
@@ -104,10 +112,10 @@ func verifyTables(ts []table, bridges []string) error {
 }
 
 // checkTables lists what differs, changing nothing.
-func checkTables(ts []table, bridges []string) ([]string, error) {
+func checkTables(ctx context.Context, ts []table, bridges []string) ([]string, error) {
 	out := []string{}
 	for _, t := range ts {
-		cur, err := t.read()
+		cur, err := t.read(ctx)
 		if err != nil {
 			return out, err
 		}

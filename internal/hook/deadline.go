@@ -1,6 +1,8 @@
 package hook
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,13 +33,20 @@ func (e *DeadlineError) Error() string {
 
 // watchdog ends the process at the hook's deadline, counted from its
 // start, with one line saying what it was doing and the exit code the op
-// allows. Ending mid-apply is no worse than a kill -9, which every step
-// survives (atomic store, host lock released by the kernel, changes that
-// the next run converges).
+// allows. The deadline is the hook's context's (deadline.Within): the
+// context that bounds every wait of the run (the host lock, commands,
+// journald) fires the watchdog when it expires, and its Activity is what
+// the line reports. Ending mid-apply is no worse than a kill -9, which
+// every step survives (atomic store, host lock released by the kernel,
+// changes that the next run converges).
 type watchdog struct {
 	mu     sync.Mutex // held for good once the watchdog fires
 	done   bool
-	timer  *time.Timer
+	base   context.Context // carries act
+	act    *deadline.Activity
+	ctx    context.Context // ends at start + limit
+	cancel context.CancelFunc
+	stop   func() bool // disarms the watch on ctx
 	start  time.Time
 	limit  time.Duration
 	env    Env // with the real Stderr
@@ -45,12 +54,12 @@ type watchdog struct {
 	domain string
 }
 
-// startWatchdog arms the deadline at start + limit, for the process
-// (package deadline) and for the hook, and returns the watchdog and the
-// Stderr that Run must use from now on: writes to it wait for, and are
-// dropped by, a firing watchdog, so that its line is the last one.
+// startWatchdog arms the deadline at start + limit and returns the
+// watchdog and the Stderr that Run must use from now on: writes to it
+// wait for, and are dropped by, a firing watchdog, so that its line is
+// the last one.
 func startWatchdog(env Env, op events.Op, limit time.Duration) (*watchdog, io.Writer) {
-	w := &watchdog{start: env.Start, env: env, op: op, limit: limit}
+	w := &watchdog{start: env.Start, env: env, op: op}
 	if w.start.IsZero() {
 		w.start = time.Now()
 	}
@@ -60,22 +69,46 @@ func startWatchdog(env Env, op events.Op, limit time.Duration) (*watchdog, io.Wr
 	if len(env.Args) > 0 {
 		w.domain = env.Args[0]
 	}
-	deadline.Set(w.start.Add(limit))
-	w.timer = time.AfterFunc(time.Until(w.start.Add(limit)), w.fire)
+	w.base, w.act = deadline.WithActivity(context.Background())
+	w.arm(limit)
 	return w, guarded{w}
 }
 
-// reset moves the deadline to start + limit: the configured hook_timeout
-// replaces the default once the config is read.
-func (w *watchdog) reset(limit time.Duration) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done {
-		return
+// arm makes the run's context end at start + limit, and fire the watchdog
+// then. The caller holds mu, or is startWatchdog.
+func (w *watchdog) arm(limit time.Duration) {
+	if w.cancel != nil {
+		w.stop()
+		w.cancel()
 	}
 	w.limit = limit
-	deadline.Set(w.start.Add(limit))
-	w.timer.Reset(time.Until(w.start.Add(limit)))
+	ctx, cancel := deadline.Within(w.base, w.start, limit)
+	w.ctx, w.cancel = ctx, cancel
+	w.stop = context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			w.fire(ctx)
+		}
+	})
+}
+
+// reset moves the deadline to start + limit: the configured hook_timeout
+// replaces the default once the config is read. It returns the run's
+// context from now on.
+func (w *watchdog) reset(limit time.Duration) context.Context {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.arm(limit)
+	}
+	return w.ctx
+}
+
+// context returns the run's context: it ends at the deadline, and carries
+// the Activity the watchdog reports.
+func (w *watchdog) context() context.Context {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ctx
 }
 
 // finish disarms the watchdog; a firing one keeps the process from
@@ -84,16 +117,19 @@ func (w *watchdog) finish() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.done = true
-	w.timer.Stop()
+	w.stop()
+	w.cancel()
 }
 
-func (w *watchdog) fire() {
+// fire ends the process, unless the run finished or ctx is no longer the
+// run's (reset replaced it).
+func (w *watchdog) fire(ctx context.Context) {
 	w.mu.Lock() // never unlocked: the process ends here
-	if w.done {
+	if w.done || ctx != w.ctx {
 		w.mu.Unlock()
 		return
 	}
-	code := refuse(w.env, w.op, w.domain, &DeadlineError{Limit: w.limit, Doing: deadline.Current(), ConfigPath: w.env.ConfigPath})
+	code := refuse(w.env, w.op, w.domain, &DeadlineError{Limit: w.limit, Doing: w.act.Current(), ConfigPath: w.env.ConfigPath})
 	w.env.Exit(code)
 	select {} // an Exit that returns (a test's) must not let Run print
 }

@@ -6,6 +6,7 @@
 package hook
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -38,8 +39,9 @@ type Env struct {
 	// UplinkByMAC names the link that owns a MAC ("" if none), for
 	// config.CheckUplinks; nil skips that check.
 	UplinkByMAC func(net.HardwareAddr) string
-	// Engine builds the engine that acts on the event under cfg.
-	Engine func(cfg *config.Config) *engine.Engine
+	// Engine builds the engine that acts on the event under cfg; ctx is
+	// the run's (it ends at the deadline), for the engine's own limits.
+	Engine func(ctx context.Context, cfg *config.Config) *engine.Engine
 	// Start is when the process started: the deadline (hook_timeout) counts
 	// from it. Zero means when Run is called.
 	Start time.Time
@@ -50,9 +52,10 @@ type Env struct {
 
 // Run handles one hook call and returns the process exit code. The whole
 // run, from env.Start, has a deadline: config.DefaultHookTimeout until the
-// config is read, then its hook_timeout. Past it the process ends through
-// env.Exit with one line on stderr saying what it was doing (package
-// deadline), with the exit code refuse picks for the op.
+// config is read, then its hook_timeout. Every wait of the run ends with
+// one context that expires then; past it the process ends through env.Exit
+// with one line on stderr saying what it was doing (the context's
+// deadline.Activity), with the exit code refuse picks for the op.
 func Run(env Env) int {
 	op := events.Op("")
 	if len(env.Args) > 1 {
@@ -67,15 +70,16 @@ func Run(env Env) int {
 // run reads the config before stdin, so that its hook_timeout bounds the
 // wait for the domain XML too, but reports bad input before a bad config.
 func run(env Env, op events.Op, w *watchdog) int {
-	deadline.Doing("reading the configuration %s", env.ConfigPath)
+	ctx := w.context()
+	deadline.Doing(ctx, "reading the configuration %s", env.ConfigPath)
 	cfg, cerr := config.Load(env.ConfigPath)
 	if cerr == nil {
-		w.reset(limitOf(cfg))
+		ctx = w.reset(limitOf(cfg))
 		if env.UplinkByMAC != nil {
 			cerr = cfg.CheckUplinks(env.UplinkByMAC)
 		}
 	}
-	deadline.Doing("reading the domain XML on stdin")
+	deadline.Doing(ctx, "reading the domain XML on stdin")
 	ev, err := events.ParseHook(env.Args, env.Stdin)
 	if err != nil {
 		return refuse(env, op, "", err)
@@ -83,10 +87,10 @@ func run(env Env, op events.Op, w *watchdog) int {
 	if cerr != nil {
 		return refuse(env, op, ev.Domain, fmt.Errorf("%w\n(fix the config, then check it with `virtbridge check-config %s`)", cerr, env.ConfigPath))
 	}
-	deadline.Doing("reading libvirt's network definitions")
+	deadline.Doing(ctx, "reading libvirt's network definitions")
 	events.ResolveNetworks(&ev, env.NetworkDirs)
-	deadline.Doing("handling the %s of domain %q", op, ev.Domain)
-	res, err := env.Engine(cfg).Handle(ev)
+	deadline.Doing(ctx, "handling the %s of domain %q", op, ev.Domain)
+	res, err := env.Engine(ctx, cfg).Handle(ctx, ev)
 	for _, w := range res.Warnings {
 		fmt.Fprintf(env.Stderr, "virtbridge: domain %q (%s): warning: %v\n", ev.Domain, op, w)
 	}

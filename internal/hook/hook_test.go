@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,7 +56,7 @@ func TestOnFailureWarnOnlyForHostFailures(t *testing.T) {
 				Stdin:      strings.NewReader(strings.Replace(vmXML, "%s", tc.bridge, 1)),
 				Stderr:     &stderr,
 				ConfigPath: cfgPath,
-				Engine: func(cfg *config.Config) *engine.Engine {
+				Engine: func(_ context.Context, cfg *config.Config) *engine.Engine {
 					return &engine.Engine{
 						Config:    cfg,
 						Journal:   journal.New(journal.Options{Socket: filepath.Join(dir, "no-journald"), File: filepath.Join(dir, "journal.jsonl"), Stderr: &strings.Builder{}}),

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -19,7 +20,7 @@ func TestFallbackFileModes(t *testing.T) {
 	pathstest.Umask(t, 0o077)
 	dir := t.TempDir()
 	w := fileWriter(t, dir, &bytes.Buffer{}, &fakeClock{t: time.Unix(0, 0)})
-	if err := w.Refused(web01, "test"); err != nil {
+	if err := w.Refused(context.Background(), web01, "test"); err != nil {
 		t.Fatal(err)
 	}
 	for p, want := range map[string]os.FileMode{
@@ -50,7 +51,7 @@ func TestFallbackFileRefusesPlantedLinks(t *testing.T) {
 				t.Fatal(err)
 			}
 			pathstest.Plant(t, target, link)
-			err := w.Refused(web01, "test")
+			err := w.Refused(context.Background(), web01, "test")
 			var ue *paths.UnsafeError
 			switch at {
 			case "marker":

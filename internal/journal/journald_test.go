@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -66,10 +67,10 @@ func TestJournaldOtherRecords(t *testing.T) {
 			{Kind: change.BridgeCreated, Object: "br0", After: "up stp off"},
 			{Kind: change.AddressMoved, Object: "10.0.0.2/24", Before: "eth1", After: "br0"},
 		}
-		if err := w.HostChanges(vm, changes); err != nil {
+		if err := w.HostChanges(context.Background(), vm, changes); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Refused(vm, reason); err != nil {
+		if err := w.Refused(context.Background(), vm, reason); err != nil {
 			t.Fatal(err)
 		}
 		got := j.WaitEntries(t, 3, FieldIdentifier+"="+Identifier, FieldUUID+"="+vm.UUID)
@@ -107,7 +108,7 @@ func TestJournaldLargeRecord(t *testing.T) {
 	for i := 0; i < 64; i++ { // 64 × 8 KiB: more than the default socket buffer
 		r.Fields[fmt.Sprintf("VIRTBRIDGE_PART%02d", i)] = strings.Repeat(string(rune('a'+i%26)), maxValue)
 	}
-	if err := sendNative(DefaultSocket, r, 5*time.Second); err != nil {
+	if err := sendNative(context.Background(), DefaultSocket, r, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	e := j.WaitEntries(t, 1, "VIRTBRIDGE_RUN="+id)

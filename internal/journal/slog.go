@@ -44,7 +44,8 @@ const logTimeout = time.Second
 
 // sendLog sends one log entry to journald, natively, within logTimeout.
 func sendLog(msg string, p sdjournal.Priority, vars map[string]string) error {
-	return sendNative(DefaultSocket, Record{Message: msg, Priority: p, Fields: vars}, logTimeout)
+	// Not the caller's context: the daemon's log says why it stops, too.
+	return sendNative(context.Background(), DefaultSocket, Record{Message: msg, Priority: p, Fields: vars}, logTimeout)
 }
 
 // journalHandler is a slog.Handler that sends each record to journald.

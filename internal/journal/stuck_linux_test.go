@@ -69,7 +69,7 @@ func TestStuckJournaldChild(t *testing.T) {
 	before := runtime.NumGoroutine()
 	p := Port{VM: web01, Tap: "vnet3", MAC: "52:54:00:aa:00:01", Bridge: "br0"}
 	for i := 0; i < sends; i++ {
-		if err := w.Attached(p); err != nil {
+		if err := w.Attached(context.Background(), p); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
@@ -93,14 +95,17 @@ func journaldAnswers(socket string) bool {
 }
 
 // Write records r: to journald if its socket answers, else (or if the send
-// fails) appended to the JSON-lines file, fsync'd. The first time the file
-// is used on this host, one line on stderr says so. Each call writes one
-// more record: it is not idempotent.
-func (w *Writer) Write(r Record) error {
+// fails) appended to the JSON-lines file, fsync'd. The send ends with ctx
+// (its deadline, a cancel) and at the Writer's Timeout, whichever comes
+// first. The first time the file is used on this host because journald is
+// missing or did not answer, one line on stderr says so (not when ctx cut
+// the send short: journald is not at fault). Each call writes one more
+// record: it is not idempotent.
+func (w *Writer) Write(ctx context.Context, r Record) error {
 	r = capRecord(r)
 	var jerr error
 	if w.JournaldAvailable() {
-		if jerr = w.sendJournald(r); jerr == nil {
+		if jerr = w.sendJournald(ctx, r); jerr == nil {
 			return nil
 		}
 	}
@@ -110,46 +115,50 @@ func (w *Writer) Write(r Record) error {
 		}
 		return fmt.Errorf("journal record %q (no journald at %s): %w", r.Message, w.o.Socket, err)
 	}
-	w.noticeOnce(jerr)
+	if jerr == nil || ctx.Err() == nil {
+		w.noticeOnce(jerr)
+	}
 	return nil
 }
 
 // Attached journals a tap attached to a VM NIC (one more record per call,
 // like every method that journals).
-func (w *Writer) Attached(p Port) error {
+func (w *Writer) Attached(ctx context.Context, p Port) error {
 	r, err := AttachedRecord(p)
 	if err != nil {
 		return err
 	}
-	return w.Write(r)
+	return w.Write(ctx, r)
 }
 
 // Detached journals a tap detached from a VM NIC.
-func (w *Writer) Detached(p Port) error {
+func (w *Writer) Detached(ctx context.Context, p Port) error {
 	r, err := DetachedRecord(p)
 	if err != nil {
 		return err
 	}
-	return w.Write(r)
+	return w.Write(ctx, r)
 }
 
 // Refused journals a VM operation the hook refused, and why.
-func (w *Writer) Refused(vm VM, reason string) error { return w.Write(RefusedRecord(vm, reason)) }
+func (w *Writer) Refused(ctx context.Context, vm VM, reason string) error {
+	return w.Write(ctx, RefusedRecord(vm, reason))
+}
 
 // HostChanges journals each change, in order; it keeps going past a
 // failure and returns the errors joined.
-func (w *Writer) HostChanges(vm VM, cs []change.Change) error {
+func (w *Writer) HostChanges(ctx context.Context, vm VM, cs []change.Change) error {
 	var errs []error
 	for _, c := range cs {
-		errs = append(errs, w.Write(HostChangeRecord(vm, c)))
+		errs = append(errs, w.Write(ctx, HostChangeRecord(vm, c)))
 	}
 	return errors.Join(errs...)
 }
 
 // StoreRecovered journals that the mapping store path was corrupt or
 // untrusted (cause) and moved aside to movedTo.
-func (w *Writer) StoreRecovered(path, movedTo string, cause error) error {
-	return w.Write(StoreRecoveredRecord(path, movedTo, cause))
+func (w *Writer) StoreRecovered(ctx context.Context, path, movedTo string, cause error) error {
+	return w.Write(ctx, StoreRecoveredRecord(path, movedTo, cause))
 }
 
 func capRecord(r Record) Record {
@@ -163,34 +172,56 @@ func capRecord(r Record) Record {
 // sendJournald sends r natively to the socket, the default one included.
 // A journald that does not read (stopped, overloaded) must not hang the
 // hook nor leave a blocked goroutine in the daemon: the send gives up
-// after Timeout, and the record goes to the file instead.
-func (w *Writer) sendJournald(r Record) error {
-	return sendNative(w.o.Socket, r, w.o.Timeout)
+// with ctx or after Timeout, and the record goes to the file instead.
+func (w *Writer) sendJournald(ctx context.Context, r Record) error {
+	return sendNative(ctx, w.o.Socket, r, w.o.Timeout)
 }
 
-// sendNative writes r in journald's native protocol to socket, within
-// timeout: a write deadline on a connected unixgram socket, so that no
-// goroutine outlives the call. A record too large for one datagram goes
-// the way journald reads it, as a sealed memfd passed over the socket.
-func sendNative(socket string, r Record, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	d := net.Dialer{Deadline: deadline}
-	c, err := d.Dial("unixgram", socket)
+// sendNative writes r in journald's native protocol to socket, until ctx
+// ends and within timeout: a write deadline on a connected unixgram
+// socket, the earlier of ctx's deadline and timeout from now, moved to
+// now when ctx is cancelled, so that no goroutine outlives the call. A
+// send cut short is a *deadline.Error saying so. A record too large for
+// one datagram goes the way journald reads it, as a sealed memfd passed
+// over the socket.
+func sendNative(ctx context.Context, socket string, r Record, timeout time.Duration) error {
+	if ctx.Err() != nil {
+		return deadline.Ended(ctx, "sending a record to journald at %s", socket)
+	}
+	defer deadline.Doing(ctx, "sending a record to journald at %s", socket)()
+	until := time.Now().Add(timeout)
+	t, byCtx := ctx.Deadline()
+	if byCtx = byCtx && t.Before(until); byCtx {
+		until = t
+	}
+	d := net.Dialer{Deadline: until}
+	c, err := d.DialContext(ctx, "unixgram", socket)
 	if err != nil {
+		if ctx.Err() != nil {
+			return deadline.Ended(ctx, "sending a record to journald at %s", socket)
+		}
 		return fmt.Errorf("sending to journald at %s: %w", socket, err)
 	}
 	defer c.Close()
 	uc := c.(*net.UnixConn)
-	if err := uc.SetWriteDeadline(deadline); err != nil {
+	if err := uc.SetWriteDeadline(until); err != nil {
 		return fmt.Errorf("sending to journald at %s: %w", socket, err)
 	}
+	// A cancel ends the write at once: the deadline moves to the past.
+	defer context.AfterFunc(ctx, func() { uc.SetWriteDeadline(time.Unix(1, 0)) })()
 	data := nativeEncode(r)
 	_, err = uc.Write(data)
 	if errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.ENOBUFS) {
 		err = sendMemfd(uc, data)
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("sending to journald at %s: no answer within %v: %w", socket, timeout, err)
+		switch {
+		case ctx.Err() != nil:
+			return deadline.Ended(ctx, "sending a record to journald at %s", socket)
+		case byCtx: // ctx's deadline, a hair before ctx says so
+			return &deadline.Error{Waiting: "sending a record to journald at " + socket, Err: context.DeadlineExceeded}
+		}
+		return &deadline.Error{Waiting: fmt.Sprintf("sending to journald at %s: no answer within %v", socket, timeout), Err: err}
 	}
 	if err != nil {
 		return fmt.Errorf("sending to journald at %s: %w", socket, err)

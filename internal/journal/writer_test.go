@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -81,7 +82,7 @@ func TestFallbackFile(t *testing.T) {
 		t.Fatal("a missing socket counts as journald")
 	}
 	p := Port{VM: web01, Tap: "vnet3", MAC: "52:54:00:aa:00:01", Bridge: "br0"}
-	for _, err := range []error{w.Attached(p), w.Refused(web01, "line one\nline two"), w.Detached(p)} {
+	for _, err := range []error{w.Attached(context.Background(), p), w.Refused(context.Background(), web01, "line one\nline two"), w.Detached(context.Background(), p)} {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +113,7 @@ func TestFallbackFile(t *testing.T) {
 	}
 	var stderr2 bytes.Buffer
 	w2 := fileWriter(t, dir, &stderr2, clock)
-	if err := w2.Attached(p); err != nil {
+	if err := w2.Attached(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
 	if stderr2.Len() != 0 {
@@ -129,13 +130,13 @@ func TestFallbackFileCutLine(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2025, 3, 4, 14, 0, 0, 0, time.UTC)}
 	w := fileWriter(t, dir, &bytes.Buffer{}, clock)
 	p := Port{VM: web01, Tap: "vnet3", MAC: "52:54:00:aa:00:01", Bridge: "br0"}
-	if err := w.Attached(p); err != nil {
+	if err := w.Attached(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
 	f, _ := os.OpenFile(w.File(), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString(`{"MESSAGE":"cut by a cra`)
 	f.Close()
-	if err := w.Detached(p); err != nil {
+	if err := w.Detached(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(w.File())
@@ -170,14 +171,14 @@ func TestJournaldTimeout(t *testing.T) {
 	// datagrams) and a record lands in the file.
 	sent := 0
 	for ; sent < 5000; sent++ {
-		if err := w.Attached(p); err != nil {
+		if err := w.Attached(context.Background(), p); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(w.File()); err == nil {
 			break
 		}
 	}
-	if err := w.Attached(p); err != nil { // and the next one too
+	if err := w.Attached(context.Background(), p); err != nil { // and the next one too
 		t.Fatal(err)
 	}
 	if recs := fileRecords(t, w.File()); len(recs) != 2 || recs[0][FieldTap] != "vnet3" {

@@ -1,6 +1,7 @@
 package links
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func TestEnsureBridgeMovesWithoutLoss(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // let 50 pings go before and about 250 after
 	var rv revert.Reverter
 	start := time.Now()
-	cs, err := l.m.EnsureBridge(upBridge(), &rv)
+	cs, err := l.m.EnsureBridge(context.Background(), upBridge(), &rv)
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("EnsureBridge: %v", err)
@@ -146,14 +147,14 @@ func TestEnsureBridgeIdempotent(t *testing.T) {
 				b.UplinkMAC = strings.TrimSpace(l.host.Run(t, "cat", "/sys/class/net/uplink/address"))
 			}
 			var rv revert.Reverter
-			cs, err := l.m.EnsureBridge(b, &rv)
+			cs, err := l.m.EnsureBridge(context.Background(), b, &rv)
 			if err != nil || len(cs) == 0 {
 				t.Fatalf("first EnsureBridge = %v, %v; want changes", cs, err)
 			}
 			rv.Success()
 			before := dump(t, l.host)
 			start := time.Now()
-			cs, err = l.m.EnsureBridge(b, &rv)
+			cs, err = l.m.EnsureBridge(context.Background(), b, &rv)
 			t.Logf("second EnsureBridge (nothing to do) took %v", time.Since(start))
 			if err != nil || len(cs) != 0 || rv.Len() != 0 {
 				t.Fatalf("second EnsureBridge = %v, %v (%d undo steps); want no change", cs, err, rv.Len())

@@ -1,6 +1,7 @@
 package links
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -46,7 +47,7 @@ func TestEnsureBridgeConvergesAfterKillAtEachStep(t *testing.T) {
 		steps = append(steps, step+" "+object)
 		return nil
 	}
-	if _, err := ref.m.EnsureBridge(b, nil); err != nil {
+	if _, err := ref.m.EnsureBridge(context.Background(), b, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := ref.sameText(t)
@@ -64,17 +65,17 @@ func TestEnsureBridgeConvergesAfterKillAtEachStep(t *testing.T) {
 				}
 				return nil
 			}
-			if _, err := l.m.EnsureBridge(b, &revert.Reverter{}); !errors.Is(err, errKilled) {
+			if _, err := l.m.EnsureBridge(context.Background(), b, &revert.Reverter{}); !errors.Is(err, errKilled) {
 				t.Fatalf("EnsureBridge = %v, want it stopped before step %d", err, k)
 			}
 			l.m.hook = nil
-			if _, err := l.m.EnsureBridge(b, nil); err != nil {
+			if _, err := l.m.EnsureBridge(context.Background(), b, nil); err != nil {
 				t.Fatalf("the run after the kill: %v\n%s", err, dump(t, l.host))
 			}
 			if got := l.sameText(t); got != want {
 				t.Fatalf("the run after the kill left:\n%s\nwant (an uninterrupted run):\n%s", diff(want, got), got)
 			}
-			if cs, err := l.m.EnsureBridge(b, nil); err != nil || len(cs) > 0 {
+			if cs, err := l.m.EnsureBridge(context.Background(), b, nil); err != nil || len(cs) > 0 {
 				t.Fatalf("a third run: %v, %v; want no change", cs, err)
 			}
 		})
@@ -100,18 +101,18 @@ func TestEnsurePortConvergesAfterKillAtEachStep(t *testing.T) {
 				}
 				return nil
 			}
-			if _, err := l.m.EnsurePort(p, alias, &revert.Reverter{}); !errors.Is(err, errKilled) {
+			if _, err := l.m.EnsurePort(context.Background(), p, alias, &revert.Reverter{}); !errors.Is(err, errKilled) {
 				t.Fatalf("EnsurePort = %v, want it stopped before %s", err, step)
 			}
 			l.m.hook = nil
-			if _, err := l.m.EnsurePort(p, alias, nil); err != nil {
+			if _, err := l.m.EnsurePort(context.Background(), p, alias, nil); err != nil {
 				t.Fatalf("the run after the kill: %v", err)
 			}
 			if link := l.host.Run(t, "ip", "-d", "link", "show", "vnet9"); !strings.Contains(link, "master br-up") ||
 				!strings.Contains(link, "alias "+alias) {
 				t.Fatalf("after the kill at %s and a run, the tap is not in its bridge with its alias:\n%s", step, link)
 			}
-			if cs, err := l.m.EnsurePort(p, alias, nil); err != nil || len(cs) > 0 {
+			if cs, err := l.m.EnsurePort(context.Background(), p, alias, nil); err != nil || len(cs) > 0 {
 				t.Fatalf("a third run: %v, %v; want no change", cs, err)
 			}
 		})

@@ -1,12 +1,14 @@
 package links
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
@@ -169,7 +171,10 @@ func (r *fakeRun) record(kind change.Kind, object, before, after string) {
 
 // EnsureBridge does what Manager.EnsureBridge does, on the model. It is
 // idempotent.
-func (f *Fake) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Reverter) ([]change.Change, error) {
+	if err := deadline.Ended(ctx, "making bridge %q", b.Name); err != nil {
+		return nil, err
+	}
 	if rv == nil {
 		rv = &revert.Reverter{}
 	}
@@ -452,7 +457,10 @@ func (f *Fake) delFrom(r *fakeRun, step, item string, list *[]string) error {
 // EnsurePort does what Manager.EnsurePort does, on the model, with the
 // same refusals (a link that is no tuntap in TunMode "tap", or whose MAC
 // is not TapMAC of the NIC, wraps ErrNotTap). It is idempotent.
-func (f *Fake) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) EnsurePort(ctx context.Context, p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
+	if err := deadline.Ended(ctx, "putting tap %q into bridge %q", p.Tap, p.Bridge); err != nil {
+		return nil, err
+	}
 	if rv == nil {
 		rv = &revert.Reverter{}
 	}

@@ -1,6 +1,7 @@
 package links
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -142,7 +143,7 @@ func TestFakeEnsureBridge(t *testing.T) {
 			}
 			before := f.String()
 			var rv revert.Reverter
-			cs, err := f.EnsureBridge(tc.b, &rv)
+			cs, err := f.EnsureBridge(context.Background(), tc.b, &rv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +155,7 @@ func TestFakeEnsureBridge(t *testing.T) {
 			}
 			// Twice: nothing more to do.
 			var rv2 revert.Reverter
-			if cs, err := f.EnsureBridge(tc.b, &rv2); err != nil || len(cs) != 0 || rv2.Len() != 0 {
+			if cs, err := f.EnsureBridge(context.Background(), tc.b, &rv2); err != nil || len(cs) != 0 || rv2.Len() != 0 {
 				t.Errorf("second EnsureBridge = %v, %v", cs, err)
 			}
 			if got := f.String(); got != tc.state {
@@ -203,7 +204,7 @@ func TestFakeRefusals(t *testing.T) {
 			}
 			before := f.String()
 			var rv revert.Reverter
-			cs, err := f.EnsureBridge(tc.b, &rv)
+			cs, err := f.EnsureBridge(context.Background(), tc.b, &rv)
 			if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.word) {
 				t.Fatalf("EnsureBridge = %v, want %v naming %s", err, tc.err, tc.word)
 			}
@@ -221,7 +222,7 @@ func TestFakeUplinkMACSkipsCarriers(t *testing.T) {
 	f.AddLink("eth1.5", "vlan", "52:54:00:aa:00:02", "")
 	f.AddLink("br-x", "bridge", "52:54:00:aa:00:02", "")
 	var rv revert.Reverter
-	if _, err := f.EnsureBridge(policy.Bridge{Name: "br0", UplinkMAC: "52:54:00:aa:00:02"}, &rv); err != nil {
+	if _, err := f.EnsureBridge(context.Background(), policy.Bridge{Name: "br0", UplinkMAC: "52:54:00:aa:00:02"}, &rv); err != nil {
 		t.Fatal(err)
 	}
 	if f.Link("eth1").Master != "br0" {
@@ -244,7 +245,7 @@ func TestFakeFailures(t *testing.T) {
 				before := f.String()
 				f.FailOn(step)
 				var rv revert.Reverter
-				_, err := f.EnsureBridge(policy.Bridge{Name: "br0", Uplink: "eth0", MTU: 9000, MoveAddresses: true}, &rv)
+				_, err := f.EnsureBridge(context.Background(), policy.Bridge{Name: "br0", Uplink: "eth0", MTU: 9000, MoveAddresses: true}, &rv)
 				if existing && step == "bridge-create" {
 					if err != nil {
 						t.Fatalf("EnsureBridge: %v", err)
@@ -274,11 +275,11 @@ func TestFakeEnsurePort(t *testing.T) {
 	before := f.String()
 	var rv revert.Reverter
 	for i := range 2 {
-		cs0, err := f.EnsurePort(policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "vm1/net0", &rv)
+		cs0, err := f.EnsurePort(context.Background(), policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "vm1/net0", &rv)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cs1, err := f.EnsurePort(policy.Port{Tap: "vnet1", MAC: "52:54:00:00:00:11", Bridge: "br0"}, "vm2/net0", &rv)
+		cs1, err := f.EnsurePort(context.Background(), policy.Port{Tap: "vnet1", MAC: "52:54:00:00:00:11", Bridge: "br0"}, "vm2/net0", &rv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -301,14 +302,14 @@ alias-set vnet1: "old" -> "vm2/net0"
 	if err := rv.Fail(); err != nil || f.String() != before {
 		t.Errorf("after undo (%v):\n%s\nwant:\n%s", err, f, before)
 	}
-	if _, err := f.EnsurePort(policy.Port{Tap: "vnet9", Bridge: "br0"}, "", &rv); !errors.Is(err, ErrTapMissing) {
+	if _, err := f.EnsurePort(context.Background(), policy.Port{Tap: "vnet9", Bridge: "br0"}, "", &rv); !errors.Is(err, ErrTapMissing) {
 		t.Errorf("missing tap: %v", err)
 	}
-	if _, err := f.EnsurePort(policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br9"}, "", &rv); !errors.Is(err, ErrBridgeMissing) {
+	if _, err := f.EnsurePort(context.Background(), policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br9"}, "", &rv); !errors.Is(err, ErrBridgeMissing) {
 		t.Errorf("missing bridge: %v", err)
 	}
 	f.FailOn("alias-set")
-	_, err = f.EnsurePort(policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "x", &rv)
+	_, err = f.EnsurePort(context.Background(), policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "x", &rv)
 	if !errors.Is(err, ErrInjected) || rv.Fail() != nil || f.String() != before {
 		t.Errorf("injected alias-set failure: %v\n%s", err, f)
 	}

@@ -76,7 +76,7 @@ func TestLibvirtTapsPassTheTapCheck(t *testing.T) {
 		}
 		p := policy.Port{Tap: tap, MAC: n.MAC, Bridge: "br-t"}
 		for i := range 2 {
-			cs, err := m.EnsurePort(p, "vm:taps", nil)
+			cs, err := m.EnsurePort(context.Background(), p, "vm:taps", nil)
 			if err != nil || (i == 1 && len(cs) != 0) {
 				t.Errorf("EnsurePort #%d of libvirt's tap %s = %v, %v; want it accepted, then no change", i+1, tap, cs, err)
 			}
@@ -107,7 +107,7 @@ func TestLibvirtTapsPassTheTapCheck(t *testing.T) {
 	if err == nil {
 		t.Errorf("libvirt accepted <target managed='no'> on a bridge NIC")
 	}
-	_, err = m.EnsurePort(policy.Port{Tap: "vbpre0", MAC: "52:54:00:7a:00:09", Bridge: "br-t"}, "vm:grab", nil)
+	_, err = m.EnsurePort(context.Background(), policy.Port{Tap: "vbpre0", MAC: "52:54:00:7a:00:09", Bridge: "br-t"}, "vm:grab", nil)
 	if !errors.Is(err, ErrNotTap) {
 		t.Errorf("EnsurePort of the foreign tap vbpre0 = %v, want ErrNotTap", err)
 	}

@@ -1,11 +1,13 @@
 package links
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 	"github.com/vishvananda/netlink"
@@ -115,8 +117,13 @@ func (r *run) record(kind change.Kind, object, before, after string) {
 // returns the changes made (none when the host already matches). It refuses,
 // before changing anything, a non-bridge link named like the bridge, a
 // missing, busy, ambiguous or wireless uplink. On error the changes made so
-// far are returned with it; rv.Fail() takes them back.
-func (m *Manager) EnsureBridge(b policy.Bridge, rv *revert.Reverter) ([]change.Change, error) {
+// far are returned with it; rv.Fail() takes them back. A ctx that has
+// ended starts nothing (a *deadline.Error); netlink requests themselves do
+// not wait.
+func (m *Manager) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Reverter) ([]change.Change, error) {
+	if err := deadline.Ended(ctx, "making bridge %q", b.Name); err != nil {
+		return nil, err
+	}
 	if rv == nil {
 		rv = &revert.Reverter{}
 	}
@@ -240,8 +247,12 @@ func (m *Manager) linkName(i int) string {
 // bridge is an error wrapping ErrTapMissing or ErrBridgeMissing. A link
 // that is no tun/tap device in tap mode, or whose MAC is not the one
 // libvirt gives the NIC's tap (TapMAC), is refused before any change with
-// an error wrapping ErrNotTap: it is not this VM's tap.
-func (m *Manager) EnsurePort(p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
+// an error wrapping ErrNotTap: it is not this VM's tap. A ctx that has
+// ended starts nothing (a *deadline.Error).
+func (m *Manager) EnsurePort(ctx context.Context, p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
+	if err := deadline.Ended(ctx, "putting tap %q into bridge %q", p.Tap, p.Bridge); err != nil {
+		return nil, err
+	}
 	if rv == nil {
 		rv = &revert.Reverter{}
 	}

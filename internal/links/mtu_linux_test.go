@@ -1,6 +1,7 @@
 package links
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,14 +33,14 @@ func TestBridgeMTUIsKept(t *testing.T) {
 				l.host.Script(t, "ip link set uplink mtu "+tc.uplinkMTU)
 			}
 			var rv revert.Reverter
-			if _, err := l.m.EnsureBridge(tc.b, &rv); err != nil {
+			if _, err := l.m.EnsureBridge(context.Background(), tc.b, &rv); err != nil {
 				t.Fatalf("EnsureBridge: %v", err)
 			}
 			want := "mtu " + strconv.Itoa(tc.b.MTU) + " "
 			if got := l.host.Run(t, "ip", "link", "show", "dev", "br0"); !strings.Contains(got, want) {
 				t.Fatalf("after EnsureBridge, bridge lacks %q:\n%s", want, got)
 			}
-			cs, err := l.m.EnsureBridge(tc.b, &revert.Reverter{})
+			cs, err := l.m.EnsureBridge(context.Background(), tc.b, &revert.Reverter{})
 			if err != nil || len(cs) != 0 {
 				t.Errorf("second run: changes %v, error %v; want none", cs, err)
 			}

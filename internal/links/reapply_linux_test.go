@@ -1,6 +1,7 @@
 package links
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -42,7 +43,7 @@ func TestEnsureBridgeReapplies(t *testing.T) {
 			l.host.Script(t, "ip link set br0 up\nip link set br0 down")
 			before := dump(t, l.host)
 			var rv revert.Reverter
-			cs, err := l.m.EnsureBridge(tc.b, &rv)
+			cs, err := l.m.EnsureBridge(context.Background(), tc.b, &rv)
 			if err != nil {
 				t.Fatalf("EnsureBridge: %v", err)
 			}
@@ -71,7 +72,7 @@ func TestEnsureBridgeReapplies(t *testing.T) {
 			}
 			// Again: nothing to do.
 			var rv2 revert.Reverter
-			if cs, err := l.m.EnsureBridge(tc.b, &rv2); err != nil || len(cs) != 0 {
+			if cs, err := l.m.EnsureBridge(context.Background(), tc.b, &rv2); err != nil || len(cs) != 0 {
 				t.Errorf("second EnsureBridge = %v, %v; want no change", cs, err)
 			}
 			// The undo puts every attribute back (the pin itself stays: the
@@ -132,7 +133,7 @@ func TestEnsureBridgeRefusals(t *testing.T) {
 			}
 			before := dump(t, l.host)
 			var rv revert.Reverter
-			cs, err := l.m.EnsureBridge(tc.b, &rv)
+			cs, err := l.m.EnsureBridge(context.Background(), tc.b, &rv)
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("EnsureBridge = %v, want an error wrapping %v", err, tc.err)
 			}

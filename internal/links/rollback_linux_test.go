@@ -1,6 +1,7 @@
 package links
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -25,7 +26,7 @@ func TestEnsureBridgeRollbackRealFailure(t *testing.T) {
 		ip route add 10.45.0.0/24 via 10.44.0.1 dev uplink metric 40`)
 	before := dump(t, l.host)
 	var rv revert.Reverter
-	cs, err := l.m.EnsureBridge(upBridge(), &rv)
+	cs, err := l.m.EnsureBridge(context.Background(), upBridge(), &rv)
 	if err == nil {
 		t.Fatalf("EnsureBridge succeeded (%v); want the kernel to refuse the route via 10.44.0.1", cs)
 	}
@@ -99,7 +100,7 @@ func TestEnsureBridgeRollbackEachStep(t *testing.T) {
 				}
 				before := dump(t, l.host)
 				var rv revert.Reverter
-				_, err := l.m.EnsureBridge(b, &rv)
+				_, err := l.m.EnsureBridge(context.Background(), b, &rv)
 				if !hit {
 					t.Fatalf("step %s was taken %d times, never the %d-th (err %v)", s.step, calls[s.step], s.nth, err)
 				}
@@ -120,7 +121,7 @@ func TestEnsureBridgeRollbackEachStep(t *testing.T) {
 func TestEnsurePort(t *testing.T) {
 	l := newLab(t, false)
 	var rv revert.Reverter
-	if _, err := l.m.EnsureBridge(policy.Bridge{Name: "br0"}, &rv); err != nil {
+	if _, err := l.m.EnsureBridge(context.Background(), policy.Bridge{Name: "br0"}, &rv); err != nil {
 		t.Fatal(err)
 	}
 	l.host.Script(t, `
@@ -139,7 +140,7 @@ func TestEnsurePort(t *testing.T) {
 
 	var prv revert.Reverter
 	p := policy.Port{Tap: "vnet0", Bridge: "br0", MAC: "52:54:00:00:00:10"}
-	cs, err := l.m.EnsurePort(p, "vm1/net0", &prv)
+	cs, err := l.m.EnsurePort(context.Background(), p, "vm1/net0", &prv)
 	if err != nil || len(cs) != 2 {
 		t.Fatalf("EnsurePort = %v, %v; want attach and alias", cs, err)
 	}
@@ -147,11 +148,11 @@ func TestEnsurePort(t *testing.T) {
 	if !strings.Contains(got, "master br0") || !strings.Contains(got, "alias vm1/net0") {
 		t.Errorf("vnet0 not in br0 with its alias:\n%s", got)
 	}
-	if cs, err := l.m.EnsurePort(p, "vm1/net0", &prv); err != nil || len(cs) != 0 {
+	if cs, err := l.m.EnsurePort(context.Background(), p, "vm1/net0", &prv); err != nil || len(cs) != 0 {
 		t.Errorf("second EnsurePort = %v, %v; want no change", cs, err)
 	}
 	p1 := policy.Port{Tap: "vnet1", Bridge: "br0", MAC: "52:54:00:00:00:11"}
-	cs, err = l.m.EnsurePort(p1, "vm2/net0", &prv)
+	cs, err = l.m.EnsurePort(context.Background(), p1, "vm2/net0", &prv)
 	if err != nil || len(cs) != 2 || cs[0].Before != "br-other" || cs[1].Before != "old-alias" {
 		t.Fatalf("EnsurePort(vnet1) = %v, %v; want moved from br-other and alias replaced", cs, err)
 	}
@@ -165,11 +166,11 @@ func TestEnsurePort(t *testing.T) {
 	}
 	requireSame(t, "undo of EnsurePort", before, dump(t, l.host))
 
-	_, err = l.m.EnsurePort(policy.Port{Tap: "vnet9", Bridge: "br0"}, "x", &prv)
+	_, err = l.m.EnsurePort(context.Background(), policy.Port{Tap: "vnet9", Bridge: "br0"}, "x", &prv)
 	if !errors.Is(err, ErrTapMissing) || !strings.Contains(err.Error(), `"vnet9"`) {
 		t.Errorf("EnsurePort(missing tap) = %v, want ErrTapMissing naming vnet9", err)
 	}
-	_, err = l.m.EnsurePort(policy.Port{Tap: "vnet0", Bridge: "br-none", MAC: "52:54:00:00:00:10"}, "x", &prv)
+	_, err = l.m.EnsurePort(context.Background(), policy.Port{Tap: "vnet0", Bridge: "br-none", MAC: "52:54:00:00:00:10"}, "x", &prv)
 	if !errors.Is(err, ErrBridgeMissing) {
 		t.Errorf("EnsurePort(missing bridge) = %v, want ErrBridgeMissing", err)
 	}
@@ -180,7 +181,7 @@ func TestEnsurePort(t *testing.T) {
 func TestBridgeState(t *testing.T) {
 	l := newLab(t, true)
 	var rv revert.Reverter
-	if _, err := l.m.EnsureBridge(policy.Bridge{Name: "br-up", Uplink: "uplink", STP: true, ForwardDelay: 3, MoveAddresses: true}, &rv); err != nil {
+	if _, err := l.m.EnsureBridge(context.Background(), policy.Bridge{Name: "br-up", Uplink: "uplink", STP: true, ForwardDelay: 3, MoveAddresses: true}, &rv); err != nil {
 		t.Fatal(err)
 	}
 	l.host.Run(t, "ip", "tuntap", "add", "dev", "vnet0", "mode", "tap")

@@ -1,6 +1,7 @@
 package links
 
 import (
+	"context"
 	"testing"
 )
 
@@ -27,7 +28,7 @@ func TestEnsurePortRefusesWhatIsNotTheTap(t *testing.T) {
 			if tc.seed != nil {
 				tc.seed(f)
 			}
-			if _, err := f.EnsurePort(policyPort(tc.tap, tc.guest), "vm:hostile uuid:1", nil); err == nil || err.Error() != msg {
+			if _, err := f.EnsurePort(context.Background(), policyPort(tc.tap, tc.guest), "vm:hostile uuid:1", nil); err == nil || err.Error() != msg {
 				t.Errorf("Fake refuses otherwise:\n fake:    %v\n manager: %s", err, msg)
 			}
 		})

@@ -1,6 +1,7 @@
 package links
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -76,12 +77,12 @@ var notTapCases = []struct {
 // checkNotTap runs EnsurePort twice on a link that is not the NIC's tap
 // and returns the refusal, failing t unless both runs refuse with
 // ErrNotTap, the expected message and no change or undo step.
-func checkNotTap(t *testing.T, ensure func(policy.Port, string, *revert.Reverter) ([]change.Change, error), tap, guest, want string) string {
+func checkNotTap(t *testing.T, ensure func(context.Context, policy.Port, string, *revert.Reverter) ([]change.Change, error), tap, guest, want string) string {
 	t.Helper()
 	var msg string
 	for i := range 2 {
 		var rv revert.Reverter
-		cs, err := ensure(policyPort(tap, guest), "vm:hostile uuid:1", &rv)
+		cs, err := ensure(context.Background(), policyPort(tap, guest), "vm:hostile uuid:1", &rv)
 		if !errors.Is(err, ErrNotTap) || !strings.Contains(err.Error(), want) || len(cs) != 0 {
 			t.Fatalf("run %d: EnsurePort(%s) = %v, %v; want no change and ErrNotTap saying %q", i+1, tap, cs, err, want)
 		}

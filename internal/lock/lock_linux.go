@@ -5,6 +5,7 @@ package lock
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -27,26 +28,25 @@ const FileMode = 0o600
 // Lock is a held host lock.
 type Lock struct{ f *os.File }
 
-// ErrTimeout is returned when the lock stayed busy for the whole wait.
-var ErrTimeout = errors.New("timed out")
-
-// ErrStopped is returned when the wait for the lock was stopped.
-var ErrStopped = errors.New("stopped")
-
-// Acquire takes the exclusive lock on path, creating the file and its
-// directory if needed, waiting at most wait. The kernel drops the lock when
-// the process dies, so a crashed holder never blocks the next one.
+// Acquire takes the exclusive lock on path, waiting at most wait
+// (AcquireUntil with a context that ends after wait).
 func Acquire(path string, wait time.Duration) (*Lock, error) {
-	return AcquireUntil(path, wait, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	return AcquireUntil(ctx, path)
 }
 
-// AcquireUntil is Acquire that also gives up, with ErrStopped, as soon as
-// stop is closed (a daemon shutting down); a nil stop never is. The wait
-// is also cut to the time left before the process deadline (package
-// deadline). The lock file and its directory must be safe (paths.OpenFile,
-// paths.EnsureDir: no symlink, root's or ours, nobody else may write);
-// a created file gets FileMode.
-func AcquireUntil(path string, wait time.Duration, stop <-chan struct{}) (*Lock, error) {
+// AcquireUntil takes the exclusive lock on path, creating the file and its
+// directory if needed, waiting until ctx ends: at its deadline (the hook's
+// hook_timeout) or when it is cancelled (a daemon shutting down), at once.
+// A wait that ctx ended is a *deadline.Error naming the lock and its
+// holder's pid (errors.Is finds context.DeadlineExceeded or
+// context.Canceled); while it waits, ctx's Activity says so. The kernel
+// drops the lock when the process dies, so a crashed holder never blocks
+// the next one. The lock file and its directory must be safe
+// (paths.OpenFile, paths.EnsureDir: no symlink, root's or ours, nobody
+// else may write); a created file gets FileMode.
+func AcquireUntil(ctx context.Context, path string) (*Lock, error) {
 	if err := paths.EnsureDir(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)
 	}
@@ -54,8 +54,7 @@ func AcquireUntil(path string, wait time.Duration, stop <-chan struct{}) (*Lock,
 	if err != nil {
 		return nil, fmt.Errorf("opening lock %s: %w", path, err)
 	}
-	wait = deadline.Remaining(wait, 0)
-	until := time.Now().Add(wait)
+	begin := time.Now()
 	delay := time.Millisecond
 	var restore func()
 	defer func() {
@@ -73,19 +72,17 @@ func AcquireUntil(path string, wait time.Duration, stop <-chan struct{}) (*Lock,
 			return nil, fmt.Errorf("locking %s: %w", path, err)
 		}
 		if restore == nil {
-			restore = deadline.Doing("waiting for the host lock %s%s", path, heldBy(f))
+			restore = deadline.Doing(ctx, "waiting for the host lock %s%s", path, heldBy(f))
 		}
-		if time.Now().After(until) {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			held := heldBy(f)
 			f.Close()
-			return nil, fmt.Errorf("waiting %v for the host lock %s%s (another virtbridge process; "+
-				"`fuser -v %s` shows which): %w", wait.Round(time.Millisecond), path, held, path, ErrTimeout)
-		}
-		select {
-		case <-stop:
-			f.Close()
-			return nil, fmt.Errorf("waiting for the host lock %s: %w", path, ErrStopped)
-		case <-time.After(delay):
+			return nil, deadline.Ended(ctx, "waiting %v for the host lock %s%s (another virtbridge process; "+
+				"`fuser -v %s` shows which)", time.Since(begin).Round(time.Millisecond), path, held, path)
+		case <-t.C:
 		}
 		delay = min(2*delay, 50*time.Millisecond)
 	}

@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -22,8 +23,8 @@ func TestExclusiveWithBoundedWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Acquire(path, 30*time.Millisecond); !errors.Is(err, ErrTimeout) {
-		t.Fatalf("second Acquire while held = %v, want ErrTimeout", err)
+	if _, err := Acquire(path, 30*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second Acquire while held = %v, want context.DeadlineExceeded", err)
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -93,28 +94,70 @@ func TestTimeoutNamesTheHolder(t *testing.T) {
 	defer a.Release()
 	_, err = Acquire(path, 20*time.Millisecond)
 	want := fmt.Sprintf("held by pid %d", os.Getpid())
-	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("%v, want a timeout naming %s and %q", err, path, want)
 	}
 }
 
-// TestWaitBoundedByProcessDeadline: a long wait is cut to the time left
-// before the process deadline.
-func TestWaitBoundedByProcessDeadline(t *testing.T) {
+// TestWaitEndsWithCtx: the wait for a busy lock ends with its context —
+// at its deadline (the hook's hook_timeout), and at once when it is
+// cancelled (a daemon's SIGTERM) — with an error naming the lock and its
+// holder; meanwhile the context's Activity says what the wait is for.
+func TestWaitEndsWithCtx(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
 	a, err := Acquire(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Release()
-	deadline.Set(time.Now().Add(100 * time.Millisecond))
-	t.Cleanup(func() { deadline.Set(time.Time{}) })
+	holder := fmt.Sprintf("the host lock %s held by pid %d", path, os.Getpid())
+
+	ctx, cancel := deadline.Within(context.Background(), time.Now(), 100*time.Millisecond)
+	defer cancel()
 	start := time.Now()
-	if _, err := Acquire(path, time.Hour); !errors.Is(err, ErrTimeout) {
-		t.Fatalf("%v, want ErrTimeout", err)
+	_, err = AcquireUntil(ctx, path)
+	t.Logf("deadline: %v after %v", err, time.Since(start))
+	var de *deadline.Error
+	if !errors.As(err, &de) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), holder) ||
+		!strings.HasSuffix(err.Error(), ": timed out") {
+		t.Fatalf("%v, want a *deadline.Error naming %q that timed out", err, holder)
 	}
 	if d := time.Since(start); d > 30*time.Second {
 		t.Fatalf("waited %v with a deadline 100 ms away", d)
+	}
+
+	ctx, cancel = context.WithCancel(context.Background())
+	ctx, act := deadline.WithActivity(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := AcquireUntil(ctx, path)
+		done <- err
+	}()
+	waitFor(t, func() bool { return strings.Contains(act.Current(), "waiting for "+holder) })
+	t.Logf("while waiting: %s", act.Current())
+	start = time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		t.Logf("cancelled: %v after %v", err, time.Since(start))
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), holder) || !strings.HasSuffix(err.Error(), ": stopped") {
+			t.Fatalf("%v, want a stop naming %q", err, holder)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the wait went on 30 s after its context was cancelled")
+	}
+	if act.Current() != "" {
+		t.Fatalf("the Activity still says %q after the wait", act.Current())
+	}
+}
+
+// waitFor polls cond with a generous deadline.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("condition not met within 30 s")
+		}
 	}
 }
 

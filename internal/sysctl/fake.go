@@ -1,6 +1,7 @@
 package sysctl
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
@@ -33,7 +35,10 @@ func NewFake(values map[string]string) *Fake {
 }
 
 // Ensure is Manager.Ensure on the in-memory settings; it is idempotent.
-func (f *Fake) Ensure(s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) Ensure(ctx context.Context, s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error) {
+	if err := deadline.Ended(ctx, "setting sysctl %q", s.Name); err != nil {
+		return nil, err
+	}
 	want := normalize(s.Value)
 	if want == "" {
 		return nil, fmt.Errorf("setting sysctl %q: empty value", s.Name)

@@ -6,6 +6,7 @@
 package sysctl
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
@@ -63,8 +65,12 @@ func (m *Manager) Get(name string) (string, error) {
 // Ensure makes the setting s.Name hold s.Value. It is idempotent: it reads
 // the value first and writes only when it differs, then reads it back. For a
 // write it returns one change.SysctlChanged and pushes on rv the step that
-// writes the old value back.
-func (m *Manager) Ensure(s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error) {
+// writes the old value back. A ctx that has ended starts nothing (a
+// *deadline.Error).
+func (m *Manager) Ensure(ctx context.Context, s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error) {
+	if err := deadline.Ended(ctx, "setting sysctl %q", s.Name); err != nil {
+		return nil, err
+	}
 	want := normalize(s.Value)
 	if want == "" {
 		return nil, fmt.Errorf("setting sysctl %q: empty value", s.Name)

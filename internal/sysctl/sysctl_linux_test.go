@@ -1,6 +1,7 @@
 package sysctl
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,7 +40,7 @@ func helper(mode, name, value string) int {
 		return 3
 	}
 	var rv revert.Reverter
-	cs, err := New("").Ensure(policy.Sysctl{Name: name, Value: value}, &rv)
+	cs, err := New("").Ensure(context.Background(), policy.Sysctl{Name: name, Value: value}, &rv)
 	for _, c := range cs {
 		fmt.Println(c)
 	}

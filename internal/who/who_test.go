@@ -44,13 +44,13 @@ func TestFallbackFileCutLine(t *testing.T) {
 		File: filepath.Join(dir, "journal.jsonl"), Stderr: io.Discard, Now: clock})
 	vm := journal.VM{Name: "web01", UUID: "6f1c7c52-3b7a-4a8e-9d0a-111111111111", Op: "started", Source: "hook"}
 	p := journal.Port{VM: vm, Tap: "vnet3", MAC: "52:54:00:aa:00:01", Bridge: "br0"}
-	if err := w.Attached(p); err != nil {
+	if err := w.Attached(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
 	f, _ := os.OpenFile(w.File(), os.O_WRONLY|os.O_APPEND, 0)
 	f.WriteString(`{"MESSAGE":"cut by a cra`)
 	f.Close()
-	if err := w.Detached(p); err != nil {
+	if err := w.Detached(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
 	l := Lookup{Store: filepath.Join(dir, "ports.json"), File: w.File(), Journalctl: "/nonexistent/journalctl"}

@@ -53,7 +53,7 @@ func reconcileChild(args []string) int {
 	running := syntheticVMs(*vms, *nics)
 	eng := engine.ForHost(cfg, 30*time.Second)
 	begin := time.Now()
-	res, err := eng.Reconcile(running, begin)
+	res, err := eng.Reconcile(context.Background(), running, begin)
 	r.Took = time.Since(begin)
 	r.Changes = len(res.Changes)
 	for _, w := range res.Warnings {
