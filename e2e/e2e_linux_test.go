@@ -1,7 +1,7 @@
 // Package e2e proves, with real VMs, what users care about: a VM started
 // on a virtbridge-managed bridge reaches the outside network, whatever the
 // classic how-to's host got wrong, and every tap is recorded against its
-// VM. Each scenario runs a lab (internal/lab): libvirtd with virtbridge's
+// VM. Each scenario runs a lab (internal/testenv/lab): libvirtd with virtbridge's
 // hook in private namespaces, an upstream network serving DHCP, disk-less
 // VMs whose firmware asks for a lease. The tests skip when not root, when a
 // program is missing, or with -short.
@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 func TestMain(m *testing.M) {

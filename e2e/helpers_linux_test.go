@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
-	"github.com/virtbridge/virtbridge/internal/lab"
-	"github.com/virtbridge/virtbridge/internal/netnstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // Limits of one scenario's steps. A TCG VM asks for its lease 20-40 s after

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
-	"github.com/virtbridge/virtbridge/internal/lab"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // stormLimit bounds one storm step (all starts, all destroys, the checks).

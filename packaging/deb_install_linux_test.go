@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/install"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 const (

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/lab"
-	"github.com/virtbridge/virtbridge/internal/netnstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // A host is this machine as the package sees it during one test. dpkg

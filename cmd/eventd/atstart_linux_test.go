@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // atStartConfig manages br-a (uplink upa0) and br-b (uplink upb0), made at

@@ -2,9 +2,9 @@ package main
 
 // These tests run the real virtbridged binary, with the real engine,
 // against a real libvirtd with real (paused, TCG) VMs in a lab
-// (internal/lab) that has no qemu hook installed: whatever is wired, the
+// (internal/testenv/lab) that has no qemu hook installed: whatever is wired, the
 // daemon wired. Port records are read back from a real journald
-// (internal/journaltest), where the daemon's journal writer sends them.
+// (internal/testenv/journaltest), where the daemon's journal writer sends them.
 
 import (
 	"context"
@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/journaltest"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // TestWiresRunningVMAndHotplug starts the daemon after a VM that started

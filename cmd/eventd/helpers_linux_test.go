@@ -20,8 +20,8 @@ import (
 	sdjournal "github.com/coreos/go-systemd/v22/journal"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // The binary under test, built once per test binary by daemonBinary.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
 )
 
 var hookBin string

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/netnstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // hypervisor is a namespace playing the host, with its uplink NIC joined

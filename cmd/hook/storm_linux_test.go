@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
 	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
 )
 
 // stormVMs is how many VMs boot at once in the storm: a host coming up

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journald"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/journald"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // The demo's VM and the configuration virtbridge runs with in the lab.

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/virtbridge/virtbridge/internal/journald"
+	"github.com/virtbridge/virtbridge/internal/testenv/journald"
 )
 
 // keptJournald records the journald a demo run with --keep left running
@@ -17,7 +17,7 @@ const keptJournald = "/run/lock/virtbridge-demo.journald"
 // ensureJournald returns a hold on the journald the hook in the lab writes
 // to: the machine's own when one answers (a Debian box booted with
 // systemd), else one the demo starts, shared with test binaries through
-// internal/journald's locks. It returns nil, nil where systemd-journald is
+// internal/testenv/journald's locks. It returns nil, nil where systemd-journald is
 // not installed: the hook then writes its records to the lab's JSON-lines
 // file. A journald started for a --keep run outlives the demo; otherwise
 // it dies with the demo, even a killed one.

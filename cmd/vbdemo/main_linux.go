@@ -1,5 +1,5 @@
 // Command vbdemo shows virtbridge at work on one machine, as root: it sets
-// up a lab (internal/lab) — a hypervisor network namespace running
+// up a lab (internal/testenv/lab) — a hypervisor network namespace running
 // libvirtd with virtbridge's hook, joined to an "upstream" namespace that
 // serves DHCP — breaks the hypervisor the way the classic bridged-networking
 // how-to leaves a host, starts a disk-less VM on bridge br0, and shows the
@@ -23,7 +23,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // Exit codes.

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
 )
 
 // TestApplyNamespaceHost runs `virtbridge apply` in a namespace host broken

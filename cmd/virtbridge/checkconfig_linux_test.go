@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/netnstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // TestCheckConfigResolvesUplinkMAC runs the built virtbridge check-config

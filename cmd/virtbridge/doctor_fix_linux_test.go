@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/doctor"
-	"github.com/virtbridge/virtbridge/internal/netnstest"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // saysFix reports whether a finding's advice is to run `virtbridge doctor

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/doctor"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // labDoctor runs `virtbridge doctor --json` where libvirtd and the hook

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/doctor"
-	"github.com/virtbridge/virtbridge/internal/netnstest"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // doctorBins are the built virtbridge and virtbridge-hook: the doctor

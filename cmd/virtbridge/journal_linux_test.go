@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
-	"github.com/virtbridge/virtbridge/internal/netnstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 func TestMain(m *testing.M) { os.Exit(journaltest.Main(m)) }

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
 	"github.com/virtbridge/virtbridge/internal/who"
 )
 

@@ -19,7 +19,7 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virtbridge/virtbridge/internal/events"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // call is one call the daemon made on a recorder.

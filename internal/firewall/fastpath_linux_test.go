@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/netnstest"
 	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // ensureCounting runs Ensure and returns how many changes it made and how

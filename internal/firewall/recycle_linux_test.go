@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/netnstest"
 	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // TestRecycledNamespaceIsNotTrusted reproduces issue 14 #2: a namespace

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/paths/pathstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/pathstest"
 )
 
 // TestSaveStateTraced is run by TestSaveStateIsDurable under strace.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/paths"
-	"github.com/virtbridge/virtbridge/internal/paths/pathstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/pathstest"
 )
 
 // TestFallbackFileModes: the JSON-lines file, its marker and its directory

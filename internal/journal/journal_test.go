@@ -14,7 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
 )
 
 func TestMain(m *testing.M) { os.Exit(journaltest.Main(m)) }

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
 )
 
 // uniq returns a random hex string: the journal is shared with earlier

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/virtbridge/virtbridge/internal/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
 )
 
 // TestLogHandlerToJournald logs through the journald handler to a real

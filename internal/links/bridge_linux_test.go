@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/netnstest"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // moreRoutes gives the uplink routes that exercise the move: a static link

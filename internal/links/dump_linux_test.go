@@ -11,7 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/virtbridge/virtbridge/internal/netnstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // TestDumpsAreFilteredByTheKernel: with 150 veth pairs holding addresses

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/netnstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // lab is a host namespace whose uplink (one end of a veth pair) leads to an

@@ -9,8 +9,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	vblab "github.com/virtbridge/virtbridge/internal/lab"
 	"github.com/virtbridge/virtbridge/internal/policy"
+	vblab "github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // TestLibvirtTapsPassTheTapCheck holds EnsurePort's tap check against what

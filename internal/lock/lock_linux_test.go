@@ -14,7 +14,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/paths"
-	"github.com/virtbridge/virtbridge/internal/paths/pathstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/pathstest"
 )
 
 func TestExclusiveWithBoundedWait(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/paths"
-	"github.com/virtbridge/virtbridge/internal/paths/pathstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/pathstest"
 )
 
 // TestWriteAtomicTraced is run by TestWriteAtomicIsDurable under strace.

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/paths"
-	"github.com/virtbridge/virtbridge/internal/paths/pathstest"
+	"github.com/virtbridge/virtbridge/internal/testenv/pathstest"
 )
 
 // saveOne loads the store at path, records one NIC and saves it.

@@ -9,9 +9,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/netnstest"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // helperEnv makes the test binary act as helper: /proc/sys/net shows the

@@ -15,7 +15,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/bench"
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 type daemonResult struct {

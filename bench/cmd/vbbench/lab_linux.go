@@ -11,10 +11,10 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
-// startLab starts a lab (internal/lab) whose hook and daemon write their
+// startLab starts a lab (internal/testenv/lab) whose hook and daemon write their
 // journal records to a file of this run: a tmpfs over /run/systemd in the
 // lab's mount namespace hides any journald of the machine (or of a test
 // running beside), and dir is bound over /var/log/virtbridge.

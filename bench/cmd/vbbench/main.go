@@ -34,7 +34,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/bench"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 type options struct {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/bench"
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // vmStartConfig is the hook's configuration in the VM-start labs: br-a
@@ -103,7 +103,7 @@ func (b *bencher) vmStartSuite(ctx context.Context) error {
 	}
 	b.report.Sections = append(b.report.Sections, bench.Section{
 		Title: "VM start as the user sees it (`virsh start`, TCG VM, bridge already there)",
-		Notes: []string{"Three labs side by side (internal/lab: own libvirtd, virtlogd, dnsmasq), starts rotating. " +
+		Notes: []string{"Three labs side by side (internal/testenv/lab: own libvirtd, virtlogd, dnsmasq), starts rotating. " +
 			"`virsh` runs through nsenter, the same in all. With a hook, libvirtd calls it at prepare, start and " +
 			"started during `virsh start` and at stopped and release during `virsh destroy`; the exec floor as hook " +
 			"shows what libvirtd's running of any hook costs."},

@@ -9,7 +9,7 @@
 //
 // Run from the repository root, as root:
 //
-//	go run ./internal/lab/capture
+//	go run ./internal/testenv/lab/capture
 package main
 
 import (
@@ -29,7 +29,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 const captureDir = "/run/virtbridge/hook-capture" // = capturehook.Dir
@@ -109,7 +109,7 @@ func runAll(ctx context.Context, out, only string, verbose bool) error {
 	}
 	defer os.RemoveAll(tmp)
 	hook := filepath.Join(tmp, "capturehook")
-	build := exec.CommandContext(ctx, "go", "build", "-o", hook, "github.com/virtbridge/virtbridge/internal/lab/capturehook")
+	build := exec.CommandContext(ctx, "go", "build", "-o", hook, "github.com/virtbridge/virtbridge/internal/testenv/lab/capturehook")
 	if b, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("building capturehook: %w: %s", err, b)
 	}

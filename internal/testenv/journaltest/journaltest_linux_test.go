@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/journald"
+	"github.com/virtbridge/virtbridge/internal/testenv/journald"
 )
 
 func TestMain(m *testing.M) { os.Exit(Main(m)) }

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/journald"
+	"github.com/virtbridge/virtbridge/internal/testenv/journald"
 )
 
 // Socket is journald's native socket.

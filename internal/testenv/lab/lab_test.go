@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 func TestLabStartClose(t *testing.T) {

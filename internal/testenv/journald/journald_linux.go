@@ -1,6 +1,6 @@
 // Package journald shares one systemd-journald between the processes that
 // need one on a machine without systemd as PID 1: the test binaries (through
-// internal/journaltest) and the demo (cmd/vbdemo). Join reuses the journald
+// internal/testenv/journaltest) and the demo (cmd/vbdemo). Join reuses the journald
 // that answers on Socket, or starts one; Release stops it, by its pid, only
 // once no other process uses it.
 //
@@ -32,7 +32,7 @@ const Socket = "/run/systemd/journal/socket"
 const RunDir = "/run/systemd/journal"
 
 // The lock files of the protocol. Their names are those of the first user,
-// internal/journaltest: every process that shares journald must use these.
+// internal/testenv/journaltest: every process that shares journald must use these.
 const (
 	StartLock = "/run/lock/virtbridge-journaltest.start"
 	UsersLock = "/run/lock/virtbridge-journaltest.users"

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/lab"
+	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
 // TestKeepRemoveKept: a kept lab survives SweepStale, whatever its owner,
