@@ -51,7 +51,19 @@ func (h *Host) OwnUplink(t testing.TB) string {
 		}
 		return false
 	})
+	h.Settle(t)
 	return addr
+}
+
+// Settle waits until IPv6 duplicate address detection is over (it ends
+// within a few seconds): a dump taken before shows "tentative" addresses
+// that change by themselves.
+func (h *Host) Settle(t testing.TB) {
+	t.Helper()
+	h.waitFor(t, "no tentative address", 30*time.Second, func() bool {
+		out, err := h.NS.Exec("ip", "addr", "show")
+		return err == nil && !strings.Contains(out, "tentative")
+	})
 }
 
 // Addresses are the IPv4 addresses on link (CIDR), in the kernel's order.
@@ -120,11 +132,12 @@ func (h *Host) PingFromUpstream(addr string) bool {
 }
 
 // BreakGateway makes the gateway unreachable from the host: the upstream
-// end drops every frame (its link goes down), so no ARP is answered.
-func (h *Host) BreakGateway(t testing.TB) { h.Up.Run(t, "ip", "link", "set", UpstreamLink, "down") }
+// end stops answering ARP (NOARP), its carrier stays up (a link going down
+// would make the managers drop their configuration, another fault).
+func (h *Host) BreakGateway(t testing.TB) { h.Up.Run(t, "ip", "link", "set", UpstreamLink, "arp", "off") }
 
 // MendGateway undoes BreakGateway.
-func (h *Host) MendGateway(t testing.TB) { h.Up.Run(t, "ip", "link", "set", UpstreamLink, "up") }
+func (h *Host) MendGateway(t testing.TB) { h.Up.Run(t, "ip", "link", "set", UpstreamLink, "arp", "on") }
 
 // Dump is the host namespace's network state as text (netnstest's Dump),
 // for before/after comparisons.
