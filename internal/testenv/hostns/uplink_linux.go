@@ -134,7 +134,9 @@ func (h *Host) PingFromUpstream(addr string) bool {
 // BreakGateway makes the gateway unreachable from the host: the upstream
 // end stops answering ARP (NOARP), its carrier stays up (a link going down
 // would make the managers drop their configuration, another fault).
-func (h *Host) BreakGateway(t testing.TB) { h.Up.Run(t, "ip", "link", "set", UpstreamLink, "arp", "off") }
+func (h *Host) BreakGateway(t testing.TB) {
+	h.Up.Run(t, "ip", "link", "set", UpstreamLink, "arp", "off")
+}
 
 // MendGateway undoes BreakGateway.
 func (h *Host) MendGateway(t testing.TB) { h.Up.Run(t, "ip", "link", "set", UpstreamLink, "arp", "on") }
