@@ -59,6 +59,7 @@ type link struct {
 	index int32
 	path  dbus.ObjectPath
 	admin string // AdministrativeState: configured, configuring, unmanaged, ...
+	oper  string // OperationalState: routable once it has a global address, ...
 	file  string // the .network file that matched, "" if none
 }
 
@@ -80,11 +81,16 @@ func (c *Client) linkState(ctx context.Context, name string) (l link, ok bool, e
 	if err != nil {
 		return l, false, fmt.Errorf("looking up %q in systemd-networkd: %w", name, err)
 	}
-	var v dbus.Variant
-	if err := c.call(ctx, l.path, "org.freedesktop.DBus.Properties.Get", []any{ifaceLink, "AdministrativeState"}, &v); err != nil {
-		return l, false, fmt.Errorf("reading systemd-networkd's state of %q: %w", name, err)
+	for _, p := range []struct {
+		name string
+		out  *string
+	}{{"AdministrativeState", &l.admin}, {"OperationalState", &l.oper}} {
+		var v dbus.Variant
+		if err := c.call(ctx, l.path, "org.freedesktop.DBus.Properties.Get", []any{ifaceLink, p.name}, &v); err != nil {
+			return l, false, fmt.Errorf("reading systemd-networkd's state of %q: %w", name, err)
+		}
+		*p.out, _ = v.Value().(string)
 	}
-	l.admin, _ = v.Value().(string)
 	var desc string
 	if err := c.call(ctx, managerPath, ifaceMgr+".DescribeLink", []any{l.index}, &desc); err != nil {
 		return l, false, fmt.Errorf("asking systemd-networkd to describe %q: %w", name, err)
