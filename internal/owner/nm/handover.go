@@ -45,6 +45,12 @@ type Result struct {
 	Changes []change.Change // none when the bridge was NetworkManager's already
 	Handoff time.Duration   // from the checkpoint to the bridge activated with its address
 	Probe   time.Duration   // the probe, after that
+
+	// What Release needs to give the uplink back: its own profile and
+	// that profile's autoconnect before, and the profiles made.
+	uplinkConn, bridgeConn, portConn dbus.ObjectPath
+	uplinkID                         string
+	uplinkSettings                   Settings
 }
 
 // Handover makes bridge s.Bridge NetworkManager's own in place of the
@@ -89,7 +95,8 @@ func (c *Client) Handover(ctx context.Context, s Spec) (Result, error) {
 	}
 	actx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
-	err = c.activate(actx, b, up, upSettings)
+	r.uplinkConn, r.uplinkID, r.uplinkSettings = up.conn, up.id, upSettings
+	r.bridgeConn, r.portConn, err = c.activate(actx, b, up, upSettings)
 	r.Handoff = time.Since(start)
 	if err == nil && s.Probe != nil {
 		pstart := time.Now()
@@ -113,21 +120,27 @@ func (c *Client) Handover(ctx context.Context, s Spec) (Result, error) {
 // activate adds the profiles, turns the uplink profile's autoconnect off
 // and activates the bridge with the uplink as its port, then waits until
 // the bridge is activated with its addresses.
-func (c *Client) activate(ctx context.Context, b desired.Bridge, up device, upSettings Settings) error {
-	var brConn, portConn, ac dbus.ObjectPath
-	if err := c.call(ctx, settingsPath, ifaceSettings+".AddConnection", []any{bridgeSettings(b, up.mac, upSettings)}, &brConn); err != nil {
+func (c *Client) activate(ctx context.Context, b desired.Bridge, up device, upSettings Settings) (brConn, portConn dbus.ObjectPath, err error) {
+	err = c.activateInto(ctx, b, up, upSettings, &brConn, &portConn)
+	return brConn, portConn, err
+}
+
+// activateInto is activate, storing the paths of the profiles it adds.
+func (c *Client) activateInto(ctx context.Context, b desired.Bridge, up device, upSettings Settings, brConn, portConn *dbus.ObjectPath) error {
+	var ac dbus.ObjectPath
+	if err := c.call(ctx, settingsPath, ifaceSettings+".AddConnection", []any{bridgeSettings(b, up.mac, upSettings)}, brConn); err != nil {
 		return fmt.Errorf("adding NetworkManager profile %q: %w", BridgeProfile(b.Name), err)
 	}
-	if err := c.call(ctx, settingsPath, ifaceSettings+".AddConnection", []any{portSettings(b, b.Uplink)}, &portConn); err != nil {
+	if err := c.call(ctx, settingsPath, ifaceSettings+".AddConnection", []any{portSettings(b, b.Uplink)}, portConn); err != nil {
 		return fmt.Errorf("adding NetworkManager profile %q: %w", PortProfile(b.Name, b.Uplink), err)
 	}
 	if err := c.call(ctx, up.conn, ifaceConn+".Update", []any{withAutoconnect(upSettings, false)}); err != nil {
 		return fmt.Errorf("turning autoconnect off in NetworkManager profile %q: %w", up.id, err)
 	}
-	if err := c.call(ctx, nmPath, ifaceNM+".ActivateConnection", []any{brConn, noObject, noObject}, &ac); err != nil {
+	if err := c.call(ctx, nmPath, ifaceNM+".ActivateConnection", []any{*brConn, noObject, noObject}, &ac); err != nil {
 		return fmt.Errorf("activating NetworkManager profile %q: %w", BridgeProfile(b.Name), err)
 	}
-	if err := c.call(ctx, nmPath, ifaceNM+".ActivateConnection", []any{portConn, up.path, noObject}, &ac); err != nil {
+	if err := c.call(ctx, nmPath, ifaceNM+".ActivateConnection", []any{*portConn, up.path, noObject}, &ac); err != nil {
 		return fmt.Errorf("activating NetworkManager profile %q on %q: %w", PortProfile(b.Name, b.Uplink), b.Uplink, err)
 	}
 	wantIP := method(upSettings, "ipv4") != "disabled" && method(upSettings, "ipv4") != ""

@@ -36,20 +36,8 @@ func (c *Client) rollback(ctx context.Context, cp dbus.ObjectPath, b desired.Bri
 			errs = append(errs, fmt.Errorf("turning autoconnect back on in profile %q: %w", up.id, err))
 		}
 	}
-	for {
-		d, _, err := c.device(ctx, b.Uplink)
-		_, brThere, _ := c.device(ctx, b.Name)
-		if err == nil && d.id == up.id && d.state == stateActivated && !brThere {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("profile %q not active again on %q within %v (device state %d, profile %q; bridge still there: %v)",
-				up.id, b.Uplink, rollbackWait, d.state, d.id, brThere))
-		case <-time.After(100 * time.Millisecond):
-			continue
-		}
-		break
+	if err := c.waitUplink(ctx, b, up); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s; the NetworkManager checkpoint was rolled back but: %v: the host may need a manual look (`nmcli con show`)", msg, errors.Join(errs...))
