@@ -74,6 +74,6 @@ ensure_policy_rc_d() {
 echo "deps: installing ${missing[*]}"
 ensure_policy_rc_d
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt-get update -qq -o DPkg::Lock::Timeout=600
+apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 echo "deps: done"
