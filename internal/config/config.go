@@ -102,6 +102,10 @@ type Sysctl struct {
 type Firewall struct {
 	Backend        FirewallBackend
 	BridgedForward Forward
+	// NativeTables is firewall.native_tables: whether virtbridge may
+	// insert its accept rules into the administrator's native nftables
+	// forward chains (accept), or must refuse instead (leave).
+	NativeTables Forward
 }
 
 // Daemon holds settings of virtbridged.
@@ -371,6 +375,7 @@ func (p *parser) firewall(n *yaml.Node) {
 			f.Backend = choose(p, v, "backend", BackendIPTables, BackendIPTablesNFT, BackendIPTablesLegacy, BackendNone)
 		},
 		"bridged_forward": func(v *yaml.Node) { f.BridgedForward = choose(p, v, "bridged_forward", AcceptForward, LeaveForward) },
+		"native_tables":   func(v *yaml.Node) { f.NativeTables = choose(p, v, "native_tables", AcceptForward, LeaveForward) },
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/firewall"
+	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
 // NativeChains reads the base chains on the forward hook of the native
@@ -36,7 +37,7 @@ func checkNative(r *Report, s Sources, cfg *config.Config, nfOn map[string]bool)
 			continue
 		}
 		for _, b := range cfg.Bridges {
-			r.add(nativeFinding(firewall.Judge(c, b.Name), b.Name))
+			r.add(nativeFinding(firewall.Judge(c, b.Name), b.Name, cfg, s.ConfigPath))
 		}
 		if c.Owner == firewall.OwnerDocker {
 			r.add(dockerNftFinding(c))
@@ -55,7 +56,7 @@ func crosses(fam string, nfOn map[string]bool) bool {
 	return nfOn["ipv4"] || nfOn["ipv6"]
 }
 
-func nativeFinding(v firewall.Verdict, br string) Finding {
+func nativeFinding(v firewall.Verdict, br string, cfg *config.Config, cfgPath string) Finding {
 	c := v.Chain
 	f := Finding{Section: SectionForwarding, Check: "nft-forward", Status: OK,
 		Object: fmt.Sprintf("nft %s (%s, priority %d) for %s", c.Name(), c.Owner, c.Priority, br)}
@@ -69,6 +70,18 @@ func nativeFinding(v firewall.Verdict, br string) Finding {
 		f.Message += ": " + v.At
 	}
 	f.Fix = nativeFix(c, br)
+	if c.Owner != firewall.OwnerAdmin {
+		return f
+	}
+	switch {
+	case policy.FirewallIntent(cfg) == nil:
+		f.Fix = fmt.Sprintf("set firewall: {bridged_forward: accept} in %s (virtbridge then inserts that accept rule itself), or %s", cfgPath, f.Fix)
+	case cfg.Firewall.NativeTables == config.LeaveForward:
+		f.Fix = fmt.Sprintf("virtbridge refuses to start VMs on %s while firewall.native_tables is leave: set firewall: {native_tables: accept} in %s, or %s", br, cfgPath, f.Fix)
+	default:
+		f.Fixable = true
+		f.Fix = fixByVirtbridge + " (it inserts an accept rule for " + br + ", tagged with a comment, at the top of that chain)"
+	}
 	return f
 }
 

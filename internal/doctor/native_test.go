@@ -32,9 +32,24 @@ func TestNativeForwardByOwner(t *testing.T) {
 		},
 	}
 	r := Run(s)
-	want(t, one(t, r, "nft-forward", "nft inet filter forward (administrator, priority 0) for br0"), Fail,
-		"inet filter forward may drop bridged frames of br0", "policy drop", "a drop anywhere is final",
-		"`nft insert rule inet filter forward iifname \"br0\" oifname \"br0\" accept`", "bridge_nf_call_iptables: 0")
+	admin := one(t, r, "nft-forward", "nft inet filter forward (administrator, priority 0) for br0")
+	want(t, admin, Fail, "inet filter forward may drop bridged frames of br0", "policy drop", "a drop anywhere is final",
+		"doctor --fix", "at the top of that chain")
+	if !admin.Fixable {
+		t.Error("the administrator's chain is virtbridge's to fix by default")
+	}
+	for _, c := range []struct{ yaml, says string }{
+		{"firewall: {native_tables: leave}\n", "firewall.native_tables is leave"},
+		{"firewall: {bridged_forward: leave}\n", "set firewall: {bridged_forward: accept}"},
+	} {
+		s2 := s
+		s2.Config = mustConfig(t, "bridges: {br0: {}}\n"+c.yaml)
+		f := one(t, Run(s2), "nft-forward", "nft inet filter forward (administrator, priority 0) for br0")
+		want(t, f, Fail, c.says, "`nft insert rule inet filter forward iifname \"br0\" oifname \"br0\" accept`", "bridge_nf_call_iptables: 0")
+		if f.Fixable {
+			t.Errorf("%s: fixable", c.yaml)
+		}
+	}
 	want(t, one(t, r, "nft-forward", "nft ip docker-bridges filter-FORWARD (docker, priority 0) for br0"), Fail,
 		"docker's table", `rule handle 4: oifname "br*" drop`, "no DOCKER-USER chain")
 	want(t, one(t, r, "docker", "nft ip docker-bridges"), OK, "no DOCKER-USER chain")

@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
 )
 
 // ReadForward reads, over netlink in network namespace netnsPath ("" is
@@ -14,19 +18,11 @@ import (
 // iptables), with its rules and the regular chains they jump or go to. No
 // nft process runs. The chains come in hook priority order.
 func ReadForward(netnsPath string) ([]NativeChain, error) {
-	var opts []nftables.ConnOption
-	if netnsPath != "" {
-		f, err := os.Open(netnsPath)
-		if err != nil {
-			return nil, fmt.Errorf("reading nftables forward chains: opening network namespace: %w", err)
-		}
-		defer f.Close()
-		opts = append(opts, nftables.WithNetNSFd(int(f.Fd())))
-	}
-	conn, err := nftables.New(opts...)
+	conn, done, err := nftConn(netnsPath)
 	if err != nil {
 		return nil, fmt.Errorf("reading nftables forward chains: %w", err)
 	}
+	defer done()
 	chains, err := conn.ListChains()
 	if err != nil {
 		return nil, fmt.Errorf("reading nftables forward chains: %w", err)
@@ -103,4 +99,80 @@ func familyName(f nftables.TableFamily) string {
 		return "inet"
 	}
 	return ""
+}
+
+// nftConn opens a netlink connection to nf_tables in network namespace
+// netnsPath ("" is the process's own); done closes what it opened.
+func nftConn(netnsPath string) (conn *nftables.Conn, done func(), err error) {
+	var opts []nftables.ConnOption
+	done = func() {}
+	if netnsPath != "" {
+		f, err := os.Open(netnsPath)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening network namespace: %w", err)
+		}
+		done = func() { f.Close() }
+		opts = append(opts, nftables.WithNetNSFd(int(f.Fd())))
+	}
+	if conn, err = nftables.New(opts...); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return conn, done, nil
+}
+
+// applyNative makes ops in one nf_tables transaction: all or nothing.
+func applyNative(netnsPath string, ops []nativeOp) error {
+	conn, done, err := nftConn(netnsPath)
+	if err != nil {
+		return fmt.Errorf("changing nftables forward chains: %w", err)
+	}
+	defer done()
+	for _, o := range ops {
+		t := &nftables.Table{Name: o.Chain.Table, Family: familyOf(o.Chain.Family)}
+		ch := &nftables.Chain{Name: o.Chain.Chain, Table: t}
+		if o.Delete {
+			if err := conn.DelRule(&nftables.Rule{Table: t, Chain: ch, Handle: o.Handle}); err != nil {
+				return fmt.Errorf("changing nftables forward chains: %s: %w", o, err)
+			}
+			continue
+		}
+		conn.InsertRule(&nftables.Rule{Table: t, Chain: ch, Exprs: acceptExprs(o.Bridge),
+			UserData: userdata.AppendString(nil, userdata.TypeComment, nativeComment(o.Bridge))})
+	}
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("changing nftables forward chains (%s): %w", describeNative(ops), err)
+	}
+	return nil
+}
+
+// acceptExprs is `iifname BR oifname BR accept`, as nft encodes it.
+func acceptExprs(br string) []expr.Any {
+	name := make([]byte, unix.IFNAMSIZ)
+	copy(name, br)
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}
+}
+
+func familyOf(name string) nftables.TableFamily {
+	switch name {
+	case "ip":
+		return nftables.TableFamilyIPv4
+	case "ip6":
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyINet
+}
+
+func describeNative(ops []nativeOp) string {
+	s := make([]string, 0, len(ops))
+	for _, o := range ops {
+		s = append(s, o.String())
+	}
+	return strings.Join(s, "; ")
 }

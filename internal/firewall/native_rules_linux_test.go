@@ -153,3 +153,56 @@ ip mytable: administrator`
 		t.Errorf("got\n%s\nwant\n%s", g, want)
 	}
 }
+
+func TestPlanNative(t *testing.T) {
+	ours := func(h uint64, br string) NativeRule {
+		return rule(h, nativeComment(br), iif(br), oif(br), accept)
+	}
+	admin := NativeChain{Family: "inet", Table: "filter", Chain: "forward", Policy: "drop", Owner: OwnerAdmin}
+	docker := NativeChain{Family: "ip", Table: "docker-bridges", Chain: "filter-FORWARD", Policy: "drop", Owner: OwnerDocker}
+	passing := NativeChain{Family: "inet", Table: "t2", Chain: "fw", Policy: "accept", Owner: OwnerAdmin,
+		Rules: []NativeRule{ours(3, "br0"), rule(4, "", oif("eth0"), drop)}}
+	render := func(ops []nativeOp, refusals []string) string {
+		var s []string
+		for _, o := range ops {
+			s = append(s, o.String())
+		}
+		return strings.Join(append(s, refusals...), "\n")
+	}
+	cases := []struct {
+		name   string
+		chains []NativeChain
+		leave  bool
+		want   string
+	}{
+		{"insert per bridge, not into docker's, stale removed where not needed",
+			[]NativeChain{admin, docker, passing}, false,
+			`nft insert rule inet filter forward iifname "br0" oifname "br0" accept comment "virtbridge: bridged traffic of br0"
+nft insert rule inet filter forward iifname "br1" oifname "br1" accept comment "virtbridge: bridged traffic of br1"
+nft delete rule inet t2 fw handle 3`},
+		{"in place: nothing",
+			[]NativeChain{withRules(admin, ours(7, "br1"), ours(6, "br0"), rule(1, "", ctState(), accept))}, false, ""},
+		{"below another rule, duplicate, altered, bridge gone",
+			[]NativeChain{withRules(admin, ours(7, "br0"), ours(8, "br0"), rule(9, nativeComment("br1"), iif("br1"), accept),
+				ours(10, "br9"), rule(1, "", count), ours(11, "br1"))}, false,
+			`nft delete rule inet filter forward handle 8
+nft delete rule inet filter forward handle 9
+nft delete rule inet filter forward handle 10
+nft delete rule inet filter forward handle 11
+nft insert rule inet filter forward iifname "br1" oifname "br1" accept comment "virtbridge: bridged traffic of br1"`},
+		{"leave: refusals only",
+			[]NativeChain{admin, docker}, true,
+			`nftables chain inet filter forward (the administrator's table) may drop bridged frames of br0 (policy drop), and firewall.native_tables is leave
+nftables chain inet filter forward (the administrator's table) may drop bridged frames of br1 (policy drop), and firewall.native_tables is leave`},
+	}
+	for _, c := range cases {
+		if got := render(planNative(c.chains, []string{"br0", "br1"}, c.leave)); got != c.want {
+			t.Errorf("%s: got\n%s\nwant\n%s", c.name, got, c.want)
+		}
+	}
+}
+
+func withRules(c NativeChain, rs ...NativeRule) NativeChain {
+	c.Rules = rs
+	return c
+}
