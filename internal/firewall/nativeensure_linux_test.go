@@ -3,11 +3,15 @@ package firewall
 import (
 	"context"
 	"errors"
+	"fmt"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/lock"
 	"github.com/virtbridge/virtbridge/internal/revert"
 	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
@@ -186,3 +190,58 @@ func fmtErr(err error) string {
 	}
 	return err.Error()
 }
+
+// TestNativeTablesConcurrent: 30 concurrent Ensures, each under the host
+// lock as the hook's prepares are, each with its own Firewall and no
+// state (every one reads and plans), leave one rule per bridge per chain.
+func TestNativeTablesConcurrent(t *testing.T) {
+	b := newBridgedLab(t)
+	nftLoad(t, b.ns, inetDrop+inetSecond)
+	lockPath := filepath.Join(t.TempDir(), "lock")
+	p := desired.Firewall{Backend: BackendNFT, AcceptBridges: []string{"br0", "br1"}}
+	var wg sync.WaitGroup
+	errs := make(chan error, 30)
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := lock.Acquire(lockPath, time.Minute)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer l.Release()
+			var rv revert.Reverter
+			_, err = b.firewall(true).Ensure(context.Background(), p, &rv)
+			rv.Success()
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	got := b.ns.Run(t, "nft", "-s", "list", "ruleset")
+	for _, br := range []string{"br0", "br1"} {
+		line := fmt.Sprintf("\t\tiifname %q oifname %q accept comment %q\n", br, br, nativeComment(br))
+		if n := strings.Count(got, line); n != 2 { // inet filter forward and inet second fw
+			t.Errorf("%d rules for %s, want one in each of 2 chains:\n%s", n, br, got)
+		}
+	}
+	if !b.reaches(t) {
+		t.Error("the VM does not reach upstream")
+	}
+}
+
+// inetSecond is a second administrator's table whose forward chain
+// rejects everything.
+const inetSecond = `table inet second {
+	chain fw {
+		type filter hook forward priority 10; policy accept;
+		reject
+	}
+}
+`
