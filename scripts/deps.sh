@@ -19,6 +19,9 @@ packages=(
   rpm man-db
   # the durability tests of atomic writes trace fsync and rename
   strace
+  # firewalld's tests: firewalld on a private D-Bus inside a test namespace
+  # (never started on the machine itself: see policy-rc.d below)
+  firewalld dbus-daemon
 )
 
 # Seen on this kind of machine: a package's maintainer script left /dev/null
@@ -49,6 +52,16 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# No package may start its service on this machine (firewalld would take
+# over its firewall): policy-rc.d answering 101 forbids it. Made here when
+# absent, and removed again afterwards if this script made it.
+made_policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\n# virtbridge deps.sh: start no service while installing\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  made_policy=1
+fi
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
+if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 echo "deps: done"

@@ -106,7 +106,9 @@ func runFirewallRemove(args []string, _ io.Reader, stdout, stderr io.Writer) int
 Deletes virtbridge's iptables chain VIRTBRIDGE-FWD and its jumps from
 FORWARD (and DOCKER-USER), in IPv4 and IPv6, for every iptables variant
 installed, its accept rules (commented "virtbridge: bridged traffic of
-BR") from native nftables forward chains, and its firewall state file.
+BR") from native nftables forward chains, what it changed in firewalld
+(as recorded in /var/lib/virtbridge/firewalld.json: bridges taken out of
+their zone, zone forwarding turned off again), and its firewall state file.
 Nothing else is touched: bridges,
 uplinks, addresses and sysctls stay as they are. The hook or virtbridged
 puts the rules back at the next VM start or firewall check, so run it when

@@ -70,6 +70,11 @@ func nativeFinding(v firewall.Verdict, br string, cfg *config.Config, cfgPath st
 		f.Message += ": " + v.At
 	}
 	f.Fix = nativeFix(c, br)
+	if c.Owner == firewall.OwnerFirewalld && policy.FirewallIntent(cfg) != nil {
+		f.Fixable = true
+		f.Fix = fixByVirtbridge + " (through firewalld's D-Bus API it puts " + br + " into its uplink's zone, or firewall.firewalld_zone, and lets that zone forward, runtime and permanent)"
+		return f
+	}
 	if c.Owner != firewall.OwnerAdmin {
 		return f
 	}

@@ -53,8 +53,15 @@ func TestNativeForwardByOwner(t *testing.T) {
 	want(t, one(t, r, "nft-forward", "nft ip docker-bridges filter-FORWARD (docker, priority 0) for br0"), Fail,
 		"docker's table", `rule handle 4: oifname "br*" drop`, "no DOCKER-USER chain")
 	want(t, one(t, r, "docker", "nft ip docker-bridges"), OK, "no DOCKER-USER chain")
-	want(t, one(t, r, "nft-forward", "nft inet firewalld filter_FORWARD (firewalld, priority 0) for br0"), Fail,
-		"reject", "--add-interface=br0", "--add-forward", "not `trusted`", "never edit firewalld's table")
+	fwd := one(t, r, "nft-forward", "nft inet firewalld filter_FORWARD (firewalld, priority 0) for br0")
+	want(t, fwd, Fail, "reject", "doctor --fix", "uplink's zone", "D-Bus")
+	if !fwd.Fixable {
+		t.Error("firewalld's zones are virtbridge's to set when it manages the firewall")
+	}
+	s2 := s
+	s2.Config = mustConfig(t, "bridges: {br0: {}}\nfirewall: {bridged_forward: leave}\n")
+	want(t, one(t, Run(s2), "nft-forward", "nft inet firewalld filter_FORWARD (firewalld, priority 0) for br0"), Fail,
+		"--add-interface=br0", "--add-forward", "not `trusted`", "never edit firewalld's table")
 	want(t, one(t, r, "nft-forward", "nft ip6 libvirt_network guest_cross (libvirt, priority 0) for br0"), Fail,
 		"libvirt's table is libvirt's")
 	want(t, one(t, r, "nft-forward", "nft inet incus fwd (incus, priority 0) for br0"), OK, "pass")

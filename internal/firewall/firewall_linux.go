@@ -26,10 +26,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -49,21 +51,37 @@ type Options struct {
 	NetNS string
 	// Wait is how many seconds iptables waits for the xtables lock; 0 means 5.
 	Wait int
+	// DBusAddress is the D-Bus system bus firewalld is looked for on; ""
+	// is the system bus. Tests point it at a private bus.
+	DBusAddress string
+	// FirewalldRecord is where virtbridge records what it changed in
+	// firewalld; "" means DefaultFirewalldRecord.
+	FirewalldRecord string
 }
+
+// DefaultFirewalldRecord is the record of virtbridge's firewalld changes:
+// they are permanent, so the record lives beside the store, not in /run.
+var DefaultFirewalldRecord = filepath.Join(paths.StateDir(), "firewalld.json")
 
 // Firewall keeps virtbridge's rules with the host's iptables. It keeps no
 // state in memory; callers serialize Ensure and Remove (the hook holds the
 // host lock).
 type Firewall struct {
-	state string
-	bins  binaries
-	ns    netns
-	wait  int
+	state  string
+	bins   binaries
+	ns     netns
+	wait   int
+	dbus   string
+	record string
 }
 
 // New returns a Firewall. It runs nothing.
 func New(o Options) *Firewall {
-	f := &Firewall{state: o.StatePath, bins: binaries{dir: o.BinDir}, ns: netns{path: o.NetNS}, wait: o.Wait}
+	f := &Firewall{state: o.StatePath, bins: binaries{dir: o.BinDir}, ns: netns{path: o.NetNS}, wait: o.Wait,
+		dbus: o.DBusAddress, record: o.FirewalldRecord}
+	if f.record == "" {
+		f.record = DefaultFirewalldRecord
+	}
 	if f.state == "" {
 		f.state = DefaultStatePath
 	}
@@ -127,10 +145,16 @@ func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.R
 	// The native tables first, so that a refusal (native_tables: leave)
 	// comes before any change: read only where nf_tables answers, and
 	// never on the fast path above (an unchanged generation covers them).
-	var cs []change.Change
-	nativeChanged := false
+	// firewalld, when it runs, through its own door (D-Bus).
+	cs, err := f.ensureFirewalld(ctx, bridges, fw.FirewalldZone, rv)
+	if err != nil {
+		return cs, err
+	}
+	nativeChanged := len(cs) > 0
 	if fx.GenOK {
-		if cs, nativeChanged, err = f.ensureNative(ctx, bridges, leave, rv); err != nil {
+		ncs, ch, err := f.ensureNative(ctx, bridges, leave, rv)
+		cs, nativeChanged = append(cs, ncs...), nativeChanged || ch
+		if err != nil {
 			return cs, err
 		}
 	}
@@ -222,7 +246,8 @@ func nativeMode(s string) (leave bool, err error) {
 }
 
 // Remove deletes virtbridge's jumps, rules and chain from both families of
-// every installed variant, its accept rules from native nftables tables, (legacy only where its filter table exists, so
+// every installed variant, its accept rules from native nftables tables,
+// what it changed in firewalld (as recorded), (legacy only where its filter table exists, so
 // that looking does not create it; nft only where nf_tables answers), and
 // the state file. It is idempotent
 // and keeps going past errors, returning them joined. Package removal uses
@@ -247,6 +272,9 @@ func (f *Firewall) Remove(ctx context.Context) ([]change.Change, error) {
 			errs = append(errs, err)
 		}
 	}
+	c, err := f.removeFirewalld(ctx)
+	cs = append(cs, c...)
+	errs = append(errs, err)
 	if fx.GenOK {
 		// virtbridge's rules in native tables, and only those.
 		var rv revert.Reverter
