@@ -56,6 +56,11 @@ export DEBIAN_FRONTEND=noninteractive
 # over its firewall): policy-rc.d answering 101 forbids it. Made here when
 # absent, and removed again afterwards if this script made it.
 made_policy=""
+cleanup() {
+  fix_dev_null
+  if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+}
+trap cleanup EXIT
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\n# virtbridge deps.sh: start no service while installing\nexit 101\n' > /usr/sbin/policy-rc.d
   chmod 755 /usr/sbin/policy-rc.d
@@ -63,5 +68,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
-if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 echo "deps: done"

@@ -55,13 +55,11 @@ type Options struct {
 	// is the system bus. Tests point it at a private bus.
 	DBusAddress string
 	// FirewalldRecord is where virtbridge records what it changed in
-	// firewalld; "" means DefaultFirewalldRecord.
+	// firewalld; "" means firewalld.json in the state directory (the
+	// changes are permanent, so the record lives beside the store, not in
+	// /run).
 	FirewalldRecord string
 }
-
-// DefaultFirewalldRecord is the record of virtbridge's firewalld changes:
-// they are permanent, so the record lives beside the store, not in /run.
-var DefaultFirewalldRecord = filepath.Join(paths.StateDir(), "firewalld.json")
 
 // Firewall keeps virtbridge's rules with the host's iptables. It keeps no
 // state in memory; callers serialize Ensure and Remove (the hook holds the
@@ -80,7 +78,7 @@ func New(o Options) *Firewall {
 	f := &Firewall{state: o.StatePath, bins: binaries{dir: o.BinDir}, ns: netns{path: o.NetNS}, wait: o.Wait,
 		dbus: o.DBusAddress, record: o.FirewalldRecord}
 	if f.record == "" {
-		f.record = DefaultFirewalldRecord
+		f.record = filepath.Join(paths.StateDir(), "firewalld.json")
 	}
 	if f.state == "" {
 		f.state = DefaultStatePath
