@@ -66,6 +66,6 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   chmod 755 /usr/sbin/policy-rc.d
   made_policy=1
 fi
-apt-get update -qq
+apt-get update -qq -o DPkg::Lock::Timeout=600
 apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 echo "deps: done"
