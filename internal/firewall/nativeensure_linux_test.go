@@ -103,11 +103,18 @@ const (
 	}
 }
 `
-	// Docker's table, named as Docker 29 names it: never touched.
+	// Docker's and libvirt's tables, named as Docker 29 and libvirt ≥ 10.4
+	// name them: never touched.
 	dockerTable = `table ip docker-bridges {
 	chain filter-FORWARD {
 		type filter hook forward priority filter; policy accept;
 		oifname "docker0" drop
+	}
+}
+table inet libvirt_network {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		oifname "virbr0" reject
 	}
 }
 `
@@ -140,8 +147,8 @@ func TestNativeTablesPass(t *testing.T) {
 			if n := strings.Count(after, "\t\tiifname \"br0\" oifname \"br0\" accept comment \"virtbridge: bridged traffic of br0\"\n"); n != 1 {
 				t.Errorf("%d native rules of virtbridge's, want 1:\n%s", n, after)
 			}
-			if !strings.Contains(after, "\t\toifname \"docker0\" drop\n\t}") {
-				t.Errorf("Docker's table changed:\n%s", after)
+			if !strings.Contains(after, "\t\toifname \"docker0\" drop\n\t}") || !strings.Contains(after, "policy accept;\n\t\toifname \"virbr0\" reject\n\t}") {
+				t.Errorf("Docker's or libvirt's table changed:\n%s", after)
 			}
 			if cs := mustEnsure(t, b.firewall(true), p); len(cs) != 0 {
 				t.Errorf("second Ensure (no state) changed %v", cs)
