@@ -22,6 +22,9 @@ packages=(
   # uplink owners, run only inside test namespaces (internal/testenv/hostns):
   # NetworkManager 1.42, systemd-networkd (in systemd) and a private D-Bus bus
   network-manager dbus
+  # firewalld's tests: firewalld on a private D-Bus inside a test namespace
+  # (never started on the machine itself: see policy-rc.d below)
+  firewalld dbus-daemon
 )
 
 # Seen on this kind of machine: a package's maintainer script left /dev/null
