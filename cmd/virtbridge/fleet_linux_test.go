@@ -269,9 +269,10 @@ func port(vm, uuid, mac, tap, bridge, op string) journal.Port {
 
 // TestWhoAcrossHosts: vm1's NIC runs on host A on tap vnet0 while vm2's
 // runs on host B on a tap of the same name; vm1 stops on A and starts on
-// B on another tap. Over the collector's directory (and its files),
-// `who MAC` prints the NIC's timeline with the hosts, `who TAP` answers
-// per host, `--host` and `--at` pick one.
+// B on another tap; vm3 migrates live from A to B. Over the collector's
+// directory (and its files), `who MAC` prints the NIC's timeline with the
+// hosts (the migration as a move at the moment A let go, one owner at a
+// time), `who TAP` answers per host, `--host` and `--at` pick one.
 func TestWhoAcrossHosts(t *testing.T) {
 	requireFleet(t)
 	cli := virtbridgeCLI(t)
@@ -285,6 +286,18 @@ func TestWhoAcrossHosts(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	a.send(t, "detached", port("vm1", uuid1, mac1, "vnet0", "br-a", "release"))
 	b.send(t, "attached", port("vm1", uuid1, mac1, "vnet3", "br-b", "start"))
+	// vm3 migrates live from a to b: b's tap is attached at start while
+	// vm3 still runs on a; a lets go when it is done (the daemon's
+	// stopped event, detail migrated).
+	const mac3, uuid3 = "52:54:00:f1:00:03", "f1000000-0000-4000-8000-000000000003"
+	a.send(t, "attached", port("vm3", uuid3, mac3, "vnet5", "br-a", "start"))
+	b.send(t, "attached", port("vm3", uuid3, mac3, "vnet6", "br-a", "start"))
+	time.Sleep(20 * time.Millisecond)
+	migrating := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	left := port("vm3", uuid3, mac3, "vnet5", "br-a", "stopped")
+	left.SubOp, left.Source = "migrated", "eventd"
+	a.send(t, "detached", left)
 	a.send(t, "quit", journal.Port{})
 	b.send(t, "quit", journal.Port{})
 	dir := collect(t, a, b)
@@ -317,6 +330,16 @@ host vbm-host-b: tap vnet3 on bridge br-b, vm "vm1" (uuid f1000000-0000-4000-800
 				`; the last before: host vbm-host-a: tap vnet0 on bridge br-a, vm "vm1" (uuid f1000000-0000-4000-8000-000000000001) mac 52:54:00:f1:00:01, T – T [start → release]` + "\n", 1},
 		{[]string{"who", mac1, "--directory", dir, "--at", mid.Format(time.RFC3339Nano)},
 			`host vbm-host-a: tap vnet0 on bridge br-a, vm "vm1" (uuid f1000000-0000-4000-8000-000000000001) mac 52:54:00:f1:00:01, T – T [start → release]` + "\n", "", 0},
+		{[]string{"who", mac3, "--directory", dir},
+			`host vbm-host-a: tap vnet5 on bridge br-a, vm "vm3" (uuid f1000000-0000-4000-8000-000000000003) mac 52:54:00:f1:00:03, T – T [start → stopped/migrated] migrated to vbm-host-b
+host vbm-host-b: tap vnet6 on bridge br-a, vm "vm3" (uuid f1000000-0000-4000-8000-000000000003) mac 52:54:00:f1:00:03, T – now [start → -] migrated from vbm-host-a (tap there since T)
+`, "", 0},
+		// While it migrated, a still owned it: one owner.
+		{[]string{"who", mac3, "--directory", dir, "--at", migrating.Format(time.RFC3339Nano)},
+			`host vbm-host-a: tap vnet5 on bridge br-a, vm "vm3" (uuid f1000000-0000-4000-8000-000000000003) mac 52:54:00:f1:00:03, T – T [start → stopped/migrated] migrated to vbm-host-b
+`, "", 0},
+		{[]string{"who", "vnet6", "--directory", dir, "--host", "vbm-host-b", "--at", migrating.Format(time.RFC3339Nano)},
+			"", `virtbridge who: no VM owned tap "vnet6" at T on host vbm-host-b in --directory=` + dir + "\n", 1},
 		{[]string{"who", "52:54:00:f1:00:99", "--directory", dir},
 			"", "virtbridge who: no record of MAC 52:54:00:f1:00:99 in --directory=" + dir + "\n", 1},
 	} {

@@ -27,8 +27,11 @@ questions.
 
 With a MAC (52:54:00:12:34:56): that VM NIC's timeline, one line per
 attachment: host, tap, bridge, VM, from–until, and the operations that
-began and ended it (a live migration shows the NIC leaving one host as it
-arrives on the other). --at keeps the attachment that held then.
+began and ended it. A live migration shows the NIC leaving the source as
+it arrives on the target, at the moment the source let go: the target's
+tap exists from the migration's start, but one host owns the NIC at a
+time; a target whose migration did not complete is marked as having owned
+nothing. --at keeps the attachment that held then.
 
 --directory and --file read other hosts' journals instead of this host's:
 the files systemd-journal-remote writes on a collector (journalctl's
@@ -114,7 +117,7 @@ func whoTapFleet(j who.Journals, tap, host, at string, asJSON bool, stdout, stde
 func lastBefore(spans []who.Span, t time.Time) *who.Span {
 	var last *who.Span
 	for i, s := range spans {
-		if !s.Until.IsZero() && !s.Until.After(t) && (last == nil || s.Until.After(last.Until)) {
+		if !s.Incoming && !s.Until.IsZero() && !s.Until.After(t) && (last == nil || s.Until.After(last.Until)) {
 			last = &spans[i]
 		}
 	}
@@ -142,8 +145,18 @@ func spanLine(s who.Span) string {
 	if !s.Until.IsZero() {
 		until = s.Until.Local().Format(journal.TimeLayout)
 	}
-	return fmt.Sprintf("host %s: tap %s on bridge %s, vm %q (uuid %s) mac %s, %s – %s [%s → %s]",
+	line := fmt.Sprintf("host %s: tap %s on bridge %s, vm %q (uuid %s) mac %s, %s – %s [%s → %s]",
 		s.HostName(), s.Tap, s.Bridge, s.VM, s.UUID, s.MAC, from, until, orDash(s.FromOp), orDash(s.UntilOp))
+	switch {
+	case s.Incoming:
+		line += fmt.Sprintf(" incoming live migration from %s that did not complete (or has not yet): owned nothing", s.MigratedFrom)
+	case s.MigratedFrom != "":
+		line += fmt.Sprintf(" migrated from %s (tap there since %s)", s.MigratedFrom, s.Arrived.Local().Format(journal.TimeLayout))
+	}
+	if s.MigratedTo != "" {
+		line += " migrated to " + s.MigratedTo
+	}
+	return line
 }
 
 func orDash(s string) string {
@@ -160,6 +173,8 @@ func spansJSON(spans []who.Span) []map[string]any {
 			"host": s.Host, "machine_id": s.MachineID, "vm": s.VM, "uuid": s.UUID, "mac": s.MAC,
 			"tap": s.Tap, "bridge": s.Bridge, "from": timeOrNull(s.From), "until": timeOrNull(s.Until),
 			"from_op": s.FromOp, "until_op": s.UntilOp,
+			"migrated_from": s.MigratedFrom, "migrated_to": s.MigratedTo, "arrived": timeOrNull(s.Arrived),
+			"incoming": s.Incoming,
 		})
 	}
 	return out

@@ -56,7 +56,18 @@ type Span struct {
 	Tap, Bridge     string
 	From            time.Time // zero: attached before the oldest record read
 	Until           time.Time // zero: still attached as far as the records go
-	FromOp, UntilOp string    // the operations of the records that began and ended it
+	FromOp, UntilOp string    // the operations of the records that began and ended it (op/subop)
+
+	// A live migration: the target's qemu (and tap) exist from the
+	// migration's start, while the VM still runs on the source, until the
+	// source lets go. The target's span then starts when the source's
+	// ends (From; Arrived keeps its attached record's time), so that at
+	// any moment one host owns the NIC.
+	MigratedFrom, MigratedTo string    // the other end's host
+	Arrived                  time.Time // a migration target's attached record
+	// Incoming marks a target whose migration did not complete (its tap
+	// went while the source kept the VM) or has not yet: it owned nothing.
+	Incoming bool
 }
 
 // HostName names the span's host: _HOSTNAME, else _MACHINE_ID, else "?".
@@ -72,7 +83,7 @@ func (s Span) HostName() string {
 
 // Covers reports whether the span holds at time t.
 func (s Span) Covers(t time.Time) bool {
-	return !s.From.After(t) && (s.Until.IsZero() || s.Until.After(t))
+	return !s.Incoming && !s.From.After(t) && (s.Until.IsZero() || s.Until.After(t))
 }
 
 // ByMAC returns the timeline of the VM NIC with mac (canonical, lower
@@ -86,16 +97,33 @@ func (l Lookup) ByMAC(ctx context.Context, j Journals, mac string) ([]Span, erro
 }
 
 // ByTap returns the spans of tap in j on every host (or on host, by
-// hostname or machine ID, when not empty), oldest first. Read-only.
+// hostname or machine ID, when not empty), oldest first. A span is read in
+// its NIC's whole timeline (by MAC), so that a migration target's tap is
+// owned only from when the source let go. Read-only.
 func (l Lookup) ByTap(ctx context.Context, j Journals, tap, host string) ([]Span, error) {
 	recs, err := l.records(ctx, j, journal.FieldTap, tap)
 	if err != nil {
 		return nil, err
 	}
-	spans := Spans(recs)
-	if host != "" {
-		spans = slices.DeleteFunc(spans, func(s Span) bool { return s.Host != host && s.MachineID != host })
+	var macs []string
+	for _, r := range recs {
+		if !slices.Contains(macs, r.Port.MAC) {
+			macs = append(macs, r.Port.MAC)
+		}
 	}
+	var spans []Span
+	for _, mac := range macs {
+		all, err := l.ByMAC(ctx, j, mac)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range all {
+			if s.Tap == tap && (host == "" || s.Host == host || s.MachineID == host) {
+				spans = append(spans, s)
+			}
+		}
+	}
+	slices.SortStableFunc(spans, func(a, b Span) int { return a.From.Compare(b.From) })
 	return spans, nil
 }
 
@@ -145,21 +173,62 @@ func Spans(recs []PortRecord) []Span {
 				continue
 			}
 			if isOpen {
-				out[i].Until, out[i].UntilOp = r.Time, p.Op
+				out[i].Until, out[i].UntilOp = r.Time, opOf(p.VM)
 			}
 			open[k] = len(out)
 			out = append(out, Span{Host: r.Host, MachineID: r.MachineID, VM: p.Name, UUID: p.UUID, MAC: p.MAC,
-				Tap: p.Tap, Bridge: p.Bridge, From: r.Time, FromOp: p.Op})
+				Tap: p.Tap, Bridge: p.Bridge, From: r.Time, FromOp: opOf(p.VM)})
 		case journal.IDDetached:
 			if isOpen && out[i].Tap == p.Tap {
-				out[i].Until, out[i].UntilOp = r.Time, p.Op
+				out[i].Until, out[i].UntilOp = r.Time, opOf(p.VM)
 				delete(open, k)
 				continue
 			}
 			out = append(out, Span{Host: r.Host, MachineID: r.MachineID, VM: p.Name, UUID: p.UUID, MAC: p.MAC,
-				Tap: p.Tap, Bridge: p.Bridge, Until: r.Time, UntilOp: p.Op})
+				Tap: p.Tap, Bridge: p.Bridge, Until: r.Time, UntilOp: opOf(p.VM)})
 		}
 	}
+	joinMigrations(out)
 	slices.SortStableFunc(out, func(a, b Span) int { return a.From.Compare(b.From) })
 	return out
+}
+
+// opOf renders a record's operation: op, or op/subop.
+func opOf(vm journal.VM) string {
+	if vm.SubOp != "" {
+		return vm.Op + "/" + vm.SubOp
+	}
+	return vm.Op
+}
+
+// joinMigrations finds live migrations: a span (the target) that begins on
+// one host while a span of the same VM NIC (UUID, MAC) on another host
+// (the source) is open. A VM runs on one host at a time, so the target
+// owns the NIC only from when the source lets it go: if the source's span
+// ends before the target's, the target's starts then (no gap, no
+// overlap); if the target's ends first, or neither has ended, the
+// migration did not complete (or has not yet) and the target owned
+// nothing (Incoming).
+func joinMigrations(spans []Span) {
+	for ti := range spans {
+		tg := &spans[ti]
+		if tg.From.IsZero() {
+			continue
+		}
+		for si := range spans {
+			src := &spans[si]
+			if si == ti || src.UUID != tg.UUID || src.MAC != tg.MAC || src.HostName() == tg.HostName() ||
+				src.Incoming || src.From.After(tg.From) || (!src.Until.IsZero() && !src.Until.After(tg.From)) {
+				continue
+			}
+			// src was open when tg began on another host.
+			if src.Until.IsZero() || (!tg.Until.IsZero() && !tg.Until.After(src.Until)) {
+				tg.Incoming, tg.MigratedFrom = true, src.HostName()
+				break
+			}
+			tg.Arrived, tg.From = tg.From, src.Until
+			tg.MigratedFrom, src.MigratedTo = src.HostName(), tg.HostName()
+			break
+		}
+	}
 }

@@ -345,7 +345,8 @@ func parseEntry(line []byte, from string) (*PortRecord, bool) {
 		Kind: id,
 		Time: time.UnixMicro(us),
 		Port: journal.Port{
-			VM:  journal.VM{Name: f[journal.FieldVM], UUID: f[journal.FieldUUID], Op: f[journal.FieldOp], Source: f[journal.FieldSource]},
+			VM: journal.VM{Name: f[journal.FieldVM], UUID: f[journal.FieldUUID], Op: f[journal.FieldOp], SubOp: f[journal.FieldSubOp],
+				Source: f[journal.FieldSource]},
 			Tap: f[journal.FieldTap], MAC: f[journal.FieldMAC], Bridge: f[journal.FieldBridge], Store: f[journal.FieldStore],
 		},
 		From: from, Host: f[fieldHostname], MachineID: f[fieldMachineID],
