@@ -42,3 +42,28 @@ func TestShippedBinariesLeaveTestEnvOut(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendsKnowNoPolicy: the backends (links, sysctl, firewall) take
+// the desired-state types of the leaf package internal/desired and know
+// nothing of the policy that produced them, the configuration file,
+// libvirt's XML or apply, which drives them.
+func TestBackendsKnowNoPolicy(t *testing.T) {
+	forbidden := []string{
+		module + "/internal/policy", module + "/internal/config", module + "/internal/events", module + "/internal/apply",
+		"go.yaml.in/yaml", "gopkg.in/yaml", "libvirt.org/go/libvirtxml", "libvirt.org/go/libvirt",
+	}
+	for _, b := range []string{"./internal/links", "./internal/sysctl", "./internal/firewall", "./internal/desired"} {
+		for _, p := range deps(t, b) {
+			for _, f := range forbidden {
+				if p == f || strings.HasPrefix(p, f+"/") {
+					t.Errorf("%s depends on %s", b, p)
+				}
+			}
+		}
+	}
+	for _, p := range deps(t, "./internal/desired") {
+		if p != module+"/internal/desired" && strings.HasPrefix(p, module+"/") {
+			t.Errorf("internal/desired, the leaf of desired-state types, imports %s", p)
+		}
+	}
+}

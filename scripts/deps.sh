@@ -64,6 +64,6 @@ if [ ! -e "$policy" ]; then
   trap 'rm -f "$policy"; fix_dev_null' EXIT
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+apt-get update -qq -o DPkg::Lock::Timeout=600
+apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 echo "deps: done"

@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -14,7 +14,7 @@ import (
 // (ActionPorts): the caller learns which ports did not get into their
 // bridge.
 type PortError struct {
-	Port policy.Port
+	Port desired.Port
 	Err  error
 }
 
@@ -23,8 +23,8 @@ func (e *PortError) Unwrap() error { return e.Err }
 
 // FailedPorts returns the ports of the PortErrors in err's tree whose error
 // matches one of targets (errors.Is).
-func FailedPorts(err error, targets ...error) []policy.Port {
-	var out []policy.Port
+func FailedPorts(err error, targets ...error) []desired.Port {
+	var out []desired.Port
 	var walk func(error)
 	walk = func(err error) {
 		if pe, ok := err.(*PortError); ok {
@@ -66,8 +66,8 @@ type Host struct {
 // failed port. Apply is idempotent: on a host that already matches, it
 // changes nothing and returns no changes. The backends' waits (iptables)
 // end with ctx; undoing a failed transaction is not cut short by a cancel.
-func (h *Host) Apply(ctx context.Context, d policy.Desired, alias string) ([]change.Change, error) {
-	if d.Action == policy.ActionPorts {
+func (h *Host) Apply(ctx context.Context, d desired.Desired, alias string) ([]change.Change, error) {
+	if d.Action == desired.ActionPorts {
 		var changes []change.Change
 		var errs []error
 		for _, pr := range h.ApplyPorts(ctx, d, alias) {
@@ -95,7 +95,7 @@ func (h *Host) Apply(ctx context.Context, d policy.Desired, alias string) ([]cha
 // kept, or why the port is not right (Err, which also says what could not
 // be undone of this port's changes).
 type PortResult struct {
-	Port    policy.Port
+	Port    desired.Port
 	Changes []change.Change // nil when Err is set: they were undone
 	Err     error
 }
@@ -104,7 +104,7 @@ type PortResult struct {
 // taps exist; libvirt put them in their bridges): one broken tap must not
 // keep the others from being checked, nor undo what was done for them. It
 // returns one result per port with a tap, in d's order. Idempotent.
-func (h *Host) ApplyPorts(ctx context.Context, d policy.Desired, alias string) []PortResult {
+func (h *Host) ApplyPorts(ctx context.Context, d desired.Desired, alias string) []PortResult {
 	var out []PortResult
 	for _, p := range d.Ports {
 		if p.Tap == "" {
@@ -130,8 +130,8 @@ func withUndo(err, undoErr error) error {
 	return fmt.Errorf("%w (and undoing the changes made so far failed too: %v; the host may need a manual look)", err, undoErr)
 }
 
-func (h *Host) applyHost(ctx context.Context, d policy.Desired, alias string, rv *revert.Reverter, step func([]change.Change, error) error) error {
-	if d.Action != policy.ActionHost {
+func (h *Host) applyHost(ctx context.Context, d desired.Desired, alias string, rv *revert.Reverter, step func([]change.Change, error) error) error {
+	if d.Action != desired.ActionHost {
 		return nil
 	}
 	for _, b := range d.Bridges {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -19,11 +19,11 @@ type portLinks struct {
 	attached map[string]bool
 }
 
-func (l *portLinks) EnsureBridge(context.Context, policy.Bridge, *revert.Reverter) ([]change.Change, error) {
+func (l *portLinks) EnsureBridge(context.Context, desired.Bridge, *revert.Reverter) ([]change.Change, error) {
 	return nil, nil
 }
 
-func (l *portLinks) EnsurePort(_ context.Context, p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
+func (l *portLinks) EnsurePort(_ context.Context, p desired.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
 	if l.attached[p.Tap] {
 		return nil, nil
 	}
@@ -37,8 +37,8 @@ func (l *portLinks) EnsurePort(_ context.Context, p policy.Port, alias string, r
 	return cs, nil
 }
 
-func portsDesired() policy.Desired {
-	return policy.Desired{Action: policy.ActionPorts, Ports: []policy.Port{
+func portsDesired() desired.Desired {
+	return desired.Desired{Action: desired.ActionPorts, Ports: []desired.Port{
 		{Tap: "vnet0", MAC: "52:54:00:aa:00:01", Bridge: "br0"},
 		{Tap: "vnet1", MAC: "52:54:00:aa:00:02", Bridge: "br0"},
 		{MAC: "52:54:00:aa:00:03", Bridge: "br0"}, // no tap yet: not checked

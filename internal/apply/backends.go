@@ -1,4 +1,4 @@
-// Package apply makes the host match a policy.Desired: it drives the link,
+// Package apply makes the host match a desired.Desired: it drives the link,
 // sysctl and firewall backends in one transaction per VM, undoing what it
 // did when a step fails.
 package apply
@@ -7,7 +7,7 @@ import (
 	"context"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -18,19 +18,19 @@ import (
 type Links interface {
 	// EnsureBridge makes b exist with its settings and, when it has an
 	// uplink, enslaves it (moving addresses and routes if asked).
-	EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Reverter) ([]change.Change, error)
+	EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, error)
 	// EnsurePort puts the tap p.Tap into bridge p.Bridge and sets its
 	// interface alias to alias.
-	EnsurePort(ctx context.Context, p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error)
+	EnsurePort(ctx context.Context, p desired.Port, alias string, rv *revert.Reverter) ([]change.Change, error)
 }
 
 // Sysctls reads and writes kernel settings, writing only on difference.
 type Sysctls interface {
-	Ensure(ctx context.Context, s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error)
+	Ensure(ctx context.Context, s desired.Sysctl, rv *revert.Reverter) ([]change.Change, error)
 }
 
 // Firewall keeps virtbridge's own chain and jumps as fw says; the commands
 // it runs end with ctx.
 type Firewall interface {
-	Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error)
+	Ensure(ctx context.Context, fw desired.Firewall, rv *revert.Reverter) ([]change.Change, error)
 }

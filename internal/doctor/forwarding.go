@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/firewall"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/sysctl"
@@ -169,7 +170,7 @@ func isDocker(t Table) bool { return t.has(firewall.DockerUser) || t.has("DOCKER
 // fixableIn tells whether virtbridge keeps its rules in t's variant, so
 // that Ensure repairs t: the variant holding its chain, or, before it made
 // one, the variant the config forces (auto detection may pick either).
-func fixableIn(t Table, all []Table, cfg *config.Config, intent *policy.Firewall) bool {
+func fixableIn(t Table, all []Table, cfg *config.Config, intent *desired.Firewall) bool {
 	if intent == nil {
 		return false
 	}
@@ -264,7 +265,7 @@ func dockerFinding(t Table, nfOn, ours bool) Finding {
 	return f
 }
 
-func firewallFinding(r *Report, s Sources, cfg *config.Config, intent *policy.Firewall) {
+func firewallFinding(r *Report, s Sources, cfg *config.Config, intent *desired.Firewall) {
 	f := Finding{Section: SectionForwarding, Check: "firewall-rules", Object: firewall.Chain, Status: OK}
 	switch {
 	case intent == nil:

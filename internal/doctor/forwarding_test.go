@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/sysctl"
 )
 
@@ -69,7 +69,7 @@ func (f fakeTables) Tables() ([]Table, error) { return f, nil }
 
 type fakeFirewall []string
 
-func (f fakeFirewall) Check(context.Context, policy.Firewall) ([]string, error) { return f, nil }
+func (f fakeFirewall) Check(context.Context, desired.Firewall) ([]string, error) { return f, nil }
 
 const dockerSave = `-P INPUT ACCEPT
 -P FORWARD DROP

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/firewall"
-	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
 // Table is the filter table of one iptables variant and family, as
@@ -49,7 +49,7 @@ type Tables interface {
 type Firewall interface {
 	// Check lists what differs from what the firewall backend would
 	// leave for fw; empty when everything is in place.
-	Check(ctx context.Context, fw policy.Firewall) ([]string, error)
+	Check(ctx context.Context, fw desired.Firewall) ([]string, error)
 }
 
 // ParseTable reads `iptables -t filter -S` output of a variant and family.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
 	"github.com/virtbridge/virtbridge/internal/who"
 )
@@ -31,16 +31,16 @@ func TestCatchUpFromFile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	step(attachPorts(context.Background(), w, live, web01, []policy.Port{{Tap: "vnet1", MAC: "52:54:00:aa:00:01", Bridge: "br0"}}, clock.now()))
+	step(attachPorts(context.Background(), w, live, web01, []desired.Port{{Tap: "vnet1", MAC: "52:54:00:aa:00:01", Bridge: "br0"}}, clock.now()))
 	step(live.Save()) // the last good save
 	clock.t = clock.t.Add(catchUpSlack)
 	stale := clock.now() // a save fails from here on
 	stopped := web01
 	stopped.Op = "stopped"
 	step(detachVM(context.Background(), w, live, stopped))
-	step(attachPorts(context.Background(), w, live, db, []policy.Port{{Tap: "vnet1", MAC: "52:54:00:bb:00:01", Bridge: "br0"}}, clock.now()))
+	step(attachPorts(context.Background(), w, live, db, []desired.Port{{Tap: "vnet1", MAC: "52:54:00:bb:00:01", Bridge: "br0"}}, clock.now()))
 	other := store.New(filepath.Join(dir, "other.json")) // another host's store, same file
-	step(attachPorts(context.Background(), w, other, web01, []policy.Port{{Tap: "vnet9", MAC: "52:54:00:aa:00:09", Bridge: "br0"}}, clock.now()))
+	step(attachPorts(context.Background(), w, other, web01, []desired.Port{{Tap: "vnet9", MAC: "52:54:00:aa:00:09", Bridge: "br0"}}, clock.now()))
 
 	s, err := store.Load(path)
 	step(err)

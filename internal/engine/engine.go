@@ -21,10 +21,10 @@ import (
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/links"
-	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
 
@@ -59,7 +59,7 @@ type Engine struct {
 
 // Result is what Handle did.
 type Result struct {
-	Desired policy.Desired
+	Desired desired.Desired
 	Changes []change.Change
 	// Warnings are problems that did not fail the event: journal or store
 	// trouble, a tap that could not be checked after start.
@@ -86,13 +86,13 @@ func (e *Engine) Handle(ctx context.Context, ev events.Event) (Result, error) {
 }
 
 // withoutPorts returns ports less those in drop (by MAC), in a new slice.
-func withoutPorts(ports, drop []policy.Port) []policy.Port {
+func withoutPorts(ports, drop []desired.Port) []desired.Port {
 	if len(drop) == 0 {
 		return ports
 	}
-	out := make([]policy.Port, 0, len(ports))
+	out := make([]desired.Port, 0, len(ports))
 	for _, p := range ports {
-		if !slices.ContainsFunc(drop, func(d policy.Port) bool { return d.MAC == p.MAC }) {
+		if !slices.ContainsFunc(drop, func(d desired.Port) bool { return d.MAC == p.MAC }) {
 			out = append(out, p)
 		}
 	}
@@ -104,7 +104,7 @@ func withoutPorts(ports, drop []policy.Port) []policy.Port {
 // its bridge is told so at once, instead of libvirt failing later or the
 // tap joining something that is no bridge. It changes nothing, and costs
 // nothing when every NIC is on a managed bridge.
-func (e *Engine) notBridges(skipped []policy.Skipped) []string {
+func (e *Engine) notBridges(skipped []desired.Skipped) []string {
 	if e.LinkKind == nil {
 		return nil
 	}
@@ -135,13 +135,13 @@ func (e *Engine) notBridges(skipped []policy.Skipped) []string {
 // managed bridge whose <target dev> names a link the host already has:
 // libvirt would refuse to start the VM on it, and it is never this VM's
 // tap (eth0, a container's veth, a VPN's tap0). Read-only.
-func (e *Engine) takenTaps(nics []events.NIC, ports []policy.Port) []string {
+func (e *Engine) takenTaps(nics []events.NIC, ports []desired.Port) []string {
 	if e.LinkKind == nil {
 		return nil
 	}
 	var errs []string
 	for _, n := range nics {
-		if n.Tap == "" || !slices.ContainsFunc(ports, func(p policy.Port) bool { return p.MAC == n.MAC }) {
+		if n.Tap == "" || !slices.ContainsFunc(ports, func(p desired.Port) bool { return p.MAC == n.MAC }) {
 			continue
 		}
 		kind, err := e.LinkKind(n.Tap)
@@ -177,7 +177,7 @@ func (e *Engine) storeHolds(uuid string) bool {
 // stop every port of the VM is detached; after an unplug, the VM's ports
 // whose MAC left its live XML. A store that a failed save left stale is
 // caught up from the journal first (openStore); the pass saves it.
-func (e *Engine) record(ctx context.Context, ev events.Event, vm journal.VM, d policy.Desired, p *pass) error {
+func (e *Engine) record(ctx context.Context, ev events.Event, vm journal.VM, d desired.Desired, p *pass) error {
 	m, err := p.store(ctx)
 	if m == nil {
 		return err

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
 	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
 	"github.com/virtbridge/virtbridge/internal/who"
@@ -70,7 +70,7 @@ func TestJournaldVMWithTwoNICs(t *testing.T) {
 	tap1, tap2 := "vt"+id+"a", "vt"+id+"b"
 	a := journal.VM{Name: "web-" + id, UUID: randomUUID(), Op: "started", Source: "hook"}
 	b := journal.VM{Name: "db-" + id, UUID: randomUUID(), Op: "started", Source: "eventd"}
-	nics := []policy.Port{{Tap: tap1, MAC: "52:54:00:aa:00:01", Bridge: "br0"}, {Tap: tap2, MAC: "52:54:00:aa:00:02", Bridge: "br1"}}
+	nics := []desired.Port{{Tap: tap1, MAC: "52:54:00:aa:00:01", Bridge: "br0"}, {Tap: tap2, MAC: "52:54:00:aa:00:02", Bridge: "br1"}}
 
 	if err := attachPorts(context.Background(), w, s, a, nics, time.Now()); err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestJournaldVMWithTwoNICs(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Millisecond)
-	if err := attachPorts(context.Background(), w, s, b, []policy.Port{{Tap: tap1, MAC: "52:54:00:bb:00:01", Bridge: "br0"}}, time.Now()); err != nil {
+	if err := attachPorts(context.Background(), w, s, b, []desired.Port{{Tap: tap1, MAC: "52:54:00:bb:00:01", Bridge: "br0"}}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Save(); err != nil {

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
 
@@ -55,7 +55,7 @@ func loadStore(ctx context.Context, w *journal.Writer, path string) (*store.Stor
 // next call rather than losing one. Idempotent for the store; journals again
 // only where said above. It keeps going past failures and returns them
 // joined.
-func attachPorts(ctx context.Context, w *journal.Writer, s *store.Store, vm journal.VM, ports []policy.Port, now time.Time) error {
+func attachPorts(ctx context.Context, w *journal.Writer, s *store.Store, vm journal.VM, ports []desired.Port, now time.Time) error {
 	var errs []error
 	for _, p := range ports {
 		if p.Tap == "" {

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/journal"
-	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/store"
 	"github.com/virtbridge/virtbridge/internal/who"
 )
@@ -65,8 +65,8 @@ func TestAttachPortsDetachVM(t *testing.T) {
 	s := store.New(filepath.Join(dir, "ports.json"))
 	vm := func(op string) journal.VM { v := web01; v.Op = op; return v }
 	db := journal.VM{Name: "db01", UUID: "6f1c7c52-3b7a-4a8e-9d0a-222222222222", Op: "started", Source: "hook"}
-	nics := []policy.Port{{Tap: "vnet1", MAC: "52:54:00:aa:00:01", Bridge: "br0"}, {Tap: "vnet2", MAC: "52:54:00:aa:00:02", Bridge: "br1"}}
-	noTaps := []policy.Port{{MAC: "52:54:00:aa:00:01", Bridge: "br0"}}
+	nics := []desired.Port{{Tap: "vnet1", MAC: "52:54:00:aa:00:01", Bridge: "br0"}, {Tap: "vnet2", MAC: "52:54:00:aa:00:02", Bridge: "br1"}}
+	noTaps := []desired.Port{{MAC: "52:54:00:aa:00:01", Bridge: "br0"}}
 	step := func(what string, err error) {
 		t.Helper()
 		if err != nil {
@@ -82,7 +82,7 @@ func TestAttachPortsDetachVM(t *testing.T) {
 	step("release", detachVM(context.Background(), w, s, vm("release")))
 	step("started", attachPorts(context.Background(), w, s, vm("started"), nics, clock.now()))
 	// db01 gets vnet2 while web01's stop was never recorded.
-	step("db started", attachPorts(context.Background(), w, s, db, []policy.Port{{Tap: "vnet2", MAC: "52:54:00:bb:00:01", Bridge: "br1"}}, clock.now()))
+	step("db started", attachPorts(context.Background(), w, s, db, []desired.Port{{Tap: "vnet2", MAC: "52:54:00:bb:00:01", Bridge: "br1"}}, clock.now()))
 	step("unplug", detachNICs(context.Background(), w, s, vm("device-removed"), []string{"52:54:00:AA:00:01", "52:54:00:aa:00:09"}))
 
 	var got []string

@@ -7,6 +7,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/links"
@@ -131,7 +132,7 @@ func (e *Engine) handleVM(ctx context.Context, ev events.Event, p *pass) (Result
 		return r, err
 	}
 	gone := ev.Op.Ends() || ev.Op == events.OpDeviceRemoved
-	if d.Action == policy.ActionNone && !gone {
+	if d.Action == desired.ActionNone && !gone {
 		return r, nil
 	}
 	if gone && p.lock == nil && !e.storeHolds(ev.UUID) {
@@ -141,7 +142,7 @@ func (e *Engine) handleVM(ctx context.Context, ev events.Event, p *pass) (Result
 		return r, err
 	}
 	var ports portFailures
-	if d.Action == policy.ActionHost || d.Action == policy.ActionPorts {
+	if d.Action == desired.ActionHost || d.Action == desired.ActionPorts {
 		var err error
 		if ports, err = e.applyVM(ctx, ev, vm, p, &r); err != nil {
 			return r, err
@@ -165,7 +166,7 @@ func (e *Engine) handleVM(ctx context.Context, ev events.Event, p *pass) (Result
 // ops that make the host ready, an unmanaged bridge that is a host link
 // of another kind (notBridges); before the taps exist, a <target dev>
 // naming an existing link (takenTaps).
-func (e *Engine) refusals(ev events.Event, d policy.Desired) []string {
+func (e *Engine) refusals(ev events.Event, d desired.Desired) []string {
 	var errs []string
 	if ev.Op.NeedsHost() {
 		errs = append(errs, e.notBridges(d.Skipped)...)
@@ -178,8 +179,8 @@ func (e *Engine) refusals(ev events.Event, d policy.Desired) []string {
 
 // portFailures are the failures of a VM's ports checked one by one.
 type portFailures struct {
-	err  error         // one *apply.PortError per failed port, joined; nil if none
-	drop []policy.Port // the ports not to record: their tap is missing or is no tap of the NIC
+	err  error          // one *apply.PortError per failed port, joined; nil if none
+	drop []desired.Port // the ports not to record: their tap is missing or is no tap of the NIC
 	// missingOnly: every failed port's tap is missing (the VM is going
 	// away; its stopped event follows).
 	missingOnly bool
@@ -214,7 +215,7 @@ func (e *Engine) applyVM(ctx context.Context, ev events.Event, vm journal.VM, p 
 	}
 	alias := journal.Alias(ev.Domain, ev.UUID)
 	d := r.Desired
-	if d.Action == policy.ActionHost {
+	if d.Action == desired.ActionHost {
 		hd := d
 		hd.Ports = nil // checked one by one below, where the taps exist
 		changes, err := host.Apply(ctx, hd, alias)

@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/names"
 	"github.com/virtbridge/virtbridge/internal/policy"
@@ -112,7 +113,7 @@ func checkDesired(t *testing.T, cfg *config.Config, ev events.Event) {
 		if _, ok := cfg.Bridge(p.Bridge); !ok {
 			t.Fatalf("port %+v is on bridge %q, which the config does not manage", p, p.Bridge)
 		}
-		if !slices.ContainsFunc(d.Bridges, func(b policy.Bridge) bool { return b.Name == p.Bridge }) {
+		if !slices.ContainsFunc(d.Bridges, func(b desired.Bridge) bool { return b.Name == p.Bridge }) {
 			t.Fatalf("port %+v is on bridge %q, missing from the desired bridges", p, p.Bridge)
 		}
 		if names.Ifname(p.Bridge) != nil || (p.Tap != "" && names.Ifname(p.Tap) != nil) {
@@ -122,7 +123,7 @@ func checkDesired(t *testing.T, cfg *config.Config, ev events.Event) {
 			t.Fatalf("port %+v: its tap is a managed bridge or an uplink", p)
 		}
 	}
-	if len(d.Ports) == 0 && d.Action != policy.ActionNone {
+	if len(d.Ports) == 0 && d.Action != desired.ActionNone {
 		t.Fatalf("action %q without a managed port", d.Action)
 	}
 	if fw := d.Firewall; fw != nil && !reflect.DeepEqual(fw, policy.FirewallIntent(cfg)) {

@@ -40,7 +40,7 @@ const (
 	Legacy Variant = "legacy" // iptables-legacy: the old x_tables
 )
 
-// Backends accepted in policy.Firewall.Backend.
+// Backends accepted in desired.Firewall.Backend.
 const (
 	BackendAuto   = "iptables" // detect the variant
 	BackendNFT    = "iptables-nft"

@@ -7,10 +7,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/deadline"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -25,8 +24,6 @@ type Fake struct {
 	tables [2]*ruleset
 }
 
-var _ apply.Firewall = (*Fake)(nil)
-
 // NewFake returns a Fake with empty tables: INPUT, FORWARD and OUTPUT
 // accepting, in both families.
 func NewFake() *Fake {
@@ -35,7 +32,7 @@ func NewFake() *Fake {
 
 // Ensure is Firewall.Ensure on the in-memory tables; it is idempotent. A
 // backend of "none" changes nothing.
-func (f *Fake) Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.Reverter) ([]change.Change, error) {
 	if fw.Backend == BackendNone {
 		return nil, nil
 	}
@@ -54,7 +51,7 @@ func (f *Fake) Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Revert
 }
 
 // Check is Firewall.Check on the in-memory tables.
-func (f *Fake) Check(ctx context.Context, fw policy.Firewall) ([]string, error) {
+func (f *Fake) Check(ctx context.Context, fw desired.Firewall) ([]string, error) {
 	if fw.Backend == BackendNone {
 		return []string{}, nil
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -19,8 +19,8 @@ var (
 	acceptBr1 = "-A VIRTBRIDGE-FWD " + acceptSpec("br1")
 )
 
-func fw(bridges ...string) policy.Firewall {
-	return policy.Firewall{Backend: BackendAuto, AcceptBridges: bridges}
+func fw(bridges ...string) desired.Firewall {
+	return desired.Firewall{Backend: BackendAuto, AcceptBridges: bridges}
 }
 
 // family returns one family's part of Fake.String.
@@ -44,7 +44,7 @@ func fakeRun(t *testing.T, f *Fake, cmds ...string) {
 }
 
 // ensureTwice runs Ensure twice and fails unless the second changes nothing.
-func ensureTwice(t *testing.T, f *Fake, p policy.Firewall) []change.Change {
+func ensureTwice(t *testing.T, f *Fake, p desired.Firewall) []change.Change {
 	t.Helper()
 	var rv revert.Reverter
 	cs, err := f.Ensure(context.Background(), p, &rv)
@@ -238,13 +238,13 @@ func TestFakeConverges(t *testing.T) {
 
 func TestFakeRefusesBadInput(t *testing.T) {
 	f := NewFake()
-	if _, err := f.Ensure(context.Background(), policy.Firewall{Backend: "pf", AcceptBridges: []string{"br0"}}, &revert.Reverter{}); err == nil {
+	if _, err := f.Ensure(context.Background(), desired.Firewall{Backend: "pf", AcceptBridges: []string{"br0"}}, &revert.Reverter{}); err == nil {
 		t.Error("unknown backend: no error")
 	}
 	if _, err := f.Ensure(context.Background(), fw("br+"), &revert.Reverter{}); err == nil {
 		t.Error("wildcard bridge name: no error")
 	}
-	if cs, err := f.Ensure(context.Background(), policy.Firewall{Backend: BackendNone, AcceptBridges: []string{"br0"}}, &revert.Reverter{}); err != nil || cs != nil {
+	if cs, err := f.Ensure(context.Background(), desired.Firewall{Backend: BackendNone, AcceptBridges: []string{"br0"}}, &revert.Reverter{}); err != nil || cs != nil {
 		t.Errorf("backend none: %v, %v", cs, err)
 	}
 	if err := f.Run(IPv4, "-Z FORWARD"); err == nil {

@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // ensureCounting runs Ensure and returns how many changes it made and how
 // many iptables processes it started.
-func ensureCounting(t testing.TB, l *lab, f *Firewall, p policy.Firewall) (changes int, runs []string) {
+func ensureCounting(t testing.TB, l *lab, f *Firewall, p desired.Firewall) (changes int, runs []string) {
 	t.Helper()
 	l.calls(t)
 	cs := mustEnsure(t, f, p)
@@ -23,7 +23,7 @@ func ensureCounting(t testing.TB, l *lab, f *Firewall, p policy.Firewall) (chang
 func TestGenerationFastPath(t *testing.T) {
 	l := newLab(t)
 	f := l.firewall(false)
-	p := policy.Firewall{Backend: BackendAuto, AcceptBridges: []string{"br0"}}
+	p := desired.Firewall{Backend: BackendAuto, AcceptBridges: []string{"br0"}}
 	expect := func(name string, wantChanges, wantRuns int) {
 		t.Helper()
 		n, runs := ensureCounting(t, l, f, p)
@@ -108,7 +108,7 @@ func TestDetection(t *testing.T) {
 				}
 			}
 			f := l.firewall(false)
-			p := policy.Firewall{Backend: BackendAuto, AcceptBridges: []string{"br0"}}
+			p := desired.Firewall{Backend: BackendAuto, AcceptBridges: []string{"br0"}}
 			_, runs := ensureCounting(t, l, f, p)
 			if tc.name == "fresh host" && strings.Contains(strings.Join(runs, "\n"), "legacy") {
 				t.Errorf("detection on a host without legacy tables ran legacy iptables: %q", runs)
@@ -172,7 +172,7 @@ func TestBridgedTrafficNeedsTheRule(t *testing.T) {
 				bridges []string
 				works   bool
 			}{{nil, false}, {[]string{"br1"}, false}, {[]string{"br0"}, true}, {nil, false}} {
-				mustEnsure(t, f, policy.Firewall{Backend: backendOf(v), AcceptBridges: step.bridges})
+				mustEnsure(t, f, desired.Firewall{Backend: backendOf(v), AcceptBridges: step.bridges})
 				for _, addr := range []string{"10.77.9.2", "fd77:9::2"} {
 					if got := ping(addr, step.works); got != step.works {
 						t.Errorf("accepting %v: ping vm1 -> %s works = %v, want %v\n%s", step.bridges, addr, got, step.works, l.show(t, v))
@@ -226,7 +226,7 @@ func BenchmarkEnsureSteady(b *testing.B) {
 				l := newLab(b, tc.v)
 				loadForeign(b, l, tc.v, n)
 				f := l.firewall(tc.noState)
-				p := policy.Firewall{Backend: backendOf(tc.v), AcceptBridges: []string{"br0", "br1"}}
+				p := desired.Firewall{Backend: backendOf(tc.v), AcceptBridges: []string{"br0", "br1"}}
 				mustEnsure(b, f, p)
 				mustEnsure(b, f, p)
 				l.calls(b)

@@ -1,7 +1,7 @@
 // Package firewall keeps virtbridge's iptables rules, in IPv4 and IPv6:
 // its own filter chain VIRTBRIDGE-FWD accepting the bridged traffic of the
 // managed bridges, and one jump to it at the top of FORWARD (and of
-// DOCKER-USER when Docker is there). It implements apply.Firewall.
+// DOCKER-USER when Docker is there). It is the firewall backend apply drives.
 //
 // Reading a table means one `iptables -S`, and every iptables run fetches
 // the whole ruleset (≈50 ms with 10,000 rules). So a Firewall remembers,
@@ -28,9 +28,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -62,8 +61,6 @@ type Firewall struct {
 	wait  int
 }
 
-var _ apply.Firewall = (*Firewall)(nil)
-
 // New returns a Firewall. It runs nothing.
 func New(o Options) *Firewall {
 	f := &Firewall{state: o.StatePath, bins: binaries{dir: o.BinDir}, ns: netns{path: o.NetNS}, wait: o.Wait}
@@ -88,7 +85,7 @@ func New(o Options) *Firewall {
 // unchanged ruleset generation it runs no iptables at all. Backend "none"
 // changes nothing. The iptables commands end with ctx; undoing them
 // (rv.Fail) keeps ctx's deadline but not its cancellation.
-func (f *Firewall) Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.Reverter) ([]change.Change, error) {
 	if fw.Backend == BackendNone {
 		return nil, nil
 	}
@@ -152,7 +149,7 @@ func (f *Firewall) Ensure(ctx context.Context, fw policy.Firewall, rv *revert.Re
 // leave, e.g. "iptables-nft: FORWARD has no jump to VIRTBRIDGE-FWD". It
 // changes nothing and uses no remembered state; an empty list means all is
 // in place.
-func (f *Firewall) Check(ctx context.Context, fw policy.Firewall) ([]string, error) {
+func (f *Firewall) Check(ctx context.Context, fw desired.Firewall) ([]string, error) {
 	if fw.Backend == BackendNone {
 		return []string{}, nil
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -19,8 +19,8 @@ var variants = []Variant{NFT, Legacy}
 func backendOf(v Variant) string { return "iptables-" + string(v) }
 
 func mustEnsure(t testing.TB, f interface {
-	Ensure(context.Context, policy.Firewall, *revert.Reverter) ([]change.Change, error)
-}, p policy.Firewall) []change.Change {
+	Ensure(context.Context, desired.Firewall, *revert.Reverter) ([]change.Change, error)
+}, p desired.Firewall) []change.Change {
 	t.Helper()
 	var rv revert.Reverter
 	cs, err := f.Ensure(context.Background(), p, &rv)
@@ -39,7 +39,7 @@ func TestEnsureMatchesFake(t *testing.T) {
 		t.Run(string(v), func(t *testing.T) {
 			l := newLab(t, v)
 			real, fake := l.firewall(true), NewFake()
-			step := func(name string, p policy.Firewall, foreign ...string) {
+			step := func(name string, p desired.Firewall, foreign ...string) {
 				t.Helper()
 				for _, c := range foreign {
 					l.both(t, v, strings.Fields(c)...)
@@ -63,7 +63,7 @@ func TestEnsureMatchesFake(t *testing.T) {
 					t.Errorf("%s: Check after Ensure: %q, %v", name, probs, err)
 				}
 			}
-			p := policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0", "br1"}}
+			p := desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0", "br1"}}
 			step("from empty", p)
 			want := "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n-N VIRTBRIDGE-FWD\n" +
 				"-A FORWARD -m comment --comment virtbridge -j VIRTBRIDGE-FWD\n" + acceptBr0 + "\n" + acceptBr1 + "\n"
@@ -75,10 +75,10 @@ func TestEnsureMatchesFake(t *testing.T) {
 				"-A FORWARD -o eth9 -j DROP",
 				"-P FORWARD DROP")
 			step("docker", p, "-N DOCKER-USER", "-A DOCKER-USER -j RETURN", "-I FORWARD 1 -j DOCKER-USER")
-			step("bridge removed", policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br1"}})
-			step("stray and duplicate", policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br1"}},
+			step("bridge removed", desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br1"}})
+			step("stray and duplicate", desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br1"}},
 				"-A FORWARD "+jumpSpec, "-A VIRTBRIDGE-FWD -j DROP")
-			step("no bridges", policy.Firewall{Backend: backendOf(v)})
+			step("no bridges", desired.Firewall{Backend: backendOf(v)})
 			if got := l.ipt(t, v, IPv4, "-S"); strings.Contains(got, Chain) || !strings.Contains(got, "-A FORWARD -i eth9 -m comment --comment foreign -j DROP") {
 				t.Errorf("after removal:\n%s", got)
 			}
@@ -101,14 +101,14 @@ func TestUndoRestoresKernelTables(t *testing.T) {
 		t.Run(string(v), func(t *testing.T) {
 			l := newLab(t, v)
 			f := l.firewall(false)
-			p := policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}}
+			p := desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}}
 			mustEnsure(t, f, p)
 			l.both(t, v, "-N", "DOCKER-USER")
 			l.both(t, v, "-I", "FORWARD", "1", "-j", "LOG")
 			before := l.show(t, v)
 			l.failOn(t, fmt.Sprintf("ip6tables-%s -t filter -I DOCKER-USER", v))
 			var rv revert.Reverter
-			cs, err := f.Ensure(context.Background(), policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br1"}}, &rv)
+			cs, err := f.Ensure(context.Background(), desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br1"}}, &rv)
 			if err == nil || !strings.Contains(err.Error(), "injected failure") {
 				t.Fatalf("Ensure: %v, want the injected failure", err)
 			}
@@ -140,7 +140,7 @@ func TestBatchAndItsUndo(t *testing.T) {
 			l.calls(t)
 			l.failOn(t, fmt.Sprintf("ip6tables-%[1]s-restore\nip6tables-%[1]s -t filter", v))
 			var rv revert.Reverter
-			_, err := f.Ensure(context.Background(), policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0", "br1"}}, &rv)
+			_, err := f.Ensure(context.Background(), desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0", "br1"}}, &rv)
 			if err == nil || !strings.Contains(err.Error(), "injected failure") {
 				t.Fatalf("Ensure: %v, want the injected failure", err)
 			}
@@ -158,9 +158,9 @@ func TestBatchAndItsUndo(t *testing.T) {
 				t.Errorf("after undo:\n%s\nwant\n%s", after, before)
 			}
 			// Without failures the batch path reaches the same state twice.
-			mustEnsure(t, f, policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}})
+			mustEnsure(t, f, desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}})
 			first := l.show(t, v)
-			mustEnsure(t, f, policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}})
+			mustEnsure(t, f, desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}})
 			if again := l.show(t, v); again != first || !strings.Contains(first, "-i br0 -o br0") {
 				t.Errorf("second Ensure changed the tables or br0 is missing:\n%s\n---\n%s", first, again)
 			}
@@ -174,11 +174,11 @@ func TestRemoveAndCheck(t *testing.T) {
 	l := newLab(t)
 	f := l.firewall(false)
 	for _, v := range variants {
-		mustEnsure(t, f, policy.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}})
+		mustEnsure(t, f, desired.Firewall{Backend: backendOf(v), AcceptBridges: []string{"br0"}})
 		l.both(t, v, "-I", "FORWARD", "1", "-j", "LOG")
 		l.both(t, v, "-A", "VIRTBRIDGE-FWD", "-j", "DROP")
 	}
-	probs, err := f.Check(context.Background(), policy.Firewall{Backend: BackendNFT, AcceptBridges: []string{"br0", "br1"}})
+	probs, err := f.Check(context.Background(), desired.Firewall{Backend: BackendNFT, AcceptBridges: []string{"br0", "br1"}})
 	want := []string{
 		"iptables-nft: rule for bridge br1 is missing from VIRTBRIDGE-FWD",
 		"iptables-nft: stray rule in VIRTBRIDGE-FWD: -j DROP",

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
@@ -22,7 +22,7 @@ func TestRecycledNamespaceIsNotTrusted(t *testing.T) {
 	dir := t.TempDir()
 	l := &lab{dir: dir, log: filepath.Join(dir, "calls.log"),
 		fail: filepath.Join(dir, "fail"), state: filepath.Join(dir, "firewall.state")}
-	p := policy.Firewall{Backend: BackendAuto, AcceptBridges: []string{"br0"}}
+	p := desired.Firewall{Backend: BackendAuto, AcceptBridges: []string{"br0"}}
 	var st *state
 	// Other processes make namespaces too and may take the freed number
 	// and keep it: then start over with a new first namespace.

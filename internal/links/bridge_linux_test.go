@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
@@ -22,8 +22,8 @@ const moreRoutes = `
 	ip route add 10.88.0.0/24 via 10.77.0.1 dev uplink src 10.77.0.2 metric 20 mtu 1400
 	ip -6 route add 2001:db8:88::/64 via 2001:db8:77::1 dev uplink src 2001:db8:77::2 metric 50`
 
-func upBridge() policy.Bridge {
-	return policy.Bridge{Name: "br-up", Uplink: "uplink", MoveAddresses: true}
+func upBridge() desired.Bridge {
+	return desired.Bridge{Name: "br-up", Uplink: "uplink", MoveAddresses: true}
 }
 
 func kinds(cs []change.Change) map[change.Kind]int {
@@ -132,11 +132,11 @@ func trimAll(ss []string) []string {
 func TestEnsureBridgeIdempotent(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		b    policy.Bridge
+		b    desired.Bridge
 	}{
-		{"uplink moved", policy.Bridge{Name: "br-up", Uplink: "uplink", STP: true, ForwardDelay: 4, MTU: 1400, MoveAddresses: true}},
-		{"uplink by MAC, kept addresses", policy.Bridge{Name: "br-up", UplinkMAC: "set below"}},
-		{"no uplink", policy.Bridge{Name: "br-iso", MTU: 9000}},
+		{"uplink moved", desired.Bridge{Name: "br-up", Uplink: "uplink", STP: true, ForwardDelay: 4, MTU: 1400, MoveAddresses: true}},
+		{"uplink by MAC, kept addresses", desired.Bridge{Name: "br-up", UplinkMAC: "set below"}},
+		{"no uplink", desired.Bridge{Name: "br-iso", MTU: 9000}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -87,7 +87,7 @@ func TestEnsureBridgeConvergesAfterKillAtEachStep(t *testing.T) {
 // the hook at started would; the next run must finish the job and a third
 // change nothing.
 func TestEnsurePortConvergesAfterKillAtEachStep(t *testing.T) {
-	p := policy.Port{Tap: "vnet9", MAC: "52:54:00:aa:01:09", Bridge: "br-up"}
+	p := desired.Port{Tap: "vnet9", MAC: "52:54:00:aa:01:09", Bridge: "br-up"}
 	const alias = "vm:web01 uuid:5b0c0000-0000-4000-8000-000000000009"
 	for k, step := range []string{"port-attach", "alias-set"} {
 		t.Run(step, func(t *testing.T) {

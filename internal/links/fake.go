@@ -9,7 +9,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/deadline"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -159,7 +159,7 @@ func upDownText(b bool) string {
 
 // fakeRun is one Fake.EnsureBridge call.
 type fakeRun struct {
-	b      policy.Bridge
+	b      desired.Bridge
 	rv     *revert.Reverter
 	cs     []change.Change
 	br, up *FakeLink
@@ -171,7 +171,7 @@ func (r *fakeRun) record(kind change.Kind, object, before, after string) {
 
 // EnsureBridge does what Manager.EnsureBridge does, on the model. It is
 // idempotent.
-func (f *Fake) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, error) {
 	if err := deadline.Ended(ctx, "making bridge %q", b.Name); err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ func (f *Fake) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Rev
 }
 
 // uplink resolves and checks b's uplink, with the Manager's refusals.
-func (f *Fake) uplink(b policy.Bridge, br *FakeLink) (*FakeLink, error) {
+func (f *Fake) uplink(b desired.Bridge, br *FakeLink) (*FakeLink, error) {
 	var up *FakeLink
 	switch {
 	case b.Uplink != "":
@@ -457,7 +457,7 @@ func (f *Fake) delFrom(r *fakeRun, step, item string, list *[]string) error {
 // EnsurePort does what Manager.EnsurePort does, on the model, with the
 // same refusals (a link that is no tuntap in TunMode "tap", or whose MAC
 // is not TapMAC of the NIC, wraps ErrNotTap). It is idempotent.
-func (f *Fake) EnsurePort(ctx context.Context, p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) EnsurePort(ctx context.Context, p desired.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
 	if err := deadline.Ended(ctx, "putting tap %q into bridge %q", p.Tap, p.Bridge); err != nil {
 		return nil, err
 	}

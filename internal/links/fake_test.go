@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -35,12 +35,12 @@ func text(cs []change.Change) string {
 var fakeBridgeCases = []struct {
 	name    string
 	seed    func(*Fake)
-	b       policy.Bridge
+	b       desired.Bridge
 	state   string
 	changes string
 }{{
 	name: "new bridge, uplink, move",
-	b:    policy.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true},
+	b:    desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true},
 	state: `br0 bridge mac=52:54:00:aa:00:01 master=- mtu=1500 up stp=off delay=0 pinned alias="managed by virtbridge" addrs=[10.77.0.2/24 2001:db8:77::2/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth0 device mac=52:54:00:aa:00:01 master=br0 mtu=1500 up alias="" addrs=[fe80::1/64] routes=[]
 eth1 device mac=52:54:00:aa:00:02 master=- mtu=1500 up alias="" addrs=[] routes=[]
@@ -55,7 +55,7 @@ address-moved 10.77.0.2/24: "eth0" -> "br0"
 }, {
 	name: "by MAC, down uplink, addresses kept, MTU",
 	seed: func(f *Fake) { f.Link("eth1").Up = false },
-	b:    policy.Bridge{Name: "br1", UplinkMAC: "52:54:00:AA:00:02", STP: true, ForwardDelay: 4, MTU: 9000},
+	b:    desired.Bridge{Name: "br1", UplinkMAC: "52:54:00:AA:00:02", STP: true, ForwardDelay: 4, MTU: 9000},
 	state: `br1 bridge mac=52:54:00:aa:00:02 master=- mtu=9000 up stp=on delay=4 pinned alias="managed by virtbridge" addrs=[] routes=[]
 eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth1 device mac=52:54:00:aa:00:02 master=br1 mtu=1500 up alias="" addrs=[] routes=[]
@@ -71,7 +71,7 @@ bridge-updated br1: "mtu 1500" -> "mtu 9000"
 		br := f.AddLink("br0", "bridge", "02:00:00:00:00:99", "")
 		br.STP, br.ForwardDelay, br.MTU, br.Up = true, 10, 1400, false
 	},
-	b: policy.Bridge{Name: "br0", MTU: 1500},
+	b: desired.Bridge{Name: "br0", MTU: 1500},
 	state: `br0 bridge mac=02:00:00:00:00:99 master=- mtu=1500 up stp=off delay=0 pinned alias="managed by virtbridge" addrs=[] routes=[]
 eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth1 device mac=52:54:00:aa:00:02 master=- mtu=1500 up alias="" addrs=[] routes=[]
@@ -87,7 +87,7 @@ foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its 
 }, {
 	name: "existing bridge takes the uplink's MAC",
 	seed: func(f *Fake) { f.AddLink("br0", "bridge", "02:00:00:00:00:99", "").ForwardDelay = 0 },
-	b:    policy.Bridge{Name: "br0", Uplink: "eth1"},
+	b:    desired.Bridge{Name: "br0", Uplink: "eth1"},
 	state: `br0 bridge mac=52:54:00:aa:00:02 master=- mtu=1500 up stp=off delay=0 pinned alias="managed by virtbridge" addrs=[] routes=[]
 eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth1 device mac=52:54:00:aa:00:02 master=br0 mtu=1500 up alias="" addrs=[] routes=[]
@@ -103,7 +103,7 @@ foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its 
 		br := f.AddLink("br0", "bridge", "02:00:00:00:00:99", "")
 		br.ForwardDelay, br.MACPinned, br.Alias = 0, true, "rack 3 uplink"
 	},
-	b: policy.Bridge{Name: "br0", MTU: 9000},
+	b: desired.Bridge{Name: "br0", MTU: 9000},
 	state: `br0 bridge mac=02:00:00:00:00:99 master=- mtu=9000 up stp=off delay=0 pinned alias="rack 3 uplink" addrs=[] routes=[]
 eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth1 device mac=52:54:00:aa:00:02 master=- mtu=1500 up alias="" addrs=[] routes=[]
@@ -118,7 +118,7 @@ foreign-bridge-changed br0: "" -> "bridge \"br0\" was made by someone else (its 
 		f.AddLink("veth9", "veth", "02:00:00:00:00:98", "br0")
 		f.AddLink("vnet0", "tuntap", "fe:54:00:00:00:01", "br0")
 	},
-	b: policy.Bridge{Name: "br0", Uplink: "eth1"},
+	b: desired.Bridge{Name: "br0", Uplink: "eth1"},
 	state: `br0 bridge mac=52:54:00:aa:00:02 master=- mtu=1500 up stp=off delay=0 pinned alias="managed by virtbridge" addrs=[] routes=[]
 eth0 device mac=52:54:00:aa:00:01 master=- mtu=1500 up alias="" addrs=[10.77.0.2/24 2001:db8:77::2/64 fe80::1/64] routes=[default via 10.77.0.1 metric 100; default via 2001:db8:77::1 metric 100]
 eth1 device mac=52:54:00:aa:00:02 master=br0 mtu=1500 up alias="" addrs=[] routes=[]
@@ -176,26 +176,26 @@ func TestFakeRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		seed func(*Fake)
-		b    policy.Bridge
+		b    desired.Bridge
 		err  error
 		word string
 	}{
-		{"missing uplink", nil, policy.Bridge{Name: "br0", Uplink: "eth9"}, ErrUplinkMissing, `"eth9"`},
-		{"missing uplink MAC", nil, policy.Bridge{Name: "br0", UplinkMAC: "52:54:00:00:00:99"}, ErrUplinkMissing, "52:54:00:00:00:99"},
+		{"missing uplink", nil, desired.Bridge{Name: "br0", Uplink: "eth9"}, ErrUplinkMissing, `"eth9"`},
+		{"missing uplink MAC", nil, desired.Bridge{Name: "br0", UplinkMAC: "52:54:00:00:00:99"}, ErrUplinkMissing, "52:54:00:00:00:99"},
 		{"uplink in another bridge", func(f *Fake) {
 			f.AddLink("br-other", "bridge", "02:00:00:00:00:98", "")
 			f.Link("eth0").Master = "br-other"
-		}, policy.Bridge{Name: "br0", Uplink: "eth0"}, ErrUplinkBusy, `"br-other"`},
+		}, desired.Bridge{Name: "br0", Uplink: "eth0"}, ErrUplinkBusy, `"br-other"`},
 		{"uplink in a bond", func(f *Fake) { f.Link("eth0").Master = "bond0" },
-			policy.Bridge{Name: "br0", Uplink: "eth0"}, ErrUplinkBusy, `"bond0"`},
+			desired.Bridge{Name: "br0", Uplink: "eth0"}, ErrUplinkBusy, `"bond0"`},
 		{"non-bridge named like the bridge", func(f *Fake) { f.AddLink("br0", "veth", "02:00:00:00:00:97", "") },
-			policy.Bridge{Name: "br0", Uplink: "eth0"}, ErrNotBridge, "veth"},
+			desired.Bridge{Name: "br0", Uplink: "eth0"}, ErrNotBridge, "veth"},
 		{"wireless", func(f *Fake) { f.AddLink("wlan0", "wireless", "02:00:00:00:00:96", "") },
-			policy.Bridge{Name: "br0", Uplink: "wlan0"}, ErrUplinkWireless, wirelessAdvice},
+			desired.Bridge{Name: "br0", Uplink: "wlan0"}, ErrUplinkWireless, wirelessAdvice},
 		{"ambiguous MAC", func(f *Fake) { f.AddLink("eth2", "device", "52:54:00:aa:00:01", "") },
-			policy.Bridge{Name: "br0", UplinkMAC: "52:54:00:aa:00:01"}, ErrUplinkAmbiguous, "eth0, eth2"},
+			desired.Bridge{Name: "br0", UplinkMAC: "52:54:00:aa:00:01"}, ErrUplinkAmbiguous, "eth0, eth2"},
 		{"uplink is a bridge", func(f *Fake) { f.AddLink("br-other", "bridge", "02:00:00:00:00:98", "") },
-			policy.Bridge{Name: "br0", Uplink: "br-other"}, ErrUplinkBusy, "itself a bridge"},
+			desired.Bridge{Name: "br0", Uplink: "br-other"}, ErrUplinkBusy, "itself a bridge"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := host()
@@ -222,7 +222,7 @@ func TestFakeUplinkMACSkipsCarriers(t *testing.T) {
 	f.AddLink("eth1.5", "vlan", "52:54:00:aa:00:02", "")
 	f.AddLink("br-x", "bridge", "52:54:00:aa:00:02", "")
 	var rv revert.Reverter
-	if _, err := f.EnsureBridge(context.Background(), policy.Bridge{Name: "br0", UplinkMAC: "52:54:00:aa:00:02"}, &rv); err != nil {
+	if _, err := f.EnsureBridge(context.Background(), desired.Bridge{Name: "br0", UplinkMAC: "52:54:00:aa:00:02"}, &rv); err != nil {
 		t.Fatal(err)
 	}
 	if f.Link("eth1").Master != "br0" {
@@ -245,7 +245,7 @@ func TestFakeFailures(t *testing.T) {
 				before := f.String()
 				f.FailOn(step)
 				var rv revert.Reverter
-				_, err := f.EnsureBridge(context.Background(), policy.Bridge{Name: "br0", Uplink: "eth0", MTU: 9000, MoveAddresses: true}, &rv)
+				_, err := f.EnsureBridge(context.Background(), desired.Bridge{Name: "br0", Uplink: "eth0", MTU: 9000, MoveAddresses: true}, &rv)
 				if existing && step == "bridge-create" {
 					if err != nil {
 						t.Fatalf("EnsureBridge: %v", err)
@@ -275,11 +275,11 @@ func TestFakeEnsurePort(t *testing.T) {
 	before := f.String()
 	var rv revert.Reverter
 	for i := range 2 {
-		cs0, err := f.EnsurePort(context.Background(), policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "vm1/net0", &rv)
+		cs0, err := f.EnsurePort(context.Background(), desired.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "vm1/net0", &rv)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cs1, err := f.EnsurePort(context.Background(), policy.Port{Tap: "vnet1", MAC: "52:54:00:00:00:11", Bridge: "br0"}, "vm2/net0", &rv)
+		cs1, err := f.EnsurePort(context.Background(), desired.Port{Tap: "vnet1", MAC: "52:54:00:00:00:11", Bridge: "br0"}, "vm2/net0", &rv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,14 +302,14 @@ alias-set vnet1: "old" -> "vm2/net0"
 	if err := rv.Fail(); err != nil || f.String() != before {
 		t.Errorf("after undo (%v):\n%s\nwant:\n%s", err, f, before)
 	}
-	if _, err := f.EnsurePort(context.Background(), policy.Port{Tap: "vnet9", Bridge: "br0"}, "", &rv); !errors.Is(err, ErrTapMissing) {
+	if _, err := f.EnsurePort(context.Background(), desired.Port{Tap: "vnet9", Bridge: "br0"}, "", &rv); !errors.Is(err, ErrTapMissing) {
 		t.Errorf("missing tap: %v", err)
 	}
-	if _, err := f.EnsurePort(context.Background(), policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br9"}, "", &rv); !errors.Is(err, ErrBridgeMissing) {
+	if _, err := f.EnsurePort(context.Background(), desired.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br9"}, "", &rv); !errors.Is(err, ErrBridgeMissing) {
 		t.Errorf("missing bridge: %v", err)
 	}
 	f.FailOn("alias-set")
-	_, err = f.EnsurePort(context.Background(), policy.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "x", &rv)
+	_, err = f.EnsurePort(context.Background(), desired.Port{Tap: "vnet0", MAC: "52:54:00:00:00:10", Bridge: "br0"}, "x", &rv)
 	if !errors.Is(err, ErrInjected) || rv.Fail() != nil || f.String() != before {
 		t.Errorf("injected alias-set failure: %v\n%s", err, f)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	vblab "github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
@@ -74,7 +74,7 @@ func TestLibvirtTapsPassTheTapCheck(t *testing.T) {
 		if !strings.Contains(link, "tun type tap") || !strings.Contains(link, "link/ether "+want+" ") {
 			t.Errorf("the tap libvirt made for guest MAC %s is not a tap with MAC %s:\n%s", n.MAC, want, link)
 		}
-		p := policy.Port{Tap: tap, MAC: n.MAC, Bridge: "br-t"}
+		p := desired.Port{Tap: tap, MAC: n.MAC, Bridge: "br-t"}
 		for i := range 2 {
 			cs, err := m.EnsurePort(context.Background(), p, "vm:taps", nil)
 			if err != nil || (i == 1 && len(cs) != 0) {
@@ -107,7 +107,7 @@ func TestLibvirtTapsPassTheTapCheck(t *testing.T) {
 	if err == nil {
 		t.Errorf("libvirt accepted <target managed='no'> on a bridge NIC")
 	}
-	_, err = m.EnsurePort(context.Background(), policy.Port{Tap: "vbpre0", MAC: "52:54:00:7a:00:09", Bridge: "br-t"}, "vm:grab", nil)
+	_, err = m.EnsurePort(context.Background(), desired.Port{Tap: "vbpre0", MAC: "52:54:00:7a:00:09", Bridge: "br-t"}, "vm:grab", nil)
 	if !errors.Is(err, ErrNotTap) {
 		t.Errorf("EnsurePort of the foreign tap vbpre0 = %v, want ErrNotTap", err)
 	}

@@ -17,7 +17,7 @@ import (
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 )
 
 // Refusals. Every error EnsureBridge or EnsurePort returns for a state it
@@ -184,7 +184,7 @@ func TapMAC(guest string) (string, error) {
 // mac is the link's MAC. A VM owner chooses <target dev> and the guest MAC,
 // so without this check a VM could have eth0, a container's veth or
 // another VM's tap enslaved to its bridge.
-func checkTap(p policy.Port, what, mac string) error {
+func checkTap(p desired.Port, what, mac string) error {
 	if what != "tap" {
 		return fmt.Errorf("tap %q of NIC %s on bridge %q: %s is a %s, not a tun/tap device in tap mode "+
 			"(what libvirt creates for a VM NIC), so it is not this VM's tap and is left alone; "+

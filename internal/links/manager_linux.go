@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/deadline"
-	"github.com/virtbridge/virtbridge/internal/policy"
-	"github.com/virtbridge/virtbridge/internal/revert"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/deadline"
+	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
 // Manager is the link backend over rtnetlink for one network namespace.
@@ -94,7 +95,7 @@ func (m *Manager) step(step, object string) error {
 // run is one EnsureBridge call: the bridge's spec, the undo stack and the
 // changes made so far.
 type run struct {
-	b   policy.Bridge
+	b   desired.Bridge
 	rv  *revert.Reverter
 	cs  []change.Change
 	br  netlink.Link // the bridge, re-read after each change that matters
@@ -120,7 +121,7 @@ func (r *run) record(kind change.Kind, object, before, after string) {
 // far are returned with it; rv.Fail() takes them back. A ctx that has
 // ended starts nothing (a *deadline.Error); netlink requests themselves do
 // not wait.
-func (m *Manager) EnsureBridge(ctx context.Context, b policy.Bridge, rv *revert.Reverter) ([]change.Change, error) {
+func (m *Manager) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, error) {
 	if err := deadline.Ended(ctx, "making bridge %q", b.Name); err != nil {
 		return nil, err
 	}
@@ -249,7 +250,7 @@ func (m *Manager) linkName(i int) string {
 // libvirt gives the NIC's tap (TapMAC), is refused before any change with
 // an error wrapping ErrNotTap: it is not this VM's tap. A ctx that has
 // ended starts nothing (a *deadline.Error).
-func (m *Manager) EnsurePort(ctx context.Context, p policy.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
+func (m *Manager) EnsurePort(ctx context.Context, p desired.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
 	if err := deadline.Ended(ctx, "putting tap %q into bridge %q", p.Tap, p.Bridge); err != nil {
 		return nil, err
 	}

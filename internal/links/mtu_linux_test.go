@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -19,13 +19,13 @@ func TestBridgeMTUIsKept(t *testing.T) {
 	for _, tc := range []struct {
 		name              string
 		uplinkMTU, tapMTU string
-		b                 policy.Bridge
+		b                 desired.Bridge
 	}{
 		{"9000 uplink, mtu 9000, 1500 tap", "9000", "1500",
-			policy.Bridge{Name: "br0", Uplink: "uplink", MTU: 9000, MoveAddresses: true}},
+			desired.Bridge{Name: "br0", Uplink: "uplink", MTU: 9000, MoveAddresses: true}},
 		{"1500 uplink, mtu 9000, 1500 tap", "1500", "1500",
-			policy.Bridge{Name: "br0", Uplink: "uplink", MTU: 9000, MoveAddresses: true}},
-		{"no uplink, mtu 1500, 9000 tap", "", "9000", policy.Bridge{Name: "br0", MTU: 1500}},
+			desired.Bridge{Name: "br0", Uplink: "uplink", MTU: 9000, MoveAddresses: true}},
+		{"no uplink, mtu 1500, 9000 tap", "", "9000", desired.Bridge{Name: "br0", MTU: 1500}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newLab(t, tc.uplinkMTU != "")

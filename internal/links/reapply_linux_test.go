@@ -9,7 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -20,17 +20,17 @@ func TestEnsureBridgeReapplies(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		create string
-		b      policy.Bridge
+		b      desired.Bridge
 		want   []string // in `ip -d link show` of the bridge
 	}{
 		{"stp on to off", "ip link add br0 mtu 1400 type bridge stp_state 1 forward_delay 1000",
-			policy.Bridge{Name: "br0", STP: false, ForwardDelay: 0, MTU: 1500},
+			desired.Bridge{Name: "br0", STP: false, ForwardDelay: 0, MTU: 1500},
 			[]string{"mtu 1500 ", "forward_delay 0 ", "stp_state 0 ", ",UP"}},
 		{"stp off to on", "ip link add br0 type bridge stp_state 0 forward_delay 0",
-			policy.Bridge{Name: "br0", STP: true, ForwardDelay: 4, MTU: 9000},
+			desired.Bridge{Name: "br0", STP: true, ForwardDelay: 4, MTU: 9000},
 			[]string{"mtu 9000 ", "forward_delay 400 ", "stp_state 1 ", ",UP"}},
 		{"delay only", "ip link add br0 type bridge stp_state 1 forward_delay 1500",
-			policy.Bridge{Name: "br0", STP: true, ForwardDelay: 2},
+			desired.Bridge{Name: "br0", STP: true, ForwardDelay: 2},
 			[]string{"mtu 1500 ", "forward_delay 200 ", "stp_state 1 ", ",UP"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,35 +91,35 @@ func TestEnsureBridgeRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		setup    string
-		b        policy.Bridge
+		b        desired.Bridge
 		wireless bool
 		err      error
 		words    []string
 	}{
 		{"uplink in another bridge", "ip link add br-other type bridge\nip link set uplink master br-other",
-			policy.Bridge{Name: "br0", Uplink: "uplink", MoveAddresses: true}, false, ErrUplinkBusy,
+			desired.Bridge{Name: "br0", Uplink: "uplink", MoveAddresses: true}, false, ErrUplinkBusy,
 			[]string{`"uplink"`, `"br-other"`, `"br0"`, `rename bridge "br0" to "br-other"`}},
 		{"uplink in another bridge, bridge exists", "ip link add br-other type bridge\nip link add br0 type bridge\nip link set uplink master br-other",
-			policy.Bridge{Name: "br0", Uplink: "uplink"}, false, ErrUplinkBusy, []string{`"uplink"`, `"br-other"`}},
+			desired.Bridge{Name: "br0", Uplink: "uplink"}, false, ErrUplinkBusy, []string{`"uplink"`, `"br-other"`}},
 		{"non-bridge link named like the bridge", "ip link add br0 type veth peer name br0p",
-			policy.Bridge{Name: "br0", Uplink: "uplink", MoveAddresses: true}, false, ErrNotBridge,
+			desired.Bridge{Name: "br0", Uplink: "uplink", MoveAddresses: true}, false, ErrNotBridge,
 			[]string{`"br0"`, "veth", "ip link del br0"}},
 		{"uplink missing", "",
-			policy.Bridge{Name: "br0", Uplink: "eth9", MoveAddresses: true}, false, ErrUplinkMissing,
+			desired.Bridge{Name: "br0", Uplink: "eth9", MoveAddresses: true}, false, ErrUplinkMissing,
 			[]string{`"eth9"`, "no link named", "uplink: key", "in the configuration"}},
 		{"uplink MAC missing", "",
-			policy.Bridge{Name: "br0", UplinkMAC: "52:54:00:00:00:99"}, false, ErrUplinkMissing,
+			desired.Bridge{Name: "br0", UplinkMAC: "52:54:00:00:00:99"}, false, ErrUplinkMissing,
 			[]string{"52:54:00:00:00:99", "uplink_mac"}},
 		{"uplink MAC ambiguous", "ip link add twin type veth peer name twinp\nip link set twin address UPMAC",
-			policy.Bridge{Name: "br0", UplinkMAC: "UPMAC"}, false, ErrUplinkAmbiguous,
+			desired.Bridge{Name: "br0", UplinkMAC: "UPMAC"}, false, ErrUplinkAmbiguous,
 			[]string{"uplink (veth)", "twin (veth)"}},
 		{"uplink is a bridge", "ip link add br-other type bridge",
-			policy.Bridge{Name: "br0", Uplink: "br-other"}, false, ErrUplinkBusy, []string{`"br-other"`, "itself a bridge"}},
+			desired.Bridge{Name: "br0", Uplink: "br-other"}, false, ErrUplinkBusy, []string{`"br-other"`, "itself a bridge"}},
 		{"routes through a nexthop object", "ip nexthop add id 10 via 10.77.0.1 dev uplink\nip route add 10.55.0.0/24 nhid 10",
-			policy.Bridge{Name: "br0", Uplink: "uplink", MoveAddresses: true}, false, ErrUnmovable,
+			desired.Bridge{Name: "br0", Uplink: "uplink", MoveAddresses: true}, false, ErrUnmovable,
 			[]string{`"uplink"`, "nexthop objects [10]", "move_addresses"}},
 		{"wireless uplink", "",
-			policy.Bridge{Name: "br0", Uplink: "uplink", MoveAddresses: true}, true, ErrUplinkWireless,
+			desired.Bridge{Name: "br0", Uplink: "uplink", MoveAddresses: true}, true, ErrUplinkWireless,
 			[]string{`"uplink"`, wirelessAdvice}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

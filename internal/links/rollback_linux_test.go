@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -49,7 +49,7 @@ func TestEnsureBridgeRollbackRealFailure(t *testing.T) {
 // undo restores the namespace byte for byte: addresses, routes with their
 // metrics, no master on the uplink, the bridge gone or as it was.
 func TestEnsureBridgeRollbackEachStep(t *testing.T) {
-	b := policy.Bridge{Name: "br-up", Uplink: "uplink", MTU: 1400, MoveAddresses: true}
+	b := desired.Bridge{Name: "br-up", Uplink: "uplink", MTU: 1400, MoveAddresses: true}
 	type at struct {
 		step string
 		nth  int
@@ -121,7 +121,7 @@ func TestEnsureBridgeRollbackEachStep(t *testing.T) {
 func TestEnsurePort(t *testing.T) {
 	l := newLab(t, false)
 	var rv revert.Reverter
-	if _, err := l.m.EnsureBridge(context.Background(), policy.Bridge{Name: "br0"}, &rv); err != nil {
+	if _, err := l.m.EnsureBridge(context.Background(), desired.Bridge{Name: "br0"}, &rv); err != nil {
 		t.Fatal(err)
 	}
 	l.host.Script(t, `
@@ -139,7 +139,7 @@ func TestEnsurePort(t *testing.T) {
 	before := dump(t, l.host)
 
 	var prv revert.Reverter
-	p := policy.Port{Tap: "vnet0", Bridge: "br0", MAC: "52:54:00:00:00:10"}
+	p := desired.Port{Tap: "vnet0", Bridge: "br0", MAC: "52:54:00:00:00:10"}
 	cs, err := l.m.EnsurePort(context.Background(), p, "vm1/net0", &prv)
 	if err != nil || len(cs) != 2 {
 		t.Fatalf("EnsurePort = %v, %v; want attach and alias", cs, err)
@@ -151,7 +151,7 @@ func TestEnsurePort(t *testing.T) {
 	if cs, err := l.m.EnsurePort(context.Background(), p, "vm1/net0", &prv); err != nil || len(cs) != 0 {
 		t.Errorf("second EnsurePort = %v, %v; want no change", cs, err)
 	}
-	p1 := policy.Port{Tap: "vnet1", Bridge: "br0", MAC: "52:54:00:00:00:11"}
+	p1 := desired.Port{Tap: "vnet1", Bridge: "br0", MAC: "52:54:00:00:00:11"}
 	cs, err = l.m.EnsurePort(context.Background(), p1, "vm2/net0", &prv)
 	if err != nil || len(cs) != 2 || cs[0].Before != "br-other" || cs[1].Before != "old-alias" {
 		t.Fatalf("EnsurePort(vnet1) = %v, %v; want moved from br-other and alias replaced", cs, err)
@@ -166,11 +166,11 @@ func TestEnsurePort(t *testing.T) {
 	}
 	requireSame(t, "undo of EnsurePort", before, dump(t, l.host))
 
-	_, err = l.m.EnsurePort(context.Background(), policy.Port{Tap: "vnet9", Bridge: "br0"}, "x", &prv)
+	_, err = l.m.EnsurePort(context.Background(), desired.Port{Tap: "vnet9", Bridge: "br0"}, "x", &prv)
 	if !errors.Is(err, ErrTapMissing) || !strings.Contains(err.Error(), `"vnet9"`) {
 		t.Errorf("EnsurePort(missing tap) = %v, want ErrTapMissing naming vnet9", err)
 	}
-	_, err = l.m.EnsurePort(context.Background(), policy.Port{Tap: "vnet0", Bridge: "br-none", MAC: "52:54:00:00:00:10"}, "x", &prv)
+	_, err = l.m.EnsurePort(context.Background(), desired.Port{Tap: "vnet0", Bridge: "br-none", MAC: "52:54:00:00:00:10"}, "x", &prv)
 	if !errors.Is(err, ErrBridgeMissing) {
 		t.Errorf("EnsurePort(missing bridge) = %v, want ErrBridgeMissing", err)
 	}
@@ -181,7 +181,7 @@ func TestEnsurePort(t *testing.T) {
 func TestBridgeState(t *testing.T) {
 	l := newLab(t, true)
 	var rv revert.Reverter
-	if _, err := l.m.EnsureBridge(context.Background(), policy.Bridge{Name: "br-up", Uplink: "uplink", STP: true, ForwardDelay: 3, MoveAddresses: true}, &rv); err != nil {
+	if _, err := l.m.EnsureBridge(context.Background(), desired.Bridge{Name: "br-up", Uplink: "uplink", STP: true, ForwardDelay: 3, MoveAddresses: true}, &rv); err != nil {
 		t.Fatal(err)
 	}
 	l.host.Run(t, "ip", "tuntap", "add", "dev", "vnet0", "mode", "tap")

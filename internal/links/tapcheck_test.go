@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -77,7 +77,7 @@ var notTapCases = []struct {
 // checkNotTap runs EnsurePort twice on a link that is not the NIC's tap
 // and returns the refusal, failing t unless both runs refuse with
 // ErrNotTap, the expected message and no change or undo step.
-func checkNotTap(t *testing.T, ensure func(context.Context, policy.Port, string, *revert.Reverter) ([]change.Change, error), tap, guest, want string) string {
+func checkNotTap(t *testing.T, ensure func(context.Context, desired.Port, string, *revert.Reverter) ([]change.Change, error), tap, guest, want string) string {
 	t.Helper()
 	var msg string
 	for i := range 2 {
@@ -98,8 +98,8 @@ func checkNotTap(t *testing.T, ensure func(context.Context, policy.Port, string,
 }
 
 // policyPort is the port of the NIC with guest MAC guest naming tap on br0.
-func policyPort(tap, guest string) policy.Port {
-	return policy.Port{Tap: tap, MAC: guest, Bridge: "br0"}
+func policyPort(tap, guest string) desired.Port {
+	return desired.Port{Tap: tap, MAC: guest, Bridge: "br0"}
 }
 
 func TestFakeRefusesWhatIsNotTheTap(t *testing.T) {

@@ -7,16 +7,17 @@ import (
 	"net"
 	"strings"
 
-	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/desired"
 )
 
 // resolveUplink finds b's uplink (by name or by MAC) and checks it can be
 // enslaved to br (nil: the bridge does not exist yet). It changes nothing.
 // It returns nil when b has no uplink.
-func (m *Manager) resolveUplink(b policy.Bridge, br netlink.Link) (netlink.Link, error) {
+func (m *Manager) resolveUplink(b desired.Bridge, br netlink.Link) (netlink.Link, error) {
 	var up netlink.Link
 	switch {
 	case b.Uplink != "":
@@ -60,7 +61,7 @@ func (m *Manager) resolveUplink(b policy.Bridge, br netlink.Link) (netlink.Link,
 
 // checkUplink refuses an uplink that is a bridge or already has a master
 // other than the bridge (index brIndex).
-func checkUplink(b policy.Bridge, up netlink.Link, brIndex int, nameOf func(int) (string, string)) error {
+func checkUplink(b desired.Bridge, up netlink.Link, brIndex int, nameOf func(int) (string, string)) error {
 	a := up.Attrs()
 	if up.Type() == "bridge" {
 		return fmt.Errorf("uplink %q of bridge %q is itself a bridge, which cannot be enslaved to another bridge; "+
@@ -76,7 +77,7 @@ func checkUplink(b policy.Bridge, up netlink.Link, brIndex int, nameOf func(int)
 // uplinkByMAC finds the one link that owns b.UplinkMAC. Bridges and VLANs
 // carry their lower device's MAC without owning it, so they do not count;
 // any other tie is refused rather than guessed.
-func (m *Manager) uplinkByMAC(b policy.Bridge) (netlink.Link, error) {
+func (m *Manager) uplinkByMAC(b desired.Bridge) (netlink.Link, error) {
 	mac, err := net.ParseMAC(b.UplinkMAC)
 	if err != nil {
 		return nil, fmt.Errorf("uplink_mac %q of bridge %q: %w", b.UplinkMAC, b.Name, err)

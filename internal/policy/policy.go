@@ -9,94 +9,16 @@ import (
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 )
 
-// Action says what the event asks of the host.
-type Action string
-
-// Actions, per op.
-const (
-	// ActionHost: make the VM's bridges, uplinks, sysctls and firewall
-	// right before qemu needs them (prepare, reconnect, migrate, restore,
-	// attach, a hot-plugged NIC).
-	ActionHost Action = "host"
-	// ActionPorts: the taps exist; check they are in their bridges and
-	// record the mapping (started).
-	ActionPorts Action = "ports"
-	// ActionDetach: the VM's taps are gone; record that (stopped, release,
-	// an unplugged NIC).
-	ActionDetach Action = "detach"
-	// ActionNone: nothing to do (no managed NIC).
-	ActionNone Action = "none"
-)
-
-// Bridge is a managed bridge the VM needs, with its settings.
-type Bridge struct {
-	Name          string `json:"name"`
-	Uplink        string `json:"uplink"`               // NIC name, or empty
-	UplinkMAC     string `json:"uplink_mac,omitempty"` // NIC selected by MAC instead
-	STP           bool   `json:"stp"`
-	ForwardDelay  int    `json:"forward_delay"`
-	MTU           int    `json:"mtu,omitempty"`
-	MoveAddresses bool   `json:"move_addresses"`
-}
-
-// Port is one VM NIC on a managed bridge.
-type Port struct {
-	Tap     string `json:"tap"` // empty when the XML names none (at stopped; at prepare unless the VM chose the name)
-	MAC     string `json:"mac"`
-	Bridge  string `json:"bridge"`
-	Network string `json:"network,omitempty"`
-	Alias   string `json:"alias,omitempty"`
-}
-
-// Skipped is a VM NIC virtbridge leaves alone, and why.
-type Skipped struct {
-	MAC    string `json:"mac"`
-	Type   string `json:"type"`
-	Tap    string `json:"tap,omitempty"`
-	Reason string `json:"reason"`
-	// Unmanaged is the bridge the NIC names when the NIC is skipped
-	// because that bridge is not managed. The engine checks that such a
-	// name is no host link of another kind (eth0, a veth).
-	Unmanaged string `json:"unmanaged,omitempty"`
-}
-
-// Sysctl is a kernel setting to enforce.
-type Sysctl struct {
-	Name  string `json:"name"` // dotted, e.g. net.ipv4.ip_forward
-	Value string `json:"value"`
-}
-
-// Firewall is the firewall intent: the backend and the bridges whose
-// bridged traffic FORWARD must accept. It always covers every managed
-// bridge, so rules of bridges dropped from the config are removed.
-type Firewall struct {
-	Backend       string   `json:"backend"`
-	AcceptBridges []string `json:"accept_bridges"`
-}
-
-// Desired is what the host must look like for one event.
-type Desired struct {
-	Domain   string    `json:"domain"`
-	UUID     string    `json:"uuid"`
-	Op       string    `json:"op"`
-	Action   Action    `json:"action"`
-	Bridges  []Bridge  `json:"bridges"`
-	Ports    []Port    `json:"ports"`
-	Skipped  []Skipped `json:"skipped"`
-	Sysctls  []Sysctl  `json:"sysctls"`
-	Firewall *Firewall `json:"firewall"`
-	Errors   []string  `json:"errors"`
-}
-
 // Decide returns the desired state for ev under cfg. It is pure and
 // deterministic: the same input gives the same output, slices never nil.
-func Decide(cfg *config.Config, ev events.Event) Desired {
-	d := Desired{
-		Domain: ev.Domain, UUID: ev.UUID, Op: string(ev.Op),
-		Bridges: []Bridge{}, Ports: []Port{}, Skipped: []Skipped{}, Sysctls: []Sysctl{}, Errors: []string{},
+func Decide(cfg *config.Config, ev events.Event) desired.Desired {
+	d := desired.Desired{
+		Domain: ev.Domain, UUID: ev.UUID, Op: string(ev.Op), BeforeTaps: ev.Op.BeforeTaps(),
+		Bridges: []desired.Bridge{}, Ports: []desired.Port{}, Skipped: []desired.Skipped{}, Sysctls: []desired.Sysctl{}, Errors: []string{},
 	}
 	for _, nic := range ev.NICs {
 		port, skip, err := classify(cfg, nic)
@@ -107,26 +29,20 @@ func Decide(cfg *config.Config, ev events.Event) Desired {
 			d.Skipped = append(d.Skipped, *skip)
 		default:
 			d.Ports = append(d.Ports, port)
-			if !slices.ContainsFunc(d.Bridges, func(b Bridge) bool { return b.Name == port.Bridge }) {
+			if !slices.ContainsFunc(d.Bridges, func(b desired.Bridge) bool { return b.Name == port.Bridge }) {
 				b, _ := cfg.Bridge(port.Bridge)
 				d.Bridges = append(d.Bridges, bridgeOf(b))
 			}
 		}
 	}
-	slices.SortFunc(d.Bridges, func(a, b Bridge) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(d.Bridges, func(a, b desired.Bridge) int { return strings.Compare(a.Name, b.Name) })
 	d.Action = action(ev.Op, len(d.Ports) > 0)
-	if d.Action == ActionHost {
+	if d.Action == desired.ActionHost {
 		d.Sysctls = sysctls(cfg.Sysctl)
 		d.Firewall = FirewallIntent(cfg)
 	}
 	return d
 }
-
-// TapsExist reports whether the ports' taps exist at d's op. Before
-// libvirt makes them (prepare, migrate, restore: events.Op.BeforeTaps) a
-// tap a NIC names is only the name the tap will get: it is shown, but not
-// looked for, put into a bridge or recorded.
-func (d Desired) TapsExist() bool { return !events.Op(d.Op).BeforeTaps() }
 
 // AtStart returns what the host must look like whatever VMs run: for each
 // managed bridge set to be made at start (create: at_start), the Desired
@@ -135,11 +51,11 @@ func (d Desired) TapsExist() bool { return !events.Op(d.Op).BeforeTaps() }
 // is empty when no bridge is made at start: the host is left as it is
 // until a VM needs a bridge. One Desired per bridge lets the engine keep
 // going past a bridge it cannot make. Pure; slices never nil.
-func AtStart(cfg *config.Config) []Desired {
-	out := []Desired{}
-	empty := func() Desired {
-		return Desired{Op: OpAtStart, Action: ActionHost, Bridges: []Bridge{}, Ports: []Port{},
-			Skipped: []Skipped{}, Sysctls: []Sysctl{}, Errors: []string{}}
+func AtStart(cfg *config.Config) []desired.Desired {
+	out := []desired.Desired{}
+	empty := func() desired.Desired {
+		return desired.Desired{Op: OpAtStart, Action: desired.ActionHost, Bridges: []desired.Bridge{}, Ports: []desired.Port{},
+			Skipped: []desired.Skipped{}, Sysctls: []desired.Sysctl{}, Errors: []string{}}
 	}
 	for _, b := range cfg.Bridges {
 		if b.AtStart() {
@@ -162,38 +78,38 @@ const OpAtStart = "at-start"
 
 // FirewallIntent is the firewall state cfg asks for, nil when virtbridge
 // leaves the firewall alone. It covers every managed bridge.
-func FirewallIntent(cfg *config.Config) *Firewall {
+func FirewallIntent(cfg *config.Config) *desired.Firewall {
 	if cfg.Firewall.Backend == config.BackendNone || cfg.Firewall.BridgedForward != config.AcceptForward {
 		return nil
 	}
-	fw := &Firewall{Backend: string(cfg.Firewall.Backend), AcceptBridges: []string{}}
+	fw := &desired.Firewall{Backend: string(cfg.Firewall.Backend), AcceptBridges: []string{}}
 	for _, b := range cfg.Bridges {
 		fw.AcceptBridges = append(fw.AcceptBridges, b.Name)
 	}
 	return fw
 }
 
-func action(op events.Op, managed bool) Action {
+func action(op events.Op, managed bool) desired.Action {
 	switch {
 	case !managed:
-		return ActionNone
+		return desired.ActionNone
 	case op.NeedsHost():
-		return ActionHost
+		return desired.ActionHost
 	case op.Ends(), op == events.OpDeviceRemoved:
-		return ActionDetach
+		return desired.ActionDetach
 	case op == events.OpStarted:
 		// Not at start as well: the taps are already there then, but one
 		// check and one attach record per port and boot is enough.
-		return ActionPorts
+		return desired.ActionPorts
 	}
-	return ActionNone
+	return desired.ActionNone
 }
 
 // classify sorts a NIC into a managed port, a skipped NIC, or an error
 // (a NIC the configuration forbids).
-func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
-	skip := func(reason string) (Port, *Skipped, string) {
-		return Port{}, &Skipped{MAC: nic.MAC, Type: nic.Type, Tap: nic.Tap, Reason: reason}, ""
+func classify(cfg *config.Config, nic events.NIC) (desired.Port, *desired.Skipped, string) {
+	skip := func(reason string) (desired.Port, *desired.Skipped, string) {
+		return desired.Port{}, &desired.Skipped{MAC: nic.MAC, Type: nic.Type, Tap: nic.Tap, Reason: reason}, ""
 	}
 	switch nic.Type {
 	case "bridge", "network":
@@ -213,11 +129,11 @@ func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
 		return skip(fmt.Sprintf("libvirt network %q: its bridge is unknown (no readable definition under /run/libvirt/network or /etc/libvirt/qemu/networks)", nic.Network))
 	}
 	if err := notABridge(cfg, nic); err != "" {
-		return Port{}, nil, err
+		return desired.Port{}, nil, err
 	}
 	if _, ok := cfg.Bridge(nic.Bridge); !ok {
 		if cfg.UnmanagedBridges == config.RefuseUnmanaged {
-			return Port{}, nil, fmt.Sprintf("NIC %s uses bridge %q, which virtbridge does not manage "+
+			return desired.Port{}, nil, fmt.Sprintf("NIC %s uses bridge %q, which virtbridge does not manage "+
 				"(unmanaged_bridges: refuse in %s); add %q under bridges: there, or point the NIC at a managed bridge",
 				nic.MAC, nic.Bridge, cfg.Path, nic.Bridge)
 		}
@@ -228,10 +144,10 @@ func classify(cfg *config.Config, nic events.NIC) (Port, *Skipped, string) {
 	if what := configuredLink(cfg, nic.Tap); what != "" {
 		// The tap is put into the bridge: naming a host link there must
 		// not move that link (e.g. the uplink into an isolated bridge).
-		return Port{}, nil, fmt.Sprintf("NIC %s names <target dev='%s'/>, which is %s in %s, not a tap; "+
+		return desired.Port{}, nil, fmt.Sprintf("NIC %s names <target dev='%s'/>, which is %s in %s, not a tap; "+
 			"remove the <target> element and let libvirt name the tap", nic.MAC, nic.Tap, what, cfg.Path)
 	}
-	return Port{Tap: nic.Tap, MAC: nic.MAC, Bridge: nic.Bridge, Network: nic.Network, Alias: nic.Alias}, nil, ""
+	return desired.Port{Tap: nic.Tap, MAC: nic.MAC, Bridge: nic.Bridge, Network: nic.Network, Alias: nic.Alias}, nil, ""
 }
 
 // notABridge refuses a NIC whose bridge is a name the config gives to
@@ -269,16 +185,16 @@ func configuredLink(cfg *config.Config, name string) string {
 	return ""
 }
 
-func bridgeOf(b config.Bridge) Bridge {
-	out := Bridge{Name: b.Name, Uplink: b.Uplink, STP: b.STP, ForwardDelay: b.ForwardDelay, MTU: b.MTU, MoveAddresses: b.MoveAddresses}
+func bridgeOf(b config.Bridge) desired.Bridge {
+	out := desired.Bridge{Name: b.Name, Uplink: b.Uplink, STP: b.STP, ForwardDelay: b.ForwardDelay, MTU: b.MTU, MoveAddresses: b.MoveAddresses}
 	if b.UplinkMAC != nil {
 		out.UplinkMAC = b.UplinkMAC.String()
 	}
 	return out
 }
 
-func sysctls(s config.Sysctl) []Sysctl {
-	out := []Sysctl{}
+func sysctls(s config.Sysctl) []desired.Sysctl {
+	out := []desired.Sysctl{}
 	for _, kv := range []struct {
 		name string
 		t    config.Toggle
@@ -289,7 +205,7 @@ func sysctls(s config.Sysctl) []Sysctl {
 		{"net.bridge.bridge-nf-call-ip6tables", s.BridgeNFCallIP6Tables},
 	} {
 		if kv.t != config.Leave {
-			out = append(out, Sysctl{Name: kv.name, Value: kv.t.String()})
+			out = append(out, desired.Sysctl{Name: kv.name, Value: kv.t.String()})
 		}
 	}
 	return out

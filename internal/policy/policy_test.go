@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 )
 
@@ -39,8 +40,8 @@ var (
 	nicNoBr  = events.NIC{MAC: "52:54:00:aa:00:07", Type: "network", Network: "default"}
 )
 
-// summary renders the parts of a Desired that tests compare, as one line.
-func summary(d Desired) string {
+// summary renders the parts of a desired.Desired that tests compare, as one line.
+func summary(d desired.Desired) string {
 	var b strings.Builder
 	b.WriteString("action=" + string(d.Action))
 	for _, br := range d.Bridges {
@@ -164,14 +165,14 @@ func TestResemblingNamesAreUnmanaged(t *testing.T) {
 	cfg := mustConfig(t, twoBridges)
 	for _, name := range []string{"br-a0", "BR-A", "Br-a", "br-a.", "br-", "br_a", "br-å"} {
 		d := Decide(cfg, ev(events.OpPrepare, events.NIC{MAC: "52:54:00:aa:00:21", Type: "bridge", Bridge: name}))
-		if d.Action != ActionNone || len(d.Bridges) != 0 || len(d.Ports) != 0 || d.Firewall != nil || len(d.Sysctls) != 0 ||
+		if d.Action != desired.ActionNone || len(d.Bridges) != 0 || len(d.Ports) != 0 || d.Firewall != nil || len(d.Sysctls) != 0 ||
 			len(d.Skipped) != 1 || d.Skipped[0].Unmanaged != name {
 			t.Errorf("bridge %q: %s, skipped %+v; want it unmanaged and nothing planned", name, summary(d), d.Skipped)
 		}
 	}
 }
 
-// TestAtStart: every bridge made at start gets the Desired of a prepare on
+// TestAtStart: every bridge made at start gets the desired.Desired of a prepare on
 // it alone, in name order, then the host-wide settings, which cover every
 // managed bridge (on_demand ones too); an on_demand bridge is not made; a
 // config with no bridge made at start asks for nothing.

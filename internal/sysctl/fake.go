@@ -8,22 +8,19 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/deadline"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
-// Fake is an in-memory apply.Sysctls for tests of callers. It keeps the
+// Fake is an in-memory sysctl backend for tests of callers. It keeps the
 // settings it knows; a setting it does not know fails like a missing file
 // (a net.bridge.* one with ErrBridgeNetfilter when no net.bridge.* setting
 // is known at all).
 type Fake struct {
 	Values map[string]string
 }
-
-var _ apply.Sysctls = (*Fake)(nil)
 
 // NewFake returns a Fake holding a copy of values.
 func NewFake(values map[string]string) *Fake {
@@ -35,7 +32,7 @@ func NewFake(values map[string]string) *Fake {
 }
 
 // Ensure is Manager.Ensure on the in-memory settings; it is idempotent.
-func (f *Fake) Ensure(ctx context.Context, s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error) {
+func (f *Fake) Ensure(ctx context.Context, s desired.Sysctl, rv *revert.Reverter) ([]change.Change, error) {
 	if err := deadline.Ended(ctx, "setting sysctl %q", s.Name); err != nil {
 		return nil, err
 	}

@@ -1,5 +1,5 @@
 // Package sysctl reads and writes kernel settings below /proc/sys, writing
-// only when the value differs. It implements apply.Sysctls.
+// only when the value differs. It is the sysctl backend apply drives.
 //
 // /proc/sys/net shows the network namespace of the process that opens the
 // file, so a Manager always acts on the namespace its own process runs in.
@@ -14,10 +14,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/deadline"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -36,8 +35,6 @@ var ErrBridgeNetfilter = errors.New("br_netfilter is not loaded (no net/bridge s
 type Manager struct {
 	root string
 }
-
-var _ apply.Sysctls = (*Manager)(nil)
 
 // New returns a Manager working below root; an empty root means DefaultRoot.
 // Tests pass a temporary directory.
@@ -67,7 +64,7 @@ func (m *Manager) Get(name string) (string, error) {
 // write it returns one change.SysctlChanged and pushes on rv the step that
 // writes the old value back. A ctx that has ended starts nothing (a
 // *deadline.Error).
-func (m *Manager) Ensure(ctx context.Context, s policy.Sysctl, rv *revert.Reverter) ([]change.Change, error) {
+func (m *Manager) Ensure(ctx context.Context, s desired.Sysctl, rv *revert.Reverter) ([]change.Change, error) {
 	if err := deadline.Ended(ctx, "setting sysctl %q", s.Name); err != nil {
 		return nil, err
 	}

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
@@ -40,7 +40,7 @@ func helper(mode, name, value string) int {
 		return 3
 	}
 	var rv revert.Reverter
-	cs, err := New("").Ensure(context.Background(), policy.Sysctl{Name: name, Value: value}, &rv)
+	cs, err := New("").Ensure(context.Background(), desired.Sysctl{Name: name, Value: value}, &rv)
 	for _, c := range cs {
 		fmt.Println(c)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/policy"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -73,7 +73,7 @@ func TestEnsureWritesOnlyOnDifferenceAndIsIdempotent(t *testing.T) {
 		"net/bridge/bridge-nf-call-iptables": "1\n",
 	}, func(t *testing.T, s apply.Sysctls, get func(string) string) {
 		var rv revert.Reverter
-		cs, err := s.Ensure(context.Background(), policy.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}, &rv)
+		cs, err := s.Ensure(context.Background(), desired.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}, &rv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,11 +83,11 @@ func TestEnsureWritesOnlyOnDifferenceAndIsIdempotent(t *testing.T) {
 		if got := get("net.ipv4.ip_forward"); got != "1" {
 			t.Errorf("after Ensure ip_forward = %q, want 1", got)
 		}
-		cs, err = s.Ensure(context.Background(), policy.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}, &rv)
+		cs, err = s.Ensure(context.Background(), desired.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}, &rv)
 		if err != nil || len(cs) != 0 {
 			t.Errorf("second Ensure: changes %v, err %v; want none", cs, err)
 		}
-		cs, err = s.Ensure(context.Background(), policy.Sysctl{Name: "net.bridge.bridge-nf-call-iptables", Value: "1"}, &rv)
+		cs, err = s.Ensure(context.Background(), desired.Sysctl{Name: "net.bridge.bridge-nf-call-iptables", Value: "1"}, &rv)
 		if err != nil || len(cs) != 0 {
 			t.Errorf("Ensure of a value already set: changes %v, err %v; want none", cs, err)
 		}
@@ -107,17 +107,17 @@ func TestEnsureErrors(t *testing.T) {
 	files := map[string]string{"net/ipv4/ip_forward": "0\n"}
 	backends(t, files, func(t *testing.T, s apply.Sysctls, _ func(string) string) {
 		var rv revert.Reverter
-		_, err := s.Ensure(context.Background(), policy.Sysctl{Name: "net.bridge.bridge-nf-call-iptables", Value: "1"}, &rv)
+		_, err := s.Ensure(context.Background(), desired.Sysctl{Name: "net.bridge.bridge-nf-call-iptables", Value: "1"}, &rv)
 		if !errors.Is(err, ErrBridgeNetfilter) {
 			t.Errorf("net.bridge setting without net/bridge: err = %v, want ErrBridgeNetfilter", err)
 		} else if !strings.Contains(err.Error(), "modprobe br_netfilter") {
 			t.Errorf("error does not say what to do: %v", err)
 		}
-		_, err = s.Ensure(context.Background(), policy.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}, &rv)
+		_, err = s.Ensure(context.Background(), desired.Sysctl{Name: "net.ipv6.conf.all.forwarding", Value: "1"}, &rv)
 		if !errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrBridgeNetfilter) {
 			t.Errorf("missing setting: err = %v, want fs.ErrNotExist", err)
 		}
-		_, err = s.Ensure(context.Background(), policy.Sysctl{Name: "net.ipv4.ip_forward", Value: " "}, &rv)
+		_, err = s.Ensure(context.Background(), desired.Sysctl{Name: "net.ipv4.ip_forward", Value: " "}, &rv)
 		if err == nil {
 			t.Error("empty value: no error")
 		}
@@ -131,7 +131,7 @@ func TestBridgeSettingMissingWithBridgeDir(t *testing.T) {
 	// net/bridge exists (br_netfilter loaded) but the file does not: a plain
 	// "not found", not the br_netfilter advice.
 	root := tree(t, map[string]string{"net/bridge/bridge-nf-call-arptables": "1\n"})
-	_, err := New(root).Ensure(context.Background(), policy.Sysctl{Name: "net.bridge.bridge-nf-call-iptables", Value: "1"}, &revert.Reverter{})
+	_, err := New(root).Ensure(context.Background(), desired.Sysctl{Name: "net.bridge.bridge-nf-call-iptables", Value: "1"}, &revert.Reverter{})
 	if !errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrBridgeNetfilter) {
 		t.Errorf("err = %v, want fs.ErrNotExist without ErrBridgeNetfilter", err)
 	}
@@ -158,7 +158,7 @@ func TestPath(t *testing.T) {
 
 func TestMultiValueIsNormalized(t *testing.T) {
 	root := tree(t, map[string]string{"net/ipv4/tcp_rmem": "4096\t131072\t6291456\n"})
-	cs, err := New(root).Ensure(context.Background(), policy.Sysctl{Name: "net.ipv4.tcp_rmem", Value: "4096 131072  6291456"}, &revert.Reverter{})
+	cs, err := New(root).Ensure(context.Background(), desired.Sysctl{Name: "net.ipv4.tcp_rmem", Value: "4096 131072  6291456"}, &revert.Reverter{})
 	if err != nil || len(cs) != 0 {
 		t.Errorf("same value with other white space: changes %v, err %v; want none", cs, err)
 	}
@@ -168,7 +168,7 @@ func TestFakeString(t *testing.T) {
 	f := NewFake(map[string]string{"net.ipv4.ip_forward": "0", "net.bridge.bridge-nf-call-iptables": "0"})
 	var rv revert.Reverter
 	for range 2 {
-		if _, err := f.Ensure(context.Background(), policy.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}, &rv); err != nil {
+		if _, err := f.Ensure(context.Background(), desired.Sysctl{Name: "net.ipv4.ip_forward", Value: "1"}, &rv); err != nil {
 			t.Fatal(err)
 		}
 	}
