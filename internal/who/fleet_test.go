@@ -82,10 +82,11 @@ func migrationText(spans []Span) string {
 }
 
 // TestSpansLiveMigration: the records of live migrations as libvirt's calls
-// make them (LAB.md, libvirt 9.0: the target's hook gets migrate, prepare,
+// make them (captured from a real `virsh migrate --live`,
+// testdata/hook/live-migration: the target's hook gets migrate, prepare,
 // start, started, so its tap is attached at start while the VM still runs
-// on the source; the source's gets stopped, release once the migration
-// is done, and the daemon's stopped event says "migrated"). The NIC moves
+// on the source; the source's gets stopped, release once the migration is
+// done, and the daemon's stopped event says "migrated"). The NIC moves
 // a → b → a with no gap and no overlap; a migration to c that fails (c's
 // tap goes while a keeps the VM) owned nothing.
 func TestSpansLiveMigration(t *testing.T) {
