@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
@@ -91,30 +92,31 @@ func (e *Engine) Reconcile(ctx context.Context, running []events.Event, listed t
 
 // CheckFirewall re-applies the firewall intent of the configuration (a rule
 // someone deleted comes back). On nf_tables hosts an unchanged ruleset costs
-// one netlink round trip. Idempotent. Its waits end with ctx.
-func (e *Engine) CheckFirewall(ctx context.Context) error {
+// one netlink round trip. Idempotent. It returns the changes made (the
+// repairs). Its waits end with ctx.
+func (e *Engine) CheckFirewall(ctx context.Context) ([]change.Change, error) {
 	fw := policy.FirewallIntent(e.Config)
 	if fw == nil || len(e.Config.Bridges) == 0 {
-		return nil
+		return nil, nil
 	}
 	l, err := e.lock(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer l.Release()
 	host, closeHost, err := e.OpenHost()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeHost()
 	if host.Firewall == nil {
-		return nil
+		return nil, nil
 	}
 	var rv revert.Reverter
 	changes, err := host.Firewall.Ensure(ctx, *fw, &rv)
 	if err != nil {
-		return errors.Join(e.withConfigPath(err), rv.Fail())
+		return nil, errors.Join(e.withConfigPath(err), rv.Fail())
 	}
 	rv.Success()
-	return e.Journal.HostChanges(ctx, journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes)
+	return changes, e.Journal.HostChanges(ctx, journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes)
 }
