@@ -14,7 +14,8 @@ const (
 	UplinkEnslaved Kind = "uplink-enslaved"
 	AddressMoved   Kind = "address-moved"
 	RouteMoved     Kind = "route-moved"
-	PortAttached   Kind = "port-attached" // a tap put (back) into its bridge
+	NeighMoved     Kind = "neighbour-moved" // a permanent (static) ARP/NDP entry
+	PortAttached   Kind = "port-attached"   // a tap put (back) into its bridge
 	AliasSet       Kind = "alias-set"
 	SysctlChanged  Kind = "sysctl-changed"
 	RuleAdded      Kind = "rule-added"

@@ -6,6 +6,8 @@ import (
 	"net"
 	"slices"
 
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -79,6 +81,7 @@ func parseAddr(b []byte) (a netlink.Addr, ok bool, err error) {
 		return a, false, err
 	}
 	a.LinkIndex, a.Scope = int(msg.Index), int(msg.Scope)
+	slaac := false
 	var local, dst *net.IPNet
 	for _, at := range attrs {
 		switch at.Attr.Type {
@@ -100,6 +103,10 @@ func parseAddr(b []byte) (a netlink.Addr, ok bool, err error) {
 		case unix.IFA_CACHEINFO:
 			ci := nl.DeserializeIfaCacheInfo(at.Value)
 			a.PreferedLft, a.ValidLft = int(ci.Prefered), int(ci.Valid)
+		case ifaProto:
+			if len(at.Value) >= 1 && at.Value[0] == dhcp.IfaprotKernelRA {
+				slaac = true
+			}
 		}
 	}
 	switch {
@@ -110,8 +117,20 @@ func parseAddr(b []byte) (a netlink.Addr, ok bool, err error) {
 	default:
 		a.IPNet = dst
 	}
+	if slaac {
+		a.Flags |= flagSLAAC
+	}
 	return a, true, nil
 }
+
+// IFA_PROTO (Linux 5.18) says who made an address. netlink.Addr has no
+// field for it: parseAddr marks an address the kernel made from a router
+// advertisement (SLAAC) with flagSLAAC, a bit no IFA_F_* flag uses, which
+// addrFlags never sends back to the kernel.
+const (
+	ifaProto  = 11
+	flagSLAAC = 1 << 30
+)
 
 // addrs lists l's addresses that keep says to, retrying a dump the kernel
 // interrupted.
@@ -129,7 +148,7 @@ func (m *Manager) addrs(l netlink.Link, keep func(netlink.Addr) bool) ([]netlink
 	return slices.DeleteFunc(as, func(a netlink.Addr) bool { return !keep(a) }), nil
 }
 
-// routes lists the main table's IPv4 and IPv6 routes through the link with
+// routes lists the IPv4 and IPv6 routes through the link with
 // index oif that keep says to. siblings splits IPv6 multipath routes, and
 // keep decides per nexthop.
 func (m *Manager) routes(oif int, keep func(netlink.Route) bool) ([]netlink.Route, error) {
@@ -150,11 +169,11 @@ func (m *Manager) routes(oif int, keep func(netlink.Route) bool) ([]netlink.Rout
 	return out, nil
 }
 
-// routeDump lists the main table's routes of family fam that use the link
-// with index oif (a multipath route using it among others included), as
+// routeDump lists the routes of every table of family fam that use the
+// link with index oif (a multipath route using it among others included), as
 // the kernel sends them, retrying a dump the kernel interrupted.
 func (m *Manager) routeDump(fam, oif int) ([]netlink.Route, error) {
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: oif}
+	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, LinkIndex: oif} // every table
 	var rs []netlink.Route
 	var err error
 	for range 5 {
@@ -168,7 +187,7 @@ func (m *Manager) routeDump(fam, oif int) ([]netlink.Route, error) {
 	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return nil, nil // strict dumps: the family has no main table, so no routes
+		return nil, nil // strict dumps: the family has no table, so no routes
 	case err != nil:
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
