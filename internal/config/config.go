@@ -68,7 +68,10 @@ type Bridge struct {
 	// and any VM's prepare) or CreateOnDemand (only at the prepare of a VM
 	// on it, as before).
 	Create Create
-	Line   int // where the bridge is defined, for messages
+	// Manager says who hands the uplink over (manager:); ManagerAuto
+	// detects it.
+	Manager Manager
+	Line    int // where the bridge is defined, for messages
 	// UplinkLine is the line of its uplink: or uplink_mac: key (0: none).
 	UplinkLine int
 }
@@ -341,6 +344,9 @@ func (p *parser) bridges(n *yaml.Node) {
 				"mtu":            func(v *yaml.Node) { b.MTU = p.integer(v, "mtu", 68, 65535) },
 				"move_addresses": func(v *yaml.Node) { b.MoveAddresses = p.boolean(v, "move_addresses") },
 				"create":         func(v *yaml.Node) { b.Create = choose(p, v, "create", CreateAtStart, CreateOnDemand) },
+				"manager": func(v *yaml.Node) {
+					b.Manager = choose(p, v, "manager", ManagerAuto, ManagerNetworkManager, ManagerNetworkd, ManagerKernel)
+				},
 			})
 			if b.Uplink != "" && b.UplinkMAC != nil {
 				p.errorf(k, "bridge %q sets both uplink and uplink_mac; keep one", b.Name)

@@ -33,6 +33,11 @@ type Bridge struct {
 	ForwardDelay  int    `json:"forward_delay"`
 	MTU           int    `json:"mtu,omitempty"`
 	MoveAddresses bool   `json:"move_addresses"`
+	// Manager is the configuration's manager: ("auto", "networkmanager",
+	// "networkd", "kernel"; "" means auto). With "kernel" the link backend
+	// moves dynamic addresses as static ones; otherwise it refuses to move
+	// an address with a lifetime (a DHCP lease), which would expire.
+	Manager string `json:"manager,omitempty"`
 }
 
 // Port is one VM NIC on a managed bridge.
