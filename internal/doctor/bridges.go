@@ -115,11 +115,13 @@ func checkBridges(r *Report, s Sources, h *host) {
 		up, hasUp, _ := findUplink(b, h.links)
 		if hasUp {
 			uplinkUsable(r, s, b, up)
+			uplinkLeases(r, s, b, up)
 		}
 		br, ok := linkByName(h.links, b.Name)
 		if !ok {
 			continue
 		}
+		bridgeLeases(r, s, b, br)
 		if br.Kind != "bridge" {
 			r.add(Finding{Section: SectionBridges, Check: "bridge-kind", Status: Fail, Object: b.Name,
 				Message: fmt.Sprintf("is a %s link, not a bridge", br.Kind),
@@ -190,6 +192,60 @@ func uplinkUsable(r *Report, s Sources, b config.Bridge, up Link) {
 		f.Status, f.Message = Warn, "managed by "+by
 		f.Why = "on a reconnect or reload it may take the NIC out of the bridge or put the host's addresses back on it, cutting the VMs (and the host) off"
 		f.Fix = managerFix(by, up.Name, b.Name)
+	}
+	r.add(f)
+}
+
+// uplinkLeases reports a dynamic address (a DHCP lease) on an uplink that
+// virtbridge is about to move: refused unless manager: kernel, which moves
+// it as a static one.
+func uplinkLeases(r *Report, s Sources, b config.Bridge, up Link) {
+	if len(up.Leases) == 0 || !b.MoveAddresses {
+		return
+	}
+	who := "a DHCP client (none of dhclient, dhcpcd, udhcpc names " + up.Name + ")"
+	if len(up.DHCPClients) > 0 {
+		who = strings.Join(up.DHCPClients, ", ")
+	}
+	f := Finding{Section: SectionBridges, Check: "uplink-owner", Object: up.Name,
+		Message: fmt.Sprintf("dynamic address %s held by %s, about to be moved to bridge %s", strings.Join(up.Leases, ", "), who, b.Name)}
+	if b.Manager == config.ManagerKernel {
+		f.Status = Warn
+		f.Why = "manager: kernel moves it to the bridge as a static address: the client keeps renewing it on " + up.Name +
+			" (and may put it back there), and the lease may be handed to another host once it ends"
+		f.Fix = fmt.Sprintf("make the bridge the DHCP client's (ifupdown: `iface %s inet dhcp` with `bridge_ports %s`), "+
+			"and drop manager: kernel for bridge %s in %s", b.Name, up.Name, b.Name, s.ConfigPath)
+	} else {
+		f.Status = Fail
+		f.Why = "moved to the bridge it would expire there (the client renews it on the uplink): virtbridge refuses to make the bridge, and VM starts on it fail"
+		f.Fix = fmt.Sprintf("in /etc/network/interfaces: `iface %s inet manual`, then `auto %s` / `iface %s inet dhcp` with `bridge_ports %s`, "+
+			"`bridge_stp off`, `bridge_fd 0`; or, if the address is in fact fixed, manager: kernel for bridge %s in %s",
+			up.Name, b.Name, b.Name, up.Name, b.Name, s.ConfigPath)
+	}
+	r.add(f)
+}
+
+// bridgeLeases reports a dynamic address on the bridge that no DHCP client
+// renews there: it expires, and the host loses its network.
+func bridgeLeases(r *Report, s Sources, b config.Bridge, br Link) {
+	if len(br.Leases) == 0 {
+		return
+	}
+	renewers := br.DHCPClients
+	if s.Managers != nil {
+		if by, err := s.Managers.ManagedBy(br); err == nil && by != "" {
+			renewers = append(renewers, by)
+		}
+	}
+	f := Finding{Section: SectionBridges, Check: "bridge-lease", Object: b.Name, Status: OK,
+		Message: fmt.Sprintf("dynamic address %s renewed by %s", strings.Join(br.Leases, ", "), strings.Join(renewers, ", "))}
+	if len(renewers) == 0 {
+		f.Status = Fail
+		f.Message = fmt.Sprintf("dynamic address %s on the bridge, and no DHCP client (dhclient, dhcpcd, udhcpc) nor network manager runs on %s",
+			strings.Join(br.Leases, ", "), b.Name)
+		f.Why = "when its lifetime ends the kernel deletes it, with the default route: the host loses its network"
+		f.Fix = fmt.Sprintf("run the DHCP client on %s (ifupdown: `iface %s inet dhcp` with `bridge_ports`), or make the address static: "+
+			"`ip addr change ADDRESS dev %s valid_lft forever preferred_lft forever`", b.Name, b.Name, b.Name)
 	}
 	r.add(f)
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 )
 
 // HostLinks reads the links of one network namespace over netlink, bridge
@@ -56,6 +57,18 @@ func (h HostLinks) Links() ([]Link, error) {
 			Up: a.Flags&net.FlagUp != 0, MTU: a.MTU, MAC: a.HardwareAddr.String(), Wireless: h.wireless(a.Name)}
 		if dl.Addresses, err = addresses(nh, l); err != nil {
 			return nil, err
+		}
+		if len(dl.Addresses) > 0 {
+			leases, err := dhcp.LeasesAt(ns, a.Name)
+			if err != nil {
+				return nil, err
+			}
+			for _, l := range leases {
+				dl.Leases = append(dl.Leases, l.String())
+			}
+			if len(leases) > 0 {
+				dl.DHCPClients = dhcp.Clients("/proc", a.Name, dhcp.NSInode(ns))
+			}
 		}
 		if dl.Kind == "bridge" {
 			info, err := lm.BridgeState(a.Name)

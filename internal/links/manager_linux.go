@@ -14,6 +14,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -72,7 +73,7 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 		return nil, fmt.Errorf("asking the kernel for filtered netlink dumps: %w", err)
 	}
 	m.wireless = m.nl80211Wireless
-	m.netns = nsInode(ns)
+	m.netns = dhcp.NSInode(ns)
 	return m, nil
 }
 
@@ -363,20 +364,4 @@ func (m *Manager) checkStaysAddressed(b desired.Bridge, up, br netlink.Link) err
 		return err
 	}
 	return addressedError(b.Name, up.Attrs().Name, as)
-}
-
-// nsInode is the inode of network namespace ns (netns.None(): the calling
-// process's), 0 if it cannot be read.
-func nsInode(ns netns.NsHandle) uint64 {
-	var st unix.Stat_t
-	var err error
-	if ns == netns.None() {
-		err = unix.Stat("/proc/thread-self/ns/net", &st)
-	} else {
-		err = unix.Fstat(int(ns), &st)
-	}
-	if err != nil {
-		return 0
-	}
-	return st.Ino
 }

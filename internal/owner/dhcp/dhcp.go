@@ -159,7 +159,7 @@ func Detect(ctx context.Context, uplink string) (owner.Owner, error) {
 	}
 	var clients []string
 	if len(leases) > 0 {
-		clients = Clients("/proc", uplink, nsInode("/proc/self/ns/net"))
+		clients = Clients("/proc", uplink, nsInode("/proc/thread-self/ns/net"))
 	}
 	return Describe(uplink, leases, clients), nil
 }

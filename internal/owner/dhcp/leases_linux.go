@@ -6,6 +6,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,16 +19,31 @@ const (
 
 // Leases lists the dynamic addresses (IsDynamic) of link uplink in the
 // calling process's network namespace. It only reads.
-func Leases(uplink string) ([]Lease, error) {
-	l, err := netlink.LinkByName(uplink)
+func Leases(uplink string) ([]Lease, error) { return LeasesAt(netns.None(), uplink) }
+
+// LeasesAt is Leases in network namespace ns (netns.None(): the calling
+// process's).
+func LeasesAt(ns netns.NsHandle, link string) ([]Lease, error) {
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("reading uplink %q: %w", uplink, err)
+		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
+	defer h.Close()
+	l, err := h.LinkByName(link)
+	if err != nil {
+		return nil, fmt.Errorf("reading link %q: %w", link, err)
+	}
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink: %w", err)
+	}
+	defer s.Close()
 	req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: s}}
 	req.AddData(nl.NewIfAddrmsg(unix.AF_UNSPEC))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWADDR)
 	if err != nil {
-		return nil, fmt.Errorf("listing the addresses of %q: %w", uplink, err)
+		return nil, fmt.Errorf("listing the addresses of %q: %w", link, err)
 	}
 	var out []Lease
 	for _, b := range msgs {
@@ -36,6 +52,19 @@ func Leases(uplink string) ([]Lease, error) {
 		}
 	}
 	return out, nil
+}
+
+// NSInode is the inode of network namespace ns (netns.None(): the calling
+// thread's), for Clients; 0 if it cannot be read.
+func NSInode(ns netns.NsHandle) uint64 {
+	if ns == netns.None() {
+		return nsInode("/proc/thread-self/ns/net")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ns), &st); err != nil {
+		return 0
+	}
+	return st.Ino
 }
 
 // leaseOf decodes one RTM_NEWADDR message; ok when it is a global address
