@@ -15,6 +15,7 @@ const (
 	AddressMoved   Kind = "address-moved"
 	RouteMoved     Kind = "route-moved"
 	NeighMoved     Kind = "neighbour-moved" // a permanent (static) ARP/NDP entry
+	UplinkProbed   Kind = "uplink-probed"   // the gateway probed through the bridge after a handoff
 	PortAttached   Kind = "port-attached"   // a tap put (back) into its bridge
 	AliasSet       Kind = "alias-set"
 	SysctlChanged  Kind = "sysctl-changed"

@@ -41,6 +41,9 @@ var (
 	// finite lifetime) of a DHCP client without a manager, which would
 	// expire on the bridge; the per-bridge manager: kernel moves it anyway.
 	ErrDynamicAddress = errors.New("uplink address is dynamic")
+	// ErrProbe: after the uplink's addresses moved to the bridge, the
+	// host's gateway did not answer through the bridge.
+	ErrProbe = errors.New("gateway unreachable after the handoff")
 	// ErrTapMissing: the VM's tap does not exist.
 	ErrTapMissing = errors.New("tap missing")
 	// ErrBridgeMissing: EnsurePort was asked for a bridge that does not

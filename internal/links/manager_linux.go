@@ -165,6 +165,9 @@ func (m *Manager) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert
 	if err == nil && plan != nil {
 		err = m.moveAddresses(r, plan)
 	}
+	if err == nil && plan != nil && !plan.empty() && len(plan.probe) > 0 {
+		err = m.probe(ctx, r, plan.probe, b.ProbeTimeout)
+	}
 	if err == nil && r.foreign {
 		err = m.takeOver(r)
 	}

@@ -167,6 +167,7 @@ type movePlan struct {
 	addrs  []netlink.Addr
 	routes []netlink.Route
 	neighs []netlink.Neigh // permanent entries
+	probe  []net.IP        // what to probe on the bridge after the move (probeTargets)
 }
 
 func (p *movePlan) empty() bool { return len(p.addrs) == 0 && len(p.routes) == 0 && len(p.neighs) == 0 }
@@ -205,7 +206,11 @@ func (m *Manager) planMove(b desired.Bridge, up netlink.Link) (*movePlan, error)
 			"or set move_addresses: false for this bridge in the configuration: %w",
 			up.Attrs().Name, bridge, ids, up.Attrs().Name, ErrUnmovable)
 	}
-	return &movePlan{addrs: addrs, routes: routes, neighs: neighs}, nil
+	probe, err := m.probeTargets(b, up, routes)
+	if err != nil {
+		return nil, err
+	}
+	return &movePlan{addrs: addrs, routes: routes, neighs: neighs, probe: probe}, nil
 }
 
 // checkDynamic refuses to move a lease (dynamicAddr) of the uplink unless

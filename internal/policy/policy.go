@@ -190,6 +190,10 @@ func bridgeOf(b config.Bridge) desired.Bridge {
 	if b.Manager != config.ManagerAuto {
 		out.Manager = b.Manager.String()
 	}
+	if b.ProbeTarget != nil {
+		out.ProbeTarget = b.ProbeTarget.String()
+	}
+	out.ProbeTimeout = b.ProbeTimeout
 	if b.UplinkMAC != nil {
 		out.UplinkMAC = b.UplinkMAC.String()
 	}
