@@ -16,6 +16,7 @@ const (
 	RouteMoved     Kind = "route-moved"
 	NeighMoved     Kind = "neighbour-moved" // a permanent (static) ARP/NDP entry
 	UplinkProbed   Kind = "uplink-probed"   // the gateway probed through the bridge after a handoff
+	RuleMoved      Kind = "rule-moved"      // an ip rule naming the uplink (iif, oif) now names the bridge
 	PortAttached   Kind = "port-attached"   // a tap put (back) into its bridge
 	AliasSet       Kind = "alias-set"
 	SysctlChanged  Kind = "sysctl-changed"

@@ -215,3 +215,49 @@ func TestDynamicAddressRefused(t *testing.T) {
 	}
 	requireSame(t, "undo", before, dump(t, l.host))
 }
+
+// TestMoveMultipathLegs: an IPv4 multipath route with a leg through the
+// uplink keeps that leg, now through the bridge (before, it ended "dead
+// linkdown"); an IPv6 route with ECMP siblings on the uplink and another
+// link moves its uplink sibling.
+func TestMoveMultipathLegs(t *testing.T) {
+	l := newLab(t, true)
+	l.host.Script(t, `
+		ip link add side type veth peer name sidep
+		ip link set sidep up
+		ip link set side up
+		ip addr add 10.60.0.2/24 dev side
+		ip -6 addr add 2001:db8:60::2/64 dev side nodad
+		ip route add 10.50.0.0/24 nexthop via 10.77.0.1 dev uplink nexthop via 10.60.0.1 dev side
+		ip -6 route add 2001:db8:50::/64 nexthop via 2001:db8:77::1 dev uplink nexthop via 2001:db8:60::1 dev side`)
+	moveAndCheck(t, l, []string{"ip", "route", "show", "10.50.0.0/24"}, []string{
+		"nexthop via 10.77.0.1 dev br-up weight 1 \n",
+		"nexthop via 10.60.0.1 dev side weight 1",
+	})
+	l2 := newLab(t, true)
+	l2.host.Script(t, `
+		ip link add side type veth peer name sidep
+		ip link set sidep up
+		ip link set side up
+		ip -6 addr add 2001:db8:60::2/64 dev side nodad
+		ip -6 route add 2001:db8:50::/64 nexthop via 2001:db8:77::1 dev uplink nexthop via 2001:db8:60::1 dev side`)
+	moveAndCheck(t, l2, []string{"ip", "-6", "route", "show", "2001:db8:50::/64"}, []string{
+		"nexthop via 2001:db8:77::1 dev br-up weight 1",
+		"nexthop via 2001:db8:60::1 dev side weight 1",
+	})
+}
+
+// TestMoveRulesNamingTheUplink: `ip rule ... iif uplink` and `oif uplink`
+// rules name the bridge after the move (packets the uplink receives arrive
+// on the bridge), both families, at their priority.
+func TestMoveRulesNamingTheUplink(t *testing.T) {
+	l := newLab(t, true)
+	l.host.Script(t, `
+		ip route add default via 10.77.0.1 dev uplink table 100
+		ip rule add pref 200 iif uplink lookup 100
+		ip -6 rule add pref 201 oif uplink lookup 100`)
+	moveAndCheck(t, l, []string{"ip", "rule", "show"}, []string{"200:\tfrom all iif br-up lookup 100"})
+	l2 := newLab(t, true)
+	l2.host.Script(t, "ip -6 rule add pref 201 oif uplink lookup 100")
+	moveAndCheck(t, l2, []string{"ip", "-6", "rule", "show"}, []string{"201:\tfrom all oif br-up lookup 100"})
+}

@@ -168,9 +168,13 @@ type movePlan struct {
 	routes []netlink.Route
 	neighs []netlink.Neigh // permanent entries
 	probe  []net.IP        // what to probe on the bridge after the move (probeTargets)
+	multi  []netlink.Route // multipath routes with a leg through the uplink
+	rules  []netlink.Rule  // policy-routing rules naming the uplink (iif, oif)
 }
 
-func (p *movePlan) empty() bool { return len(p.addrs) == 0 && len(p.routes) == 0 && len(p.neighs) == 0 }
+func (p *movePlan) empty() bool {
+	return len(p.addrs) == 0 && len(p.routes) == 0 && len(p.neighs) == 0 && len(p.multi) == 0 && len(p.rules) == 0
+}
 
 // planMove reads what has to move, and refuses, before any change, what
 // cannot move: routes through nexthop objects on the uplink.
@@ -193,8 +197,21 @@ func (m *Manager) planMove(b desired.Bridge, up netlink.Link) (*movePlan, error)
 	if err != nil {
 		return nil, err
 	}
+	brIndex := 0
+	if br, err := m.h.LinkByName(b.Name); err == nil {
+		brIndex = br.Attrs().Index
+	}
+	multi, err := m.multipaths(up.Attrs().Index, brIndex)
+	if err != nil {
+		return nil, err
+	}
+	routes = slices.DeleteFunc(routes, func(rt netlink.Route) bool { return inMultipath(rt, multi) })
+	rules, err := m.uplinkRules(up.Attrs().Name)
+	if err != nil {
+		return nil, err
+	}
 	if len(addrs) == 0 && len(routes) == 0 {
-		return &movePlan{neighs: neighs}, nil
+		return &movePlan{neighs: neighs, multi: multi, rules: rules}, nil
 	}
 	ids, err := m.nexthopsVia(up.Attrs().Index)
 	if err != nil {
@@ -210,7 +227,7 @@ func (m *Manager) planMove(b desired.Bridge, up netlink.Link) (*movePlan, error)
 	if err != nil {
 		return nil, err
 	}
-	return &movePlan{addrs: addrs, routes: routes, neighs: neighs, probe: probe}, nil
+	return &movePlan{addrs: addrs, routes: routes, neighs: neighs, probe: probe, multi: multi, rules: rules}, nil
 }
 
 // checkDynamic refuses to move a lease (dynamicAddr) of the uplink unless
@@ -278,6 +295,12 @@ func (m *Manager) moveAddresses(r *run, p *movePlan) error {
 			return err
 		}
 	}
+	if err := m.moveMultipath(r, p.multi); err != nil {
+		return err
+	}
+	if err := m.moveRules(r, p.rules); err != nil {
+		return err
+	}
 	// 3. Routes and permanent neighbours off the uplink, in the reverse
 	// order.
 	for i := len(routes) - 1; i >= 0; i-- {
@@ -321,6 +344,12 @@ func (m *Manager) verifyMoved(r *run) error {
 	}
 	for _, n := range left.neighs {
 		what = append(what, "neighbour "+neighString(n))
+	}
+	for _, rule := range left.rules {
+		what = append(what, "rule "+ruleString(rule))
+	}
+	for _, rt := range left.multi {
+		what = append(what, "multipath route "+multipathString(rt, m.linkName))
 	}
 	if len(what) > 0 {
 		return fmt.Errorf("moving addresses from %q to bridge %q: still on %q after the move: %s",
