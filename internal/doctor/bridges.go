@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/config"
@@ -288,12 +289,19 @@ func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link, ownerKin
 	}
 	a := Finding{Section: SectionBridges, Check: "host-addresses", Object: b.Name, Status: OK}
 	switch {
-	case len(up.Addresses) > 0:
+	case len(up.Addresses) > 0 || len(up.Stranded) > 0:
 		a.Status, a.Object = Fail, up.Name
-		a.Message = fmt.Sprintf("host addresses left on the enslaved uplink: %s", strings.Join(up.Addresses, ", "))
+		left := append(slices.Clone(up.Addresses), up.Stranded...)
+		a.Message = fmt.Sprintf("host addresses, routes or neighbours left on the enslaved uplink: %s", strings.Join(left, ", "))
 		a.Why = "a bridge port hands its frames to the bridge: addresses left on the port answer unreliably and their routes lead nowhere"
 		a.Fix = fmt.Sprintf("set move_addresses: true for bridge %s in %s, then %s", b.Name, s.ConfigPath, fixByVirtbridge)
-		if b.MoveAddresses {
+		switch {
+		case len(up.Addresses) == 0:
+			// Routes without the addresses that make their gateways
+			// reachable cannot be moved as they are.
+			a.Fix = fmt.Sprintf("re-create each on bridge %s (`ip route replace … dev %s`, `ip neigh replace … dev %s`) "+
+				"once the bridge has the addresses that reach its gateway, then delete it from %s", b.Name, b.Name, b.Name, up.Name)
+		case b.MoveAddresses:
 			a.Fixable, a.Fix = true, fixByVirtbridge
 		}
 	case len(br.Addresses) > 0:

@@ -28,6 +28,11 @@ type Link struct {
 	// holds leases.
 	Leases      []string
 	DHCPClients []string
+	// Stranded is what a bridge port (not a tap) still carries that the
+	// host uses: routes of every table through it and permanent neighbour
+	// entries ("route default via 2001:db8::1", "neighbour 10.0.0.9").
+	// Read only for ports.
+	Stranded []string
 	// Wireless: an 802.11 interface.
 	Wireless bool
 	// STP and ForwardDelay (seconds) are read for bridges only.
