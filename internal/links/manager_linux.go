@@ -143,7 +143,11 @@ func (m *Manager) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert
 	}
 	var plan *movePlan
 	if r.up != nil && b.MoveAddresses {
-		if plan, err = m.planMove(b, r.up); err != nil {
+		brIndex := 0
+		if br != nil {
+			brIndex = br.Attrs().Index
+		}
+		if plan, err = m.planMove(b, r.up, brIndex); err != nil {
 			return nil, err
 		}
 	}

@@ -178,7 +178,13 @@ func (p *movePlan) empty() bool {
 
 // planMove reads what has to move, and refuses, before any change, what
 // cannot move: routes through nexthop objects on the uplink.
-func (m *Manager) planMove(b desired.Bridge, up netlink.Link) (*movePlan, error) {
+//
+// br is the bridge's index (0: it does not exist yet). An uplink already in
+// the bridge with no address nor route left to move is the steady state
+// (a VM start on a ready bridge): what moves before the addresses leave the
+// uplink (neighbours, multipath legs, rules) moved with them, and is not
+// read again.
+func (m *Manager) planMove(b desired.Bridge, up netlink.Link, brIndex int) (*movePlan, error) {
 	bridge := b.Name
 	all, err := m.addrs(up, func(netlink.Addr) bool { return true })
 	if err != nil {
@@ -189,22 +195,19 @@ func (m *Manager) planMove(b desired.Bridge, up netlink.Link) (*movePlan, error)
 		return nil, err
 	}
 	remade := kernelRemakes(all)
-	routes, err := m.routes(up.Attrs().Index, func(rt netlink.Route) bool { return movableRoute(rt, up.Attrs().Index, remade) })
+	raw, err := m.routesVia(up.Attrs().Index)
 	if err != nil {
 		return nil, err
+	}
+	routes := splitRoutes(raw, func(rt netlink.Route) bool { return movableRoute(rt, up.Attrs().Index, remade) })
+	if len(addrs) == 0 && len(routes) == 0 && brIndex != 0 && up.Attrs().MasterIndex == brIndex {
+		return &movePlan{}, nil
 	}
 	neighs, err := m.permanentNeighs(up)
 	if err != nil {
 		return nil, err
 	}
-	brIndex := 0
-	if br, err := m.h.LinkByName(b.Name); err == nil {
-		brIndex = br.Attrs().Index
-	}
-	multi, err := m.multipaths(up.Attrs().Index, brIndex)
-	if err != nil {
-		return nil, err
-	}
+	multi := slices.DeleteFunc(raw, func(rt netlink.Route) bool { return !multipathVia(rt, up.Attrs().Index, brIndex) })
 	routes = slices.DeleteFunc(routes, func(rt netlink.Route) bool { return inMultipath(rt, multi) })
 	rules, err := m.uplinkRules(up.Attrs().Name)
 	if err != nil {
@@ -331,7 +334,7 @@ func (m *Manager) moveAddresses(r *run, p *movePlan) error {
 // verifyMoved reads the uplink back: a route or address the kernel kept
 // there (a delete that matched nothing) is an error, not a silent half-move.
 func (m *Manager) verifyMoved(r *run) error {
-	left, err := m.planMove(r.b, r.up)
+	left, err := m.planMove(r.b, r.up, 0)
 	if err != nil {
 		return err
 	}

@@ -36,23 +36,6 @@ func multipathVia(rt netlink.Route, uplink, br int) bool {
 	return via && (rt.Family == netlink.FAMILY_V4 || other)
 }
 
-// multipaths lists the routes multipathVia selects.
-func (m *Manager) multipaths(uplink, br int) ([]netlink.Route, error) {
-	var out []netlink.Route
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := m.routeDump(fam, uplink)
-		if err != nil {
-			return nil, err
-		}
-		for _, rt := range rs {
-			if multipathVia(rt, uplink, br) {
-				out = append(out, rt)
-			}
-		}
-	}
-	return out, nil
-}
-
 // inMultipath reports whether rt, an IPv6 sibling, belongs to one of rs.
 func inMultipath(rt netlink.Route, rs []netlink.Route) bool {
 	for _, x := range rs {
