@@ -19,6 +19,12 @@ packages=(
   rpm man-db
   # the durability tests of atomic writes trace fsync and rename
   strace
+  # uplink owners, run only inside test namespaces (internal/testenv/hostns):
+  # NetworkManager 1.42, systemd-networkd (in systemd) and a private D-Bus bus
+  network-manager dbus
+  # firewalld's tests: firewalld on a private D-Bus inside a test namespace
+  # (never started on the machine itself: see policy-rc.d below)
+  firewalld dbus-daemon
 )
 
 # Seen on this kind of machine: a package's maintainer script left /dev/null
@@ -47,7 +53,29 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "deps: not root, not installing: ${missing[*]} (privileged tests will skip)"
   exit 0
 fi
+# Packages such as network-manager and dbus start their daemon from the
+# maintainer scripts unless policy-rc.d forbids it. Never start a network
+# manager on the machine itself: make policy-rc.d answer 101 (service start
+# refused) before installing, and leave it so for later upgrades. A
+# policy-rc.d that answers something else is the machine's own: stop here.
+ensure_policy_rc_d() {
+  local f=/usr/sbin/policy-rc.d
+  if [ ! -e "$f" ]; then
+    printf '#!/bin/sh\n# virtbridge scripts/deps.sh: never start services from package scripts\nexit 101\n' >"$f"
+    chmod 755 "$f"
+    echo "deps: created $f (exit 101: package scripts start no services)"
+    return
+  fi
+  local rc=0
+  "$f" network-manager start >/dev/null 2>&1 || rc=$?
+  if [ "$rc" -ne 101 ]; then
+    echo "deps: $f answers $rc, not 101; make it answer 101 (it would let apt start NetworkManager on this machine), then rerun" >&2
+    exit 1
+  fi
+}
+
 echo "deps: installing ${missing[*]}"
+ensure_policy_rc_d
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq -o DPkg::Lock::Timeout=600
 apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null

@@ -104,6 +104,7 @@ func doctorSources(cfgPath, uri, hooksDir string) doctor.Sources {
 		Managers: &doctor.HostManagers{},
 		Sysctls:  sysctl.New(""),
 		Tables:   doctor.HostTables{},
+		Native:   doctor.HostNative{},
 		Firewall: firewall.New(firewall.Options{NoState: true}),
 		Domains:  doctor.LibvirtDomains{URI: uri},
 		Store:    doctor.StoreFile(filepath.Join(paths.StateDir(), "ports.json")),

@@ -17,7 +17,7 @@ import (
 func init() {
 	register("install-hook", command{summary: "install the libvirt qemu hook, keeping a hook found there (packages and make install run it)", run: runInstallHook})
 	register("uninstall-hook", command{summary: "remove the libvirt qemu hook and put back the hook it replaced", run: runUninstallHook})
-	register("firewall-remove", command{summary: "delete virtbridge's firewall chain and jumps (package removal runs it)", run: runFirewallRemove})
+	register("firewall-remove", command{summary: "delete virtbridge's firewall chain, jumps and native accept rules (package removal runs it)", run: runFirewallRemove})
 }
 
 // reloadHint is said once, by the install that placed the hook.
@@ -105,7 +105,11 @@ func runFirewallRemove(args []string, _ io.Reader, stdout, stderr io.Writer) int
 
 Deletes virtbridge's iptables chain VIRTBRIDGE-FWD and its jumps from
 FORWARD (and DOCKER-USER), in IPv4 and IPv6, for every iptables variant
-installed, and its firewall state file. Nothing else is touched: bridges,
+installed, its accept rules (commented "virtbridge: bridged traffic of
+BR") from native nftables forward chains, what it changed in firewalld
+(as recorded in /var/lib/virtbridge/firewalld.json: bridges taken out of
+their zone, zone forwarding turned off again), and its firewall state file.
+Nothing else is touched: bridges,
 uplinks, addresses and sysctls stay as they are. The hook or virtbridged
 puts the rules back at the next VM start or firewall check, so run it when
 virtbridge is being removed.

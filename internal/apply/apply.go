@@ -55,6 +55,9 @@ type Host struct {
 	Links    Links
 	Sysctls  Sysctls
 	Firewall Firewall // nil when the firewall backend is "none"
+	// Owners hands a bridge to the manager owning its uplink; nil: the
+	// kernel path (Links) makes every bridge.
+	Owners Owners
 }
 
 // Apply makes the host match d, as its Action asks, in one transaction: if a
@@ -135,7 +138,7 @@ func (h *Host) applyHost(ctx context.Context, d desired.Desired, alias string, r
 		return nil
 	}
 	for _, b := range d.Bridges {
-		if err := step(h.Links.EnsureBridge(ctx, b, rv)); err != nil {
+		if err := step(h.ensureBridge(ctx, b, rv)); err != nil {
 			return err
 		}
 	}
@@ -159,4 +162,16 @@ func (h *Host) applyHost(ctx context.Context, d desired.Desired, alias string, r
 		}
 	}
 	return nil
+}
+
+// ensureBridge makes bridge b through the manager owning its uplink, or
+// the kernel path when nobody does.
+func (h *Host) ensureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, error) {
+	if h.Owners != nil {
+		cs, handled, err := h.Owners.EnsureBridge(ctx, b, rv)
+		if handled || err != nil {
+			return cs, err
+		}
+	}
+	return h.Links.EnsureBridge(ctx, b, rv)
 }

@@ -106,3 +106,63 @@ vnet2: port-attached vnet2 br1;
 		t.Errorf("second pass:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// bridgeLinks records the bridges the kernel path made.
+type bridgeLinks struct{ made []string }
+
+func (l *bridgeLinks) EnsureBridge(_ context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, error) {
+	l.made = append(l.made, b.Name)
+	rv.Add(func() error { l.made = l.made[:len(l.made)-1]; return nil })
+	return []change.Change{{Kind: change.BridgeCreated, Object: b.Name}}, nil
+}
+
+func (l *bridgeLinks) EnsurePort(context.Context, desired.Port, string, *revert.Reverter) ([]change.Change, error) {
+	return nil, nil
+}
+
+// ownedBy hands over the bridges whose uplink it owns, and fails for
+// the uplink named bad.
+type ownedBy struct {
+	uplinks map[string]bool
+	bad     string
+	handed  []string
+}
+
+func (o *ownedBy) EnsureBridge(_ context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
+	if b.Uplink == o.bad {
+		return nil, true, fmt.Errorf("handing %q over: probe failed; rolled back", b.Uplink)
+	}
+	if !o.uplinks[b.Uplink] {
+		return nil, false, nil
+	}
+	o.handed = append(o.handed, b.Name)
+	rv.Add(func() error { o.handed = o.handed[:len(o.handed)-1]; return nil })
+	return []change.Change{{Kind: change.UplinkEnslaved, Object: b.Uplink, After: b.Name + " (owner)"}}, true, nil
+}
+
+// TestOwnersTakeTheirBridges: a bridge whose uplink a manager owns is
+// handed over to it instead of the kernel path; the others go the kernel
+// path; an owner's failure undoes the whole transaction, the owner's
+// handoffs included.
+func TestOwnersTakeTheirBridges(t *testing.T) {
+	l := &bridgeLinks{}
+	o := &ownedBy{uplinks: map[string]bool{"eth0": true}, bad: "eth2"}
+	h := &Host{Links: l, Owners: o}
+	d := desired.Desired{Action: desired.ActionHost, Bridges: []desired.Bridge{
+		{Name: "br0", Uplink: "eth0"}, {Name: "br1", Uplink: "eth1"},
+	}}
+	cs, err := h.Apply(context.Background(), d, "")
+	if got, want := changesText(cs), "uplink-enslaved eth0 br0 (owner)\nbridge-created br1 \n"; err != nil || got != want {
+		t.Fatalf("Apply = %q, %v; want %q", got, err, want)
+	}
+	if fmt.Sprint(o.handed, l.made) != "[br0] [br1]" {
+		t.Fatalf("owner made %v, kernel path %v; want [br0] [br1]", o.handed, l.made)
+	}
+	d.Bridges = []desired.Bridge{{Name: "br3", Uplink: "eth0"}, {Name: "br4", Uplink: "eth1"}, {Name: "br2", Uplink: "eth2"}}
+	if _, err := h.Apply(context.Background(), d, ""); err == nil || !strings.Contains(err.Error(), `handing "eth2" over`) {
+		t.Fatalf("Apply with a failing owner = %v", err)
+	}
+	if fmt.Sprint(o.handed, l.made) != "[br0] [br1]" {
+		t.Fatalf("after the failure owner has %v, kernel path %v; want the transaction undone: [br0] [br1]", o.handed, l.made)
+	}
+}

@@ -34,3 +34,14 @@ type Sysctls interface {
 type Firewall interface {
 	Ensure(ctx context.Context, fw desired.Firewall, rv *revert.Reverter) ([]change.Change, error)
 }
+
+// Owners hands a bridge over to the manager that owns its uplink
+// (NetworkManager, systemd-networkd), in place of the kernel path
+// (Links.EnsureBridge). It detects the owner itself.
+type Owners interface {
+	// EnsureBridge makes b its uplink owner's own bridge when a manager
+	// owns the uplink (handled), pushing on rv the step that gives the
+	// uplink back; with handled false (nobody's, or a case the owners
+	// leave to the kernel path) it changed nothing. Idempotent.
+	EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) (cs []change.Change, handled bool, err error)
+}

@@ -24,6 +24,9 @@ const (
 	RuleRemoved    Kind = "rule-removed"
 	ChainCreated   Kind = "chain-created"
 	ChainRemoved   Kind = "chain-removed"
+	// FirewalldChanged: a setting changed through firewalld's D-Bus API
+	// (a bridge put into or taken out of a zone, a zone's forwarding).
+	FirewalldChanged Kind = "firewalld-changed"
 	// ForeignBridge is no change of its own: it says that a bridge
 	// virtbridge did not create was changed by this run (After: how, and
 	// which of its ports are neither its uplink nor VM taps), so that the

@@ -114,6 +114,13 @@ type Sysctl struct {
 type Firewall struct {
 	Backend        FirewallBackend
 	BridgedForward Forward
+	// NativeTables is firewall.native_tables: whether virtbridge may
+	// insert its accept rules into the administrator's native nftables
+	// forward chains (accept), or must refuse instead (leave).
+	NativeTables Forward
+	// FirewalldZone is firewall.firewalld_zone: the zone managed bridges
+	// go into when firewalld runs; "" means each bridge's uplink's zone.
+	FirewalldZone string
 }
 
 // Daemon holds settings of virtbridged.
@@ -402,6 +409,17 @@ func (p *parser) firewall(n *yaml.Node) {
 			f.Backend = choose(p, v, "backend", BackendIPTables, BackendIPTablesNFT, BackendIPTablesLegacy, BackendNone)
 		},
 		"bridged_forward": func(v *yaml.Node) { f.BridgedForward = choose(p, v, "bridged_forward", AcceptForward, LeaveForward) },
+		"native_tables":   func(v *yaml.Node) { f.NativeTables = choose(p, v, "native_tables", AcceptForward, LeaveForward) },
+		"firewalld_zone": func(v *yaml.Node) {
+			z := p.str(v, "firewalld_zone")
+			if z == "" || strings.IndexFunc(z, func(r rune) bool {
+				return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_", r))
+			}) >= 0 || len(z) > 17 {
+				p.errorf(v, "firewalld_zone: want a firewalld zone name (letters, digits, - and _, at most 17 characters), got %q", v.Value)
+				return
+			}
+			f.FirewalldZone = z
+		},
 	})
 }
 

@@ -94,7 +94,7 @@ bridges:
 unmanaged_bridges: refuse
 on_failure: warn
 sysctl: {ip_forward: leave, ipv6_forward: 1, bridge_nf_call_iptables: 0, bridge_nf_call_ip6tables: true}
-firewall: {backend: none, bridged_forward: leave}
+firewall: {backend: none, bridged_forward: leave, native_tables: leave, firewalld_zone: internal}
 daemon: {firewall_recheck: 5s}
 `))
 	if err != nil {
@@ -121,7 +121,7 @@ daemon: {firewall_recheck: 5s}
 	}
 	want := Sysctl{IPForward: Leave, IPv6Forward: On, BridgeNFCallIPTables: Off, BridgeNFCallIP6Tables: On}
 	if cfg.Sysctl != want || cfg.UnmanagedBridges != RefuseUnmanaged || cfg.OnFailure != WarnOnFailure ||
-		cfg.Firewall != (Firewall{Backend: BackendNone, BridgedForward: LeaveForward}) || cfg.Daemon.FirewallRecheck != 5*time.Second {
+		cfg.Firewall != (Firewall{Backend: BackendNone, BridgedForward: LeaveForward, NativeTables: LeaveForward, FirewalldZone: "internal"}) || cfg.Daemon.FirewallRecheck != 5*time.Second {
 		t.Fatalf("cfg = %+v", cfg)
 	}
 }
@@ -140,6 +140,8 @@ func TestBadConfigs(t *testing.T) {
 		"stp without delay":    {"bridges:\n  br0:\n    stp: true\n", `c.yaml:2: bridge "br0": with stp: true the kernel needs forward_delay between 2 and 30`},
 		"bad enum":             {"on_failure: explode\n", `c.yaml:1: on_failure must be one of refuse, warn, not "explode"`},
 		"bad toggle":           {"sysctl:\n  ip_forward: maybe\n", `c.yaml:2: ip_forward must be leave, 0 or 1`},
+		"bad native_tables":    {"firewall:\n  native_tables: sometimes\n", `c.yaml:2: native_tables`},
+		"bad firewalld_zone":   {"firewall:\n  firewalld_zone: \"a b\"\n", `c.yaml:2: firewalld_zone: want a firewalld zone name`},
 		"duplicate key":        {"on_failure: warn\non_failure: refuse\n", `c.yaml:2: key "on_failure" given twice, at lines 1 and 2`},
 		"uplink is a bridge":   {"bridges:\n  br0:\n    uplink: br1\n  br1:\n", `c.yaml:3: uplink "br1" of bridge "br0" is itself a managed bridge`},
 		"not yaml":             {"bridges: [\n", `c.yaml: `},

@@ -81,6 +81,13 @@ type Sysctl struct {
 type Firewall struct {
 	Backend       string   `json:"backend"`
 	AcceptBridges []string `json:"accept_bridges"`
+	// NativeTables says whether virtbridge may insert its accept rules
+	// into the administrator's native nftables forward chains: "accept"
+	// (or "") or "leave" (refuse instead).
+	NativeTables string `json:"native_tables,omitempty"`
+	// FirewalldZone, when set, is the firewalld zone the bridges go into;
+	// "" means the zone of each bridge's uplink.
+	FirewalldZone string `json:"firewalld_zone,omitempty"`
 }
 
 // Desired is what the host must look like for one event.

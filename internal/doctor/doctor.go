@@ -122,6 +122,7 @@ type Sources struct {
 	Managers Managers
 	Sysctls  Sysctls
 	Tables   Tables
+	Native   NativeChains
 	Firewall Firewall
 	Domains  Domains
 	Store    Store

@@ -53,6 +53,7 @@ func checkForwarding(r *Report, s Sources, h *host) {
 		nfOn[fam.family] = checkNFCall(r, s, fam.name, fam.want)
 	}
 	checkTables(r, s, cfg, nfOn)
+	checkNative(r, s, cfg, nfOn)
 }
 
 func checkIPForward(r *Report, s Sources, cfg *config.Config, h *host) {

@@ -13,6 +13,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/firewall"
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/owner/handoff"
 	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/sysctl"
 )
@@ -51,12 +52,18 @@ func openHost() (*apply.Host, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	owners, closeOwners, err := handoff.ForHost()
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
 	h := &apply.Host{
 		Links:   l,
+		Owners:  owners,
 		Sysctls: sysctl.New(""),
 		Firewall: firewall.New(firewall.Options{
 			StatePath: filepath.Join(paths.RunDir(), "firewall.state"),
 		}),
 	}
-	return h, l.Close, nil
+	return h, func() { closeOwners(); l.Close() }, nil
 }

@@ -69,7 +69,7 @@ func TestVariantOf(t *testing.T) {
 
 func TestStateDecisions(t *testing.T) {
 	fx := facts{Boot: "b1", Cookie: 7, Legacy: "|", Gen: 42, GenOK: true}
-	spec := specHash(NFT, []string{"br0"})
+	spec := specHash(NFT, []string{"br0"}, false)
 	good := &state{facts: fx, Backend: BackendAuto, Variant: NFT, Spec: spec}
 	if !good.unchanged(fx, BackendAuto, spec) {
 		t.Error("same facts and spec: not unchanged")
@@ -85,7 +85,8 @@ func TestStateDecisions(t *testing.T) {
 		"no namespace cookie":   func(s *state, f *facts, _ *string) { s.Cookie, f.Cookie = 0, 0 },
 		"rebooted":              func(_ *state, f *facts, _ *string) { f.Boot = "b2" },
 		"legacy table appeared": func(_ *state, f *facts, _ *string) { f.Legacy = "filter|" },
-		"other bridges":         func(_ *state, _ *facts, s *string) { *s = specHash(NFT, []string{"br1"}) },
+		"other bridges":         func(_ *state, _ *facts, s *string) { *s = specHash(NFT, []string{"br1"}, false) },
+		"native tables leave":   func(_ *state, _ *facts, s *string) { *s = specHash(NFT, []string{"br0"}, true) },
 		"other backend":         func(s *state, _ *facts, _ *string) { s.Backend = BackendNFT },
 		"legacy variant":        func(s *state, _ *facts, _ *string) { s.Variant = Legacy },
 	} {
@@ -122,7 +123,7 @@ func TestStateDecisions(t *testing.T) {
 // generation say.
 func TestOldStateFileIsDistrusted(t *testing.T) {
 	p := t.TempDir() + "/firewall.state"
-	spec := specHash(NFT, []string{"br0"})
+	spec := specHash(NFT, []string{"br0"}, false)
 	old := `{"boot_id":"b1","netns":4026532174,"legacy_tables":"|","gen":42,"gen_ok":true,"backend":"iptables","variant":"nft","spec":"` + spec + `"}`
 	if err := os.WriteFile(p, []byte(old+"\n"), 0o600); err != nil {
 		t.Fatal(err)

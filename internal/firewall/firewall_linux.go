@@ -26,10 +26,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -49,21 +51,35 @@ type Options struct {
 	NetNS string
 	// Wait is how many seconds iptables waits for the xtables lock; 0 means 5.
 	Wait int
+	// DBusAddress is the D-Bus system bus firewalld is looked for on; ""
+	// is the system bus. Tests point it at a private bus.
+	DBusAddress string
+	// FirewalldRecord is where virtbridge records what it changed in
+	// firewalld; "" means firewalld.json in the state directory (the
+	// changes are permanent, so the record lives beside the store, not in
+	// /run).
+	FirewalldRecord string
 }
 
 // Firewall keeps virtbridge's rules with the host's iptables. It keeps no
 // state in memory; callers serialize Ensure and Remove (the hook holds the
 // host lock).
 type Firewall struct {
-	state string
-	bins  binaries
-	ns    netns
-	wait  int
+	state  string
+	bins   binaries
+	ns     netns
+	wait   int
+	dbus   string
+	record string
 }
 
 // New returns a Firewall. It runs nothing.
 func New(o Options) *Firewall {
-	f := &Firewall{state: o.StatePath, bins: binaries{dir: o.BinDir}, ns: netns{path: o.NetNS}, wait: o.Wait}
+	f := &Firewall{state: o.StatePath, bins: binaries{dir: o.BinDir}, ns: netns{path: o.NetNS}, wait: o.Wait,
+		dbus: o.DBusAddress, record: o.FirewalldRecord}
+	if f.record == "" {
+		f.record = filepath.Join(paths.StateDir(), "firewalld.json")
+	}
 	if f.state == "" {
 		f.state = DefaultStatePath
 	}
@@ -97,6 +113,10 @@ func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.R
 	if err != nil {
 		return nil, err
 	}
+	leave, err := nativeMode(fw.NativeTables)
+	if err != nil {
+		return nil, err
+	}
 	fx, err := f.ns.facts()
 	if err != nil {
 		return nil, err
@@ -105,7 +125,7 @@ func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.R
 	if err != nil {
 		return nil, err
 	}
-	if st != nil && st.unchanged(fx, fw.Backend, specHash(NFT, bridges)) {
+	if st != nil && st.unchanged(fx, fw.Backend, specHash(NFT, bridges, leave)) {
 		return nil, nil
 	}
 	v := want
@@ -120,12 +140,29 @@ func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.R
 	if err != nil {
 		return nil, err
 	}
-	cs, changed, err := ensureTables(ctx, ts, bridges, rv)
+	// The native tables first, so that a refusal (native_tables: leave)
+	// comes before any change: read only where nf_tables answers, and
+	// never on the fast path above (an unchanged generation covers them).
+	// firewalld, when it runs, through its own door (D-Bus).
+	cs, err := f.ensureFirewalld(ctx, bridges, fw.FirewalldZone, rv)
+	if err != nil {
+		return cs, err
+	}
+	nativeChanged := len(cs) > 0
+	if fx.GenOK {
+		ncs, ch, err := f.ensureNative(ctx, bridges, leave, rv)
+		cs, nativeChanged = append(cs, ncs...), nativeChanged || ch
+		if err != nil {
+			return cs, err
+		}
+	}
+	ics, changed, err := ensureTables(ctx, ts, bridges, rv)
+	cs = append(cs, ics...)
 	if err != nil {
 		return cs, err
 	}
 	mark := fx // the generation our reads saw
-	if len(changed) > 0 {
+	if len(changed) > 0 || nativeChanged {
 		if mark, err = f.ns.facts(); err != nil {
 			return cs, err
 		}
@@ -133,6 +170,11 @@ func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.R
 		// recorded must be one at which all of them were seen.
 		if err := verifyTables(ctx, ts, bridges); err != nil {
 			return cs, err
+		}
+		if mark.GenOK {
+			if err := f.verifyNative(bridges, leave); err != nil {
+				return cs, err
+			}
 		}
 	}
 	end, err := f.ns.facts()
@@ -142,7 +184,7 @@ func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.R
 	// Trust the generation only if nothing changed it between our last
 	// changes and the end of our reads.
 	end.GenOK = end.GenOK && mark.GenOK && end.Gen == mark.Gen
-	return cs, saveState(f.state, state{facts: end, Backend: fw.Backend, Variant: v, Spec: specHash(v, bridges)})
+	return cs, saveState(f.state, state{facts: end, Backend: fw.Backend, Variant: v, Spec: specHash(v, bridges, leave)})
 }
 
 // Check lists, one per line, what differs from what Ensure(fw) would
@@ -174,11 +216,36 @@ func (f *Firewall) Check(ctx context.Context, fw desired.Firewall) ([]string, er
 	if err != nil {
 		return nil, err
 	}
-	return checkTables(ctx, ts, bridges)
+	out, err := checkTables(ctx, ts, bridges)
+	if err != nil {
+		return out, err
+	}
+	leave, err := nativeMode(fw.NativeTables)
+	if err != nil {
+		return out, err
+	}
+	if fx, err := f.ns.facts(); err == nil && fx.GenOK {
+		ps, err := f.checkNative(bridges, leave)
+		out = append(out, ps...)
+		return out, err
+	}
+	return out, nil
+}
+
+// nativeMode reads desired.Firewall.NativeTables: leave or not.
+func nativeMode(s string) (leave bool, err error) {
+	switch s {
+	case "", NativeAccept:
+		return false, nil
+	case NativeLeave:
+		return true, nil
+	}
+	return false, fmt.Errorf("firewall native_tables %q: want accept or leave", s)
 }
 
 // Remove deletes virtbridge's jumps, rules and chain from both families of
-// every installed variant (legacy only where its filter table exists, so
+// every installed variant, its accept rules from native nftables tables,
+// what it changed in firewalld (as recorded), (legacy only where its filter table exists, so
 // that looking does not create it; nft only where nf_tables answers), and
 // the state file. It is idempotent
 // and keeps going past errors, returning them joined. Package removal uses
@@ -202,6 +269,17 @@ func (f *Firewall) Remove(ctx context.Context) ([]change.Change, error) {
 			cs = append(cs, c...)
 			errs = append(errs, err)
 		}
+	}
+	c, err := f.removeFirewalld(ctx)
+	cs = append(cs, c...)
+	errs = append(errs, err)
+	if fx.GenOK {
+		// virtbridge's rules in native tables, and only those.
+		var rv revert.Reverter
+		c, _, err := f.ensureNative(ctx, nil, false, &rv)
+		rv.Success()
+		cs = append(cs, c...)
+		errs = append(errs, err)
 	}
 	errs = append(errs, removeState(f.state))
 	return cs, errors.Join(errs...)

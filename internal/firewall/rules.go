@@ -26,7 +26,7 @@ const (
 	jumpSpec = "-m comment --comment virtbridge -j " + Chain
 	// specVersion names the rule format; it is part of the remembered state,
 	// so a virtbridge that writes other rules never trusts an old verdict.
-	specVersion = "v1"
+	specVersion = "v2"
 )
 
 // acceptSpec is the rule that accepts the bridged traffic of bridge br. With

@@ -88,8 +88,8 @@ func (s *state) cachedVariant(fx facts) (Variant, bool) {
 	return "", false
 }
 
-func specHash(v Variant, bridges []string) string {
-	h := sha256.Sum256([]byte(specVersion + "\n" + string(v) + "\n" + strings.Join(bridges, "\n")))
+func specHash(v Variant, bridges []string, leaveNative bool) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\n%s\nnative leave %v\n%s", specVersion, v, leaveNative, strings.Join(bridges, "\n"))))
 	return hex.EncodeToString(h[:16])
 }
 

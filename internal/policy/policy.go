@@ -82,7 +82,8 @@ func FirewallIntent(cfg *config.Config) *desired.Firewall {
 	if cfg.Firewall.Backend == config.BackendNone || cfg.Firewall.BridgedForward != config.AcceptForward {
 		return nil
 	}
-	fw := &desired.Firewall{Backend: string(cfg.Firewall.Backend), AcceptBridges: []string{}}
+	fw := &desired.Firewall{Backend: string(cfg.Firewall.Backend), AcceptBridges: []string{}, NativeTables: cfg.Firewall.NativeTables.String(),
+		FirewalldZone: cfg.Firewall.FirewalldZone}
 	for _, b := range cfg.Bridges {
 		fw.AcceptBridges = append(fw.AcceptBridges, b.Name)
 	}

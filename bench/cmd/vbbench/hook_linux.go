@@ -241,3 +241,18 @@ func addTaps(h *host, prefix string, n int, bridges []string) error {
 	_, err := h.sh("ip -batch " + p)
 	return err
 }
+
+// nativeRules writes an `nft -f` file: an administrator's inet filter
+// table whose forward chain drops by policy and holds n rules that are not
+// virtbridge's, like foreignRules' (Debian's nftables.service, grown).
+func nativeRules(path string, n int) error {
+	var b strings.Builder
+	b.WriteString("table inet filter {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n")
+	for i := range n {
+		proto := []string{"tcp", "udp"}[i%2]
+		fmt.Fprintf(&b, "\t\tip saddr 198.18.%d.%d ip daddr 198.19.%d.%d iifname \"vnet%d\" %s dport %d accept\n",
+			i/250, i%250+1, i/250, i%250+1, i%500, proto, 1024+i%60000)
+	}
+	b.WriteString("\t}\n}\n")
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}

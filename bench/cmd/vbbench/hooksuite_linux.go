@@ -17,9 +17,10 @@ type steadyHosts struct {
 	nojd  *host // without journald: the JSON-lines fallback
 	rules *host // 10,000 foreign rules per family
 	taps  *host // 1,000 taps on the bridges
+	nft   *host // 10,000 rules in a native nftables forward chain (policy drop)
 }
 
-func (s steadyHosts) all() []*host { return []*host{s.plain, s.nojd, s.rules, s.taps} }
+func (s steadyHosts) all() []*host { return []*host{s.plain, s.nojd, s.rules, s.taps, s.nft} }
 
 // steadySuite measures, interleaved in one run, everything whose host
 // stays the same from run to run: the exec floor, the hook's no-op calls,
@@ -54,12 +55,12 @@ func (b *bencher) steadySuite(ctx context.Context) error {
 
 // steadyHosts builds the four hosts and brings each to its steady state.
 func (b *bencher) steadyHosts(ctx context.Context, fx map[string]fixture) (hs steadyHosts, err error) {
-	b.logf("steady: setting up 4 hosts (plain with journald, plain without, %d rules, %d taps)", b.opts.foreignRules, b.opts.taps)
+	b.logf("steady: setting up 5 hosts (plain with journald, plain without, %d rules, %d taps, %d native nftables rules)", b.opts.foreignRules, b.opts.taps, b.opts.foreignRules)
 	for _, h := range []struct {
 		p        **host
 		prefix   string
 		journald bool
-	}{{&hs.plain, "vbb-plain", true}, {&hs.nojd, "vbb-nojd", false}, {&hs.rules, "vbb-rules", false}, {&hs.taps, "vbb-taps", false}} {
+	}{{&hs.plain, "vbb-plain", true}, {&hs.nojd, "vbb-nojd", false}, {&hs.rules, "vbb-rules", false}, {&hs.taps, "vbb-taps", false}, {&hs.nft, "vbb-nft", false}} {
 		if *h.p, err = b.hookHost(ctx, h.prefix, h.journald); err != nil {
 			return hs, err
 		}
@@ -71,6 +72,39 @@ func (b *bencher) steadyHosts(ctx context.Context, fx map[string]fixture) (hs st
 	}
 	if _, err := hs.rules.sh(fmt.Sprintf("iptables-restore <%[1]s/rules.v4\nip6tables-restore <%[1]s/rules.v6", hs.rules.dir)); err != nil {
 		return hs, err
+	}
+	if err := nativeRules(filepath.Join(hs.nft.dir, "rules.nft"), b.opts.foreignRules); err != nil {
+		return hs, err
+	}
+	if _, err := hs.nft.sh("nft -f " + filepath.Join(hs.nft.dir, "rules.nft")); err != nil {
+		return hs, err
+	}
+	// The cold prepare on both rule-heavy hosts, once: what a prepare
+	// costs right after the ruleset changed (bridges made, rules read).
+	for _, h := range []struct {
+		name string
+		h    *host
+	}{{"iptables", hs.rules}, {"native nftables", hs.nft}} {
+		start := time.Now()
+		if err := b.once(h.h, fx["one-nic/01-prepare-begin"]); err != nil {
+			return hs, err
+		}
+		b.logf("steady: cold prepare with %d %s rules: %v", b.opts.foreignRules, h.name, time.Since(start).Round(time.Millisecond))
+		// Re-verify: the bridges are right, but the ruleset generation
+		// moved (someone's unrelated change), so the hook reads everything.
+		var runs []time.Duration
+		for range 5 {
+			if _, err := h.h.sh("nft add table inet vbb-bump; nft delete table inet vbb-bump"); err != nil {
+				return hs, err
+			}
+			start := time.Now()
+			if err := b.once(h.h, fx["one-nic/01-prepare-begin"]); err != nil {
+				return hs, err
+			}
+			runs = append(runs, time.Since(start))
+		}
+		b.logf("steady: prepare after an unrelated ruleset change, %d %s rules: median %v of 5",
+			b.opts.foreignRules, h.name, bench.Summarize(runs).Median.Round(100*time.Microsecond))
 	}
 	// br-a and br-b made, then the taps spread over them.
 	if err := b.once(hs.taps, fx["two-nics/01-prepare-begin"]); err != nil {
@@ -114,6 +148,7 @@ func (b *bencher) steadyCandidates(hs steadyHosts, fx map[string]fixture) (map[s
 		"shell-rules":   b.shell(hs.rules, scen+", "+nRules, prepare),
 		"noop-prep-10k": b.hook(hs.rules, "no-op: prepare of a VM without managed NIC, "+nRules, fx["no-nic/01-prepare-begin"]),
 		"steady-taps":   b.hook(hs.taps, scen+", "+nTaps, prepare),
+		"steady-nft":    b.hook(hs.nft, fmt.Sprintf("%s, %d native nftables rules", scen, b.opts.foreignRules), prepare),
 		"shell-taps":    b.shell(hs.taps, scen+", "+nTaps, prepare),
 		"started-taps":  b.hook(hs.taps, "started, "+nTaps, fx["one-nic/03-started-begin"]),
 		"stopped-taps":  b.hook(hs.taps, "stopped, "+nTaps, fx["one-nic/04-stopped-end"]),
@@ -122,7 +157,7 @@ func (b *bencher) steadyCandidates(hs steadyHosts, fx map[string]fixture) (map[s
 		{c["floor"]}, {c["noop-prepare"]}, {c["noop-release"]}, {c["start"]}, {c["steady"]}, {c["shell-steady"]},
 		{c["shell-other"]}, {c["started"], c["stopped"]}, {c["started-file"], c["stopped-file"]},
 		{c["steady-rules"]}, {c["shell-rules"]}, {c["noop-prep-10k"]}, {c["steady-taps"]}, {c["shell-taps"]},
-		{c["started-taps"], c["stopped-taps"]},
+		{c["started-taps"], c["stopped-taps"]}, {c["steady-nft"]},
 	}
 	for i := range b.bins.alts {
 		alt := func(k string) *candidate {
@@ -228,6 +263,7 @@ func (b *bencher) steadyReport(c map[string]*candidate) {
 			row("noop-prep-10k", nil),
 			row("steady-taps", merge(shellVs("steady-taps", "shell-taps"), own("steady-taps"))), row("shell-taps", nil),
 			row("started-taps", nil), row("stopped-taps", nil),
+			row("steady-nft", own("steady-nft")),
 		},
 	}
 	for i := range b.bins.alts {

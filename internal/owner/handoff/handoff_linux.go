@@ -1,0 +1,172 @@
+// Package handoff decides, per bridge, whether its uplink's owner makes
+// the bridge — NetworkManager or systemd-networkd, detected over D-Bus —
+// or the kernel path does, and drives the owner's handoff with its probe
+// and undo. It is what apply.Host.Owners calls in EnsureBridge's place.
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/owner/gwprobe"
+	"github.com/virtbridge/virtbridge/internal/owner/networkd"
+	"github.com/virtbridge/virtbridge/internal/owner/nm"
+	"github.com/virtbridge/virtbridge/internal/revert"
+)
+
+// SystemBus is where the system D-Bus listens.
+const SystemBus = "/run/dbus/system_bus_socket"
+
+// Owners hands bridges over to the manager owning their uplink. The zero
+// value is not usable: see ForHost, or fill the fields (tests).
+type Owners struct {
+	NM       *nm.Client       // nil: NetworkManager is not asked
+	Networkd *networkd.Client // nil: systemd-networkd is not asked
+	NS       netns.NsHandle   // the network namespace the managers run in
+	Root     string           // where their file system is seen ("" for /)
+	Timeout  time.Duration    // activation and probe (30 s when zero)
+}
+
+// ForHost returns Owners for the calling process's namespace over the
+// system bus. Without a system bus (no D-Bus socket) no manager can own an
+// uplink: every bridge goes the kernel path; close is then a no-op.
+func ForHost() (o *Owners, close func(), err error) {
+	o = &Owners{NS: netns.None()}
+	if _, err := os.Stat(SystemBus); errors.Is(err, os.ErrNotExist) || !initNetns() {
+		return o, func() {}, nil
+	}
+	conn, err := dbus.ConnectSystemBus()
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to the system D-Bus to ask NetworkManager and systemd-networkd who owns the uplinks: %w", err)
+	}
+	o.NM, o.Networkd = nm.New(conn), networkd.New(conn)
+	return o, func() { conn.Close() }, nil
+}
+
+// initNetns reports whether the calling process runs in the machine's
+// network namespace (PID 1's). The system bus is not per namespace: in
+// another namespace (a container, a test lab) its managers would answer
+// for links of the same name elsewhere, so they are not asked. When PID
+// 1's namespace cannot be read (not root) the answer is yes.
+func initNetns() bool {
+	var self, init syscall.Stat_t
+	if syscall.Stat("/proc/self/ns/net", &self) != nil || syscall.Stat("/proc/1/ns/net", &init) != nil {
+		return true
+	}
+	return self.Ino == init.Ino && self.Dev == init.Dev
+}
+
+// EnsureBridge hands b over to the manager owning its uplink
+// (apply.Owners): NetworkManager first, then systemd-networkd. A bridge
+// whose uplink nobody owns, one without an uplink, and one that keeps its
+// addresses off the bridge (move_addresses: false) are the kernel path's
+// (handled false). Detection failures refuse rather than go the kernel
+// path under a manager's feet. The undo pushed on rv gives the uplink back
+// to its owner's own configuration.
+func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
+	if !b.MoveAddresses || (b.Uplink == "" && b.UplinkMAC == "") {
+		return nil, false, nil
+	}
+	uplink, err := o.uplink(b)
+	if err != nil || uplink == "" {
+		return nil, false, err
+	}
+	b.Uplink = uplink
+	probe, err := o.probe(b)
+	if err != nil {
+		return nil, true, err
+	}
+	if o.NM != nil {
+		if _, ok, err := o.NM.Detect(ctx, uplink); err != nil || ok {
+			if err != nil {
+				return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
+			}
+			r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe})
+			if err == nil && len(r.Changes) > 0 {
+				rv.Add(func() error { return o.NM.Release(ctx, b, r) })
+			}
+			return r.Changes, true, err
+		}
+	}
+	if o.Networkd != nil {
+		if _, ok, err := o.Networkd.Detect(ctx, uplink); err != nil || ok {
+			if err != nil {
+				return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
+			}
+			s := networkd.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe, NS: o.NS, Root: o.Root}
+			r, err := o.Networkd.Handover(ctx, s)
+			if err == nil && len(r.Changes) > 0 {
+				rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
+			}
+			return r.Changes, true, err
+		}
+	}
+	return nil, false, nil
+}
+
+// uplink names b's uplink: b.Uplink, or the link carrying b.UplinkMAC
+// that is no bridge or VLAN ("" when none: the kernel path refuses it).
+func (o *Owners) uplink(b desired.Bridge) (string, error) {
+	if b.Uplink != "" {
+		return b.Uplink, nil
+	}
+	h, err := netlink.NewHandleAt(o.NS)
+	if err != nil {
+		return "", fmt.Errorf("bridge %q: opening netlink: %w", b.Name, err)
+	}
+	defer h.Close()
+	ls, err := h.LinkList()
+	if err != nil {
+		return "", fmt.Errorf("bridge %q: listing links: %w", b.Name, err)
+	}
+	var found []string
+	for _, l := range ls {
+		if k := l.Type(); k != "bridge" && k != "vlan" && l.Attrs().HardwareAddr.String() == b.UplinkMAC {
+			found = append(found, l.Attrs().Name)
+		}
+	}
+	if len(found) != 1 {
+		return "", nil // missing or ambiguous: the kernel path says so
+	}
+	return found[0], nil
+}
+
+// probe is the check after the handoff: the default gateway answers
+// through the bridge when the uplink carries the default route; otherwise
+// there is no gateway to ask, and the owner's own check (the bridge
+// configured with an address where the uplink had one) is the verdict.
+func (o *Owners) probe(b desired.Bridge) (func(context.Context, string) error, error) {
+	h, err := netlink.NewHandleAt(o.NS)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %q: opening netlink: %w", b.Name, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(b.Uplink)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %q: reading uplink %q: %w", b.Name, b.Uplink, err)
+	}
+	routes, err := h.RouteList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %q: listing the routes of %q: %w", b.Name, b.Uplink, err)
+	}
+	for _, r := range routes {
+		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw != nil {
+			ns := o.NS
+			return func(ctx context.Context, link string) error {
+				_, err := gwprobe.Gateway(ctx, ns, link)
+				return err
+			}, nil
+		}
+	}
+	return nil, nil
+}

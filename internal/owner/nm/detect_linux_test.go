@@ -1,0 +1,39 @@
+package nm
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/virtbridge/virtbridge/internal/owner"
+	"github.com/virtbridge/virtbridge/internal/testenv/hostns"
+)
+
+// TestDetect: NetworkManager owns the uplink once one of its profiles is
+// active on it, not before; a link it does not know is nobody's; and the
+// detection changes nothing.
+func TestDetect(t *testing.T) {
+	h := hostns.New(t, "vbn", hostns.NetworkManager)
+	c := New(h.Bus(t))
+	ctx := context.Background()
+	if o, ok, err := c.Detect(ctx, hostns.Uplink); err != nil || ok {
+		t.Fatalf("before any profile: Detect = %+v, %v, %v; want not owned", o, ok, err)
+	}
+	if o, ok, err := c.Detect(ctx, "nosuch0"); err != nil || ok {
+		t.Fatalf("unknown link: Detect = %+v, %v, %v; want not owned, no error", o, ok, err)
+	}
+	h.OwnUplink(t)
+	before := h.Dump(t)
+	o, ok, err := c.Detect(ctx, hostns.Uplink)
+	if err != nil || !ok || o.Kind != owner.NetworkManager || o.Uplink != hostns.Uplink ||
+		!strings.Contains(o.Detail, `profile "uplink0" is active on "uplink0"`) {
+		t.Fatalf("Detect = %+v, %v, %v; want NetworkManager with its profile named", o, ok, err)
+	}
+	if after := h.Dump(t); after != before {
+		t.Fatalf("Detect changed the host:\n%s\n---\n%s", before, after)
+	}
+	h.StopManager(t)
+	if o, ok, err := c.Detect(ctx, hostns.Uplink); err != nil || ok {
+		t.Fatalf("NetworkManager stopped: Detect = %+v, %v, %v; want not owned, no error", o, ok, err)
+	}
+}
