@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/policy"
@@ -31,7 +33,11 @@ when the XML names none, as at prepare, migrate and restore unless the VM
 chose the name with <target dev='NAME'/>: libvirt makes the taps after
 those operations, and the hook only checks that no host link has that name
 yet), the NICs left alone with the reason, sysctls and firewall intent, and
-errors (a start the hook would refuse). Exit status: 0 no errors, 1 the plan has errors, 2 bad input.
+errors (a start the hook would refuse), and uplink_owners: for each
+bridge with an uplink, who owns the uplink's addresses as read from this
+host ("kernel: static addresses", or "dhcp-client: dynamic address ...
+held by dhclient (pid N)", which the hook refuses to move unless the
+bridge has manager: kernel). Exit status: 0 no errors, 1 the plan has errors, 2 bad input.
 
 `)
 		fs.PrintDefaults()
@@ -61,9 +67,21 @@ errors (a start the hook would refuse). Exit status: 0 no errors, 1 the plan has
 	}
 	events.ResolveNetworks(&ev, events.NetworkDirs)
 	d := policy.Decide(cfg, ev)
+	out := planOutput{Desired: d, UplinkOwners: map[string]string{}}
+	for _, b := range d.Bridges {
+		if b.Uplink == "" && b.UplinkMAC == "" {
+			continue
+		}
+		o, err := uplinkOwner(context.Background(), b.Uplink, b.UplinkMAC)
+		if err != nil {
+			out.UplinkOwners[b.Name] = "unknown: " + err.Error()
+			continue
+		}
+		out.UplinkOwners[b.Name] = ownerText(o)
+	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(d); err != nil {
+	if err := enc.Encode(out); err != nil {
 		fmt.Fprintf(stderr, "virtbridge plan: %v\n", err)
 		return exitUsage
 	}
@@ -71,6 +89,13 @@ errors (a start the hook would refuse). Exit status: 0 no errors, 1 the plan has
 		return exitFound
 	}
 	return exitOK
+}
+
+// planOutput is what plan prints: the desired state, and who owns each
+// bridge's uplink as read from the host (read-only).
+type planOutput struct {
+	desired.Desired
+	UplinkOwners map[string]string `json:"uplink_owners,omitempty"`
 }
 
 func opList() string {

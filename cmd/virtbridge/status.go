@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/owner"
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
@@ -32,9 +35,15 @@ type statusPort struct {
 // statusBridge is one managed bridge as status shows it.
 type statusBridge struct {
 	links.BridgeInfo
-	WantUplink        string       `json:"configured_uplink,omitempty"`
-	AddressesOnBridge bool         `json:"addresses_on_bridge"`
-	Ports             []statusPort `json:"ports"`
+	WantUplink        string `json:"configured_uplink,omitempty"`
+	AddressesOnBridge bool   `json:"addresses_on_bridge"`
+	// Owner is who owns the host's addresses of this bridge (on the
+	// bridge once moved, else on the uplink): "kernel: static addresses",
+	// "dhcp-client: dynamic address ... held by ...".
+	Owner string `json:"owner,omitempty"`
+	// Manager is the configuration's manager: when not auto.
+	Manager string       `json:"manager,omitempty"`
+	Ports   []statusPort `json:"ports"`
 }
 
 func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -83,6 +92,10 @@ func gatherStatus(cfg *config.Config) ([]statusBridge, error) {
 		}
 		sb := statusBridge{BridgeInfo: info, WantUplink: b.UplinkString(), Ports: []statusPort{}}
 		sb.AddressesOnBridge = len(info.Addresses) > 0 && len(info.UplinkAddresses) == 0
+		sb.Owner = statusOwner(b, info, sb.AddressesOnBridge)
+		if b.Manager != config.ManagerAuto {
+			sb.Manager = b.Manager.String()
+		}
 		if info.IsBridge {
 			ports, err := m.BridgePorts(b.Name)
 			if err != nil {
@@ -101,6 +114,29 @@ func gatherStatus(cfg *config.Config) ([]statusBridge, error) {
 	return out, nil
 }
 
+// statusOwner reads who owns the bridge's host addresses: the bridge's once
+// they are on it, else the uplink's; "" when neither holds any.
+func statusOwner(b config.Bridge, info links.BridgeInfo, onBridge bool) string {
+	var o owner.Owner
+	var err error
+	switch {
+	case onBridge:
+		o, err = dhcp.Detect(context.Background(), b.Name)
+	case b.HasUplink() && (!info.Exists || len(info.UplinkAddresses) > 0 || info.Uplink == ""):
+		mac := ""
+		if b.UplinkMAC != nil {
+			mac = b.UplinkMAC.String()
+		}
+		o, err = uplinkOwner(context.Background(), b.Uplink, mac)
+	default:
+		return ""
+	}
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	return ownerText(o)
+}
+
 func printStatus(w io.Writer, bridges []statusBridge) {
 	if len(bridges) == 0 {
 		fmt.Fprintln(w, "no managed bridges in the configuration")
@@ -109,6 +145,9 @@ func printStatus(w io.Writer, bridges []statusBridge) {
 		switch {
 		case !b.Exists:
 			fmt.Fprintf(w, "%s: missing (created at the next start of a VM that uses it)\n", b.Name)
+			if b.Owner != "" {
+				fmt.Fprintf(w, "  owner:     %s\n", b.Owner)
+			}
 			continue
 		case !b.IsBridge:
 			fmt.Fprintf(w, "%s: NOT A BRIDGE (a %s link holds the name)\n", b.Name, b.Kind)
@@ -132,6 +171,12 @@ func printStatus(w io.Writer, bridges []statusBridge) {
 			addrs = "none"
 		}
 		fmt.Fprintf(w, "  addresses: %s\n", addrs)
+		if b.Owner != "" {
+			fmt.Fprintf(w, "  owner:     %s\n", b.Owner)
+		}
+		if b.Manager != "" {
+			fmt.Fprintf(w, "  manager:   %s (configured)\n", b.Manager)
+		}
 		if len(b.UplinkAddresses) > 0 {
 			fmt.Fprintf(w, "  WARNING: still on the uplink: %s\n", strings.Join(b.UplinkAddresses, ", "))
 		}

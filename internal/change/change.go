@@ -14,7 +14,10 @@ const (
 	UplinkEnslaved Kind = "uplink-enslaved"
 	AddressMoved   Kind = "address-moved"
 	RouteMoved     Kind = "route-moved"
-	PortAttached   Kind = "port-attached" // a tap put (back) into its bridge
+	NeighMoved     Kind = "neighbour-moved" // a permanent (static) ARP/NDP entry
+	UplinkProbed   Kind = "uplink-probed"   // the gateway probed through the bridge after a handoff
+	RuleMoved      Kind = "rule-moved"      // an ip rule naming the uplink (iif, oif) now names the bridge
+	PortAttached   Kind = "port-attached"   // a tap put (back) into its bridge
 	AliasSet       Kind = "alias-set"
 	SysctlChanged  Kind = "sysctl-changed"
 	RuleAdded      Kind = "rule-added"

@@ -68,10 +68,22 @@ type Bridge struct {
 	// and any VM's prepare) or CreateOnDemand (only at the prepare of a VM
 	// on it, as before).
 	Create Create
-	Line   int // where the bridge is defined, for messages
+	// Manager says who hands the uplink over (manager:); ManagerAuto
+	// detects it.
+	Manager Manager
+	// ProbeTarget is the address probed through the bridge after the
+	// uplink's addresses moved (nil: the gateways of the default routes);
+	// ProbeTimeout how long to wait for it (0: 3 s; ProbeOff: no probe).
+	ProbeTarget  net.IP
+	ProbeTimeout time.Duration
+	Line         int // where the bridge is defined, for messages
 	// UplinkLine is the line of its uplink: or uplink_mac: key (0: none).
 	UplinkLine int
 }
+
+// ProbeOff is the ProbeTimeout of a bridge whose handoff is not probed
+// (probe_timeout: 0).
+const ProbeOff time.Duration = -1
 
 // AtStart reports whether the bridge is made whether or not a VM uses it.
 func (b Bridge) AtStart() bool { return b.Create != CreateOnDemand }
@@ -358,6 +370,25 @@ func (p *parser) bridges(n *yaml.Node) {
 				"mtu":            func(v *yaml.Node) { b.MTU = p.integer(v, "mtu", 68, 65535) },
 				"move_addresses": func(v *yaml.Node) { b.MoveAddresses = p.boolean(v, "move_addresses") },
 				"create":         func(v *yaml.Node) { b.Create = choose(p, v, "create", CreateAtStart, CreateOnDemand) },
+				"probe_target": func(v *yaml.Node) {
+					if b.ProbeTarget = net.ParseIP(p.str(v, "probe_target")); b.ProbeTarget == nil {
+						p.errorf(v, "probe_target of bridge %q: want an IP address, like 192.0.2.1 (got %q)", b.Name, v.Value)
+					}
+				},
+				"probe_timeout": func(v *yaml.Node) {
+					dur, err := time.ParseDuration(p.str(v, "probe_timeout"))
+					switch {
+					case err != nil || dur < 0 || dur > 60*time.Second || dur > 0 && dur < 100*time.Millisecond:
+						p.errorf(v, "probe_timeout of bridge %q: want 0 (no probe) or a duration between 100ms and 60s, like 3s (got %q)", b.Name, v.Value)
+					case dur == 0:
+						b.ProbeTimeout = ProbeOff
+					default:
+						b.ProbeTimeout = dur
+					}
+				},
+				"manager": func(v *yaml.Node) {
+					b.Manager = choose(p, v, "manager", ManagerAuto, ManagerNetworkManager, ManagerNetworkd, ManagerKernel)
+				},
 			})
 			if b.Uplink != "" && b.UplinkMAC != nil {
 				p.errorf(k, "bridge %q sets both uplink and uplink_mac; keep one", b.Name)

@@ -106,8 +106,11 @@ bridges:
     mtu: 9000
     move_addresses: false
     create: on_demand
+    manager: kernel
+    probe_target: 192.0.2.1
+    probe_timeout: 1500ms
   br0:
-  br2: {create: at_start}
+  br2: {create: at_start, manager: networkd, probe_timeout: 0s}
 unmanaged_bridges: refuse
 on_failure: warn
 sysctl: {ip_forward: leave, ipv6_forward: 1, bridge_nf_call_iptables: 0, bridge_nf_call_ip6tables: true}
@@ -126,13 +129,14 @@ daemon: {firewall_recheck: 5s}
 	}
 	b1, _ := cfg.Bridge("br1")
 	if b1.UplinkMAC.String() != "52:54:00:00:00:01" || !b1.STP || b1.ForwardDelay != 2 || b1.MTU != 9000 || b1.MoveAddresses || b1.Line != 3 ||
-		b1.AtStart() || b1.Create != CreateOnDemand {
+		b1.AtStart() || b1.Create != CreateOnDemand || b1.Manager != ManagerKernel ||
+		b1.ProbeTarget.String() != "192.0.2.1" || b1.ProbeTimeout != 1500*time.Millisecond {
 		t.Fatalf("br1 = %+v", b1)
 	}
-	if b0, _ := cfg.Bridge("br0"); b0.HasUplink() || !b0.MoveAddresses || !b0.AtStart() || b0.Create != CreateAtStart {
+	if b0, _ := cfg.Bridge("br0"); b0.HasUplink() || !b0.MoveAddresses || !b0.AtStart() || b0.Create != CreateAtStart || b0.Manager != ManagerAuto {
 		t.Fatalf("br0 = %+v, want no uplink, move_addresses and create: at_start (the defaults)", b0)
 	}
-	if b2, _ := cfg.Bridge("br2"); !b2.AtStart() {
+	if b2, _ := cfg.Bridge("br2"); !b2.AtStart() || b2.Manager != ManagerNetworkd || b2.ProbeTimeout != ProbeOff {
 		t.Fatalf("br2 = %+v, want create: at_start", b2)
 	}
 	want := Sysctl{IPForward: Leave, IPv6Forward: On, BridgeNFCallIPTables: Off, BridgeNFCallIP6Tables: On}
@@ -174,6 +178,9 @@ func TestBadConfigs(t *testing.T) {
 		"loopback uplink":      {"bridges:\n  br0: {uplink: lo}\n", `c.yaml:2: uplink of bridge "br0" is "lo", the loopback device`},
 		"bridge is own uplink": {"bridges:\n  br0: {uplink: br0}\n", `c.yaml:2: uplink "br0" of bridge "br0" is itself a managed bridge`},
 		"bad create":           {"bridges:\n  br0:\n    create: lazily\n", `c.yaml:3: create must be one of at_start, on_demand, not "lazily"`},
+		"bad probe target":     {"bridges:\n  br0:\n    probe_target: gw\n", `c.yaml:3: probe_target of bridge "br0": want an IP address, like 192.0.2.1 (got "gw")`},
+		"bad probe timeout":    {"bridges:\n  br0:\n    probe_timeout: 5m\n", `c.yaml:3: probe_timeout of bridge "br0": want 0 (no probe) or a duration between 100ms and 60s, like 3s (got "5m")`},
+		"bad manager":          {"bridges:\n  br0:\n    manager: ifupdown\n", `c.yaml:3: manager must be one of auto, networkmanager, networkd, kernel, not "ifupdown"`},
 		"unknown nested key":   {"firewall:\n  backend: none\n  chain: MINE\n", `c.yaml:3: unknown key "chain" in firewall`},
 	} {
 		t.Run(name, func(t *testing.T) {

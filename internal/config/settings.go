@@ -91,6 +91,34 @@ func (c Create) String() string {
 	return "at_start"
 }
 
+// Manager is a bridge's manager: who hands the uplink over to the bridge.
+type Manager int8
+
+// Manager values.
+const (
+	// ManagerAuto detects the uplink's owner: static addresses take the
+	// kernel path; a dynamic address held by a DHCP client without a
+	// manager is refused (see README, "The uplink's owner").
+	ManagerAuto           Manager = iota
+	ManagerNetworkManager         // NetworkManager owns the uplink
+	ManagerNetworkd               // systemd-networkd owns the uplink
+	// ManagerKernel forces the kernel path: every address moves over
+	// netlink as a static one (without lifetime), dynamic ones included.
+	ManagerKernel
+)
+
+func (m Manager) String() string {
+	switch m {
+	case ManagerNetworkManager:
+		return "networkmanager"
+	case ManagerNetworkd:
+		return "networkd"
+	case ManagerKernel:
+		return "kernel"
+	}
+	return "auto"
+}
+
 // choose returns the one of choices whose text v holds; otherwise it
 // records an error naming key and the choices, and returns the first.
 func choose[T fmt.Stringer](p *parser, v *yaml.Node, key string, choices ...T) T {

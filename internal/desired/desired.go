@@ -5,6 +5,8 @@
 // policy that produced them.
 package desired
 
+import "time"
+
 // Action says what the event asks of the host.
 type Action string
 
@@ -33,6 +35,17 @@ type Bridge struct {
 	ForwardDelay  int    `json:"forward_delay"`
 	MTU           int    `json:"mtu,omitempty"`
 	MoveAddresses bool   `json:"move_addresses"`
+	// Manager is the configuration's manager: ("auto", "networkmanager",
+	// "networkd", "kernel"; "" means auto). With "kernel" the link backend
+	// moves dynamic addresses as static ones; otherwise it refuses to move
+	// an address with a lifetime (a DHCP lease), which would expire.
+	Manager string `json:"manager,omitempty"`
+	// ProbeTarget is the address probed through the bridge after the
+	// uplink's addresses moved ("": the default routes' gateways the host
+	// had reached on the uplink). ProbeTimeout bounds the wait for each
+	// (0: the backend's default; negative: no probe).
+	ProbeTarget  string        `json:"probe_target,omitempty"`
+	ProbeTimeout time.Duration `json:"probe_timeout,omitempty"`
 }
 
 // Port is one VM NIC on a managed bridge.

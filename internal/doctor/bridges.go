@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/config"
@@ -115,11 +116,13 @@ func checkBridges(r *Report, s Sources, h *host) {
 		up, hasUp, _ := findUplink(b, h.links)
 		if hasUp {
 			uplinkUsable(r, s, b, up)
+			uplinkLeases(r, s, b, up)
 		}
 		br, ok := linkByName(h.links, b.Name)
 		if !ok {
 			continue
 		}
+		bridgeLeases(r, s, b, br)
 		if br.Kind != "bridge" {
 			r.add(Finding{Section: SectionBridges, Check: "bridge-kind", Status: Fail, Object: b.Name,
 				Message: fmt.Sprintf("is a %s link, not a bridge", br.Kind),
@@ -194,6 +197,60 @@ func uplinkUsable(r *Report, s Sources, b config.Bridge, up Link) {
 	r.add(f)
 }
 
+// uplinkLeases reports a dynamic address (a DHCP lease) on an uplink that
+// virtbridge is about to move: refused unless manager: kernel, which moves
+// it as a static one.
+func uplinkLeases(r *Report, s Sources, b config.Bridge, up Link) {
+	if len(up.Leases) == 0 || !b.MoveAddresses {
+		return
+	}
+	who := "a DHCP client (none of dhclient, dhcpcd, udhcpc names " + up.Name + ")"
+	if len(up.DHCPClients) > 0 {
+		who = strings.Join(up.DHCPClients, ", ")
+	}
+	f := Finding{Section: SectionBridges, Check: "uplink-owner", Object: up.Name,
+		Message: fmt.Sprintf("dynamic address %s held by %s, about to be moved to bridge %s", strings.Join(up.Leases, ", "), who, b.Name)}
+	if b.Manager == config.ManagerKernel {
+		f.Status = Warn
+		f.Why = "manager: kernel moves it to the bridge as a static address: the client keeps renewing it on " + up.Name +
+			" (and may put it back there), and the lease may be handed to another host once it ends"
+		f.Fix = fmt.Sprintf("make the bridge the DHCP client's (ifupdown: `iface %s inet dhcp` with `bridge_ports %s`), "+
+			"and drop manager: kernel for bridge %s in %s", b.Name, up.Name, b.Name, s.ConfigPath)
+	} else {
+		f.Status = Fail
+		f.Why = "moved to the bridge it would expire there (the client renews it on the uplink): virtbridge refuses to make the bridge, and VM starts on it fail"
+		f.Fix = fmt.Sprintf("in /etc/network/interfaces: `iface %s inet manual`, then `auto %s` / `iface %s inet dhcp` with `bridge_ports %s`, "+
+			"`bridge_stp off`, `bridge_fd 0`; or, if the address is in fact fixed, manager: kernel for bridge %s in %s",
+			up.Name, b.Name, b.Name, up.Name, b.Name, s.ConfigPath)
+	}
+	r.add(f)
+}
+
+// bridgeLeases reports a dynamic address on the bridge that no DHCP client
+// renews there: it expires, and the host loses its network.
+func bridgeLeases(r *Report, s Sources, b config.Bridge, br Link) {
+	if len(br.Leases) == 0 {
+		return
+	}
+	renewers := br.DHCPClients
+	if s.Managers != nil {
+		if by, err := s.Managers.ManagedBy(br); err == nil && by != "" {
+			renewers = append(renewers, by)
+		}
+	}
+	f := Finding{Section: SectionBridges, Check: "bridge-lease", Object: b.Name, Status: OK,
+		Message: fmt.Sprintf("dynamic address %s renewed by %s", strings.Join(br.Leases, ", "), strings.Join(renewers, ", "))}
+	if len(renewers) == 0 {
+		f.Status = Fail
+		f.Message = fmt.Sprintf("dynamic address %s on the bridge, and no DHCP client (dhclient, dhcpcd, udhcpc) nor network manager runs on %s",
+			strings.Join(br.Leases, ", "), b.Name)
+		f.Why = "when its lifetime ends the kernel deletes it, with the default route: the host loses its network"
+		f.Fix = fmt.Sprintf("run the DHCP client on %s (ifupdown: `iface %s inet dhcp` with `bridge_ports`), or make the address static: "+
+			"`ip addr change ADDRESS dev %s valid_lft forever preferred_lft forever`", b.Name, b.Name, b.Name)
+	}
+	r.add(f)
+}
+
 func managerFix(by, uplink, bridge string) string {
 	if strings.HasPrefix(by, "systemd-networkd") {
 		return fmt.Sprintf("give %s a .network file with [Network] Bridge=%s (or [Link] Unmanaged=yes), then `networkctl reload`", uplink, bridge)
@@ -232,12 +289,19 @@ func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link, ownerKin
 	}
 	a := Finding{Section: SectionBridges, Check: "host-addresses", Object: b.Name, Status: OK}
 	switch {
-	case len(up.Addresses) > 0:
+	case len(up.Addresses) > 0 || len(up.Stranded) > 0:
 		a.Status, a.Object = Fail, up.Name
-		a.Message = fmt.Sprintf("host addresses left on the enslaved uplink: %s", strings.Join(up.Addresses, ", "))
+		left := append(slices.Clone(up.Addresses), up.Stranded...)
+		a.Message = fmt.Sprintf("host addresses, routes or neighbours left on the enslaved uplink: %s", strings.Join(left, ", "))
 		a.Why = "a bridge port hands its frames to the bridge: addresses left on the port answer unreliably and their routes lead nowhere"
 		a.Fix = fmt.Sprintf("set move_addresses: true for bridge %s in %s, then %s", b.Name, s.ConfigPath, fixByVirtbridge)
-		if b.MoveAddresses {
+		switch {
+		case len(up.Addresses) == 0:
+			// Routes without the addresses that make their gateways
+			// reachable cannot be moved as they are.
+			a.Fix = fmt.Sprintf("re-create each on bridge %s (`ip route replace … dev %s`, `ip neigh replace … dev %s`) "+
+				"once the bridge has the addresses that reach its gateway, then delete it from %s", b.Name, b.Name, b.Name, up.Name)
+		case b.MoveAddresses:
 			a.Fixable, a.Fix = true, fixByVirtbridge
 		}
 	case len(br.Addresses) > 0:

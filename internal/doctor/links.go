@@ -22,6 +22,17 @@ type Link struct {
 	MAC    string
 	// Addresses are its IPv4 and global IPv6 addresses, in CIDR form.
 	Addresses []string
+	// Leases are its dynamic addresses (a finite lifetime: a DHCP lease),
+	// "10.0.0.5/24 (valid for 20 s more)"; DHCPClients the DHCP client
+	// processes bound to it ("dhclient (pid 812)"), read only when it
+	// holds leases.
+	Leases      []string
+	DHCPClients []string
+	// Stranded is what a bridge port (not a tap) still carries that the
+	// host uses: routes of every table through it and permanent neighbour
+	// entries ("route default via 2001:db8::1", "neighbour 10.0.0.9").
+	// Read only for ports.
+	Stranded []string
 	// Wireless: an 802.11 interface.
 	Wireless bool
 	// STP and ForwardDelay (seconds) are read for bridges only.

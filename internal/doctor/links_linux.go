@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 )
 
 // HostLinks reads the links of one network namespace over netlink, bridge
@@ -57,6 +58,23 @@ func (h HostLinks) Links() ([]Link, error) {
 		if dl.Addresses, err = addresses(nh, l); err != nil {
 			return nil, err
 		}
+		if len(dl.Addresses) > 0 {
+			leases, err := dhcp.LeasesAt(ns, a.Name)
+			if err != nil {
+				return nil, err
+			}
+			for _, l := range leases {
+				dl.Leases = append(dl.Leases, l.String())
+			}
+			if len(leases) > 0 {
+				dl.DHCPClients = dhcp.Clients("/proc", a.Name, dhcp.NSInode(ns))
+			}
+		}
+		if dl.Master != "" && dl.Kind != "tuntap" {
+			if dl.Stranded, err = stranded(nh, l); err != nil {
+				return nil, err
+			}
+		}
 		if dl.Kind == "bridge" {
 			info, err := lm.BridgeState(a.Name)
 			if err != nil {
@@ -101,4 +119,46 @@ func (h HostLinks) wireless(name string) bool {
 		}
 	}
 	return false
+}
+
+// stranded lists what port l still carries for the host: its unicast
+// routes of every table but the local one (the link-local prefix
+// fe80::/64 aside, every link has it) and its permanent neighbour entries.
+func stranded(nh *netlink.Handle, l netlink.Link) ([]string, error) {
+	rs, err := nh.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_UNSPEC},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("listing the routes of %q: %w", l.Attrs().Name, err)
+	}
+	var out []string
+	for _, rt := range rs {
+		if rt.Table == unix.RT_TABLE_LOCAL || !(rt.Type == unix.RTN_UNICAST || rt.Type == 0) ||
+			rt.Dst != nil && rt.Dst.String() == "fe80::/64" {
+			continue
+		}
+		dst := "default"
+		if rt.Dst != nil {
+			if ones, _ := rt.Dst.Mask.Size(); ones > 0 {
+				dst = rt.Dst.String()
+			}
+		}
+		s := "route " + dst
+		if rt.Gw != nil {
+			s += " via " + rt.Gw.String()
+		}
+		if rt.Table != unix.RT_TABLE_MAIN {
+			s += fmt.Sprintf(" table %d", rt.Table)
+		}
+		out = append(out, s)
+	}
+	ns, err := nh.NeighList(l.Attrs().Index, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("listing the neighbour entries of %q: %w", l.Attrs().Name, err)
+	}
+	for _, n := range ns {
+		if n.State&netlink.NUD_PERMANENT != 0 && n.IP != nil {
+			out = append(out, "neighbour "+n.IP.String())
+		}
+	}
+	return out, nil
 }

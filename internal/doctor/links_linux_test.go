@@ -122,3 +122,24 @@ func TestParseNmcli(t *testing.T) {
 		}
 	}
 }
+
+// TestStrandedOnEnslavedUplink: an enslaved uplink whose addresses are
+// gone but that still carries IPv6 routes (main table and table 100) and a
+// permanent neighbour entry is reported, each named: the host's traffic
+// through them leads nowhere.
+func TestStrandedOnEnslavedUplink(t *testing.T) {
+	ns := uplinkNS(t)
+	ns.Script(t, `
+		ip -6 route add default via 2001:db8:77::1 dev uplink0
+		ip -6 route add 2001:db8:55::/64 via 2001:db8:77::1 dev uplink0 table 100
+		ip link set uplink0 master br0
+		ip addr flush dev uplink0 scope global
+		ip neigh add 10.77.0.9 lladdr 52:54:00:aa:bb:09 nud permanent dev uplink0`)
+	r := Run(nsSources(t, ns, "bridges: {br0: {uplink: uplink0, stp: true, forward_delay: 15}}\n", t.TempDir(), nil))
+	f := one(t, r, "host-addresses", "uplink0")
+	want(t, f, Fail, "route default via 2001:db8:77::1", "route 2001:db8:55::/64 via 2001:db8:77::1 table 100", "neighbour 10.77.0.9",
+		"ip route replace … dev br0")
+	if f.Fixable {
+		t.Errorf("routes without their addresses are not something --fix can move: %+v", f)
+	}
+}

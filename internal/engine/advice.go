@@ -15,7 +15,7 @@ import (
 // withConfigPath names the file.
 var configFixable = []error{
 	links.ErrNotBridge, links.ErrUplinkMissing, links.ErrUplinkAmbiguous,
-	links.ErrUplinkBusy, links.ErrUnmovable,
+	links.ErrUplinkBusy, links.ErrUnmovable, links.ErrDynamicAddress,
 	sysctl.ErrBridgeNetfilter, firewall.ErrNoIptables,
 }
 

@@ -6,6 +6,8 @@ import (
 	"net"
 	"slices"
 
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -79,6 +81,7 @@ func parseAddr(b []byte) (a netlink.Addr, ok bool, err error) {
 		return a, false, err
 	}
 	a.LinkIndex, a.Scope = int(msg.Index), int(msg.Scope)
+	slaac := false
 	var local, dst *net.IPNet
 	for _, at := range attrs {
 		switch at.Attr.Type {
@@ -100,6 +103,10 @@ func parseAddr(b []byte) (a netlink.Addr, ok bool, err error) {
 		case unix.IFA_CACHEINFO:
 			ci := nl.DeserializeIfaCacheInfo(at.Value)
 			a.PreferedLft, a.ValidLft = int(ci.Prefered), int(ci.Valid)
+		case ifaProto:
+			if len(at.Value) >= 1 && at.Value[0] == dhcp.IfaprotKernelRA {
+				slaac = true
+			}
 		}
 	}
 	switch {
@@ -110,8 +117,20 @@ func parseAddr(b []byte) (a netlink.Addr, ok bool, err error) {
 	default:
 		a.IPNet = dst
 	}
+	if slaac {
+		a.Flags |= flagSLAAC
+	}
 	return a, true, nil
 }
+
+// IFA_PROTO (Linux 5.18) says who made an address. netlink.Addr has no
+// field for it: parseAddr marks an address the kernel made from a router
+// advertisement (SLAAC) with flagSLAAC, a bit no IFA_F_* flag uses, which
+// addrFlags never sends back to the kernel.
+const (
+	ifaProto  = 11
+	flagSLAAC = 1 << 30
+)
 
 // addrs lists l's addresses that keep says to, retrying a dump the kernel
 // interrupted.
@@ -129,32 +148,50 @@ func (m *Manager) addrs(l netlink.Link, keep func(netlink.Addr) bool) ([]netlink
 	return slices.DeleteFunc(as, func(a netlink.Addr) bool { return !keep(a) }), nil
 }
 
-// routes lists the main table's IPv4 and IPv6 routes through the link with
-// index oif that keep says to. siblings splits IPv6 multipath routes, and
-// keep decides per nexthop.
+// routes lists the IPv4 and IPv6 routes through the link with index oif
+// that keep says to. siblings splits IPv6 multipath routes, and keep
+// decides per nexthop.
 func (m *Manager) routes(oif int, keep func(netlink.Route) bool) ([]netlink.Route, error) {
+	raw, err := m.routesVia(oif)
+	if err != nil {
+		return nil, err
+	}
+	return splitRoutes(raw, keep), nil
+}
+
+// routesVia lists the IPv4 and IPv6 routes of every table that use the
+// link with index oif, as the kernel sends them (routeDump).
+func (m *Manager) routesVia(oif int) ([]netlink.Route, error) {
 	var out []netlink.Route
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := m.routeDump(fam, oif)
 		if err != nil {
 			return nil, err
 		}
-		for _, rt := range rs {
-			for _, one := range siblings(rt) {
-				if keep(one) {
-					out = append(out, one)
-				}
-			}
-		}
+		out = append(out, rs...)
 	}
 	return out, nil
 }
 
-// routeDump lists the main table's routes of family fam that use the link
-// with index oif (a multipath route using it among others included), as
+// splitRoutes splits IPv6 multipath routes of raw into their siblings and
+// keeps those keep says to.
+func splitRoutes(raw []netlink.Route, keep func(netlink.Route) bool) []netlink.Route {
+	var out []netlink.Route
+	for _, rt := range raw {
+		for _, one := range siblings(rt) {
+			if keep(one) {
+				out = append(out, one)
+			}
+		}
+	}
+	return out
+}
+
+// routeDump lists the routes of every table of family fam that use the
+// link with index oif (a multipath route using it among others included), as
 // the kernel sends them, retrying a dump the kernel interrupted.
 func (m *Manager) routeDump(fam, oif int) ([]netlink.Route, error) {
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: oif}
+	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, LinkIndex: oif} // every table
 	var rs []netlink.Route
 	var err error
 	for range 5 {
@@ -168,7 +205,7 @@ func (m *Manager) routeDump(fam, oif int) ([]netlink.Route, error) {
 	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return nil, nil // strict dumps: the family has no main table, so no routes
+		return nil, nil // strict dumps: the family has no table, so no routes
 	case err != nil:
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}

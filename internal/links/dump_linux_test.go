@@ -98,7 +98,7 @@ func TestDumpsAreFilteredByTheKernel(t *testing.T) {
 			}
 		}
 		flag := map[int]string{netlink.FAMILY_V4: "-4", netlink.FAMILY_V6: "-6"}[fam]
-		want := ns.Run(t, "ip", flag, "-o", "route", "show", "table", "main", "dev", "target")
+		want := ns.Run(t, "ip", flag, "-o", "route", "show", "table", "all", "dev", "target")
 		if n := len(strings.Split(strings.TrimSpace(want), "\n")); len(rs) != n {
 			t.Errorf("family %d: the kernel sent %d routes, `ip route show dev target` has %d:\n%s\ngot:\n%s",
 				fam, len(rs), n, want, strings.Join(got, "\n"))

@@ -187,6 +187,11 @@ func (f *Fake) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Re
 		return nil, err
 	}
 	r.up = up
+	if up != nil && !b.MoveAddresses && (r.br == nil || up.Master != b.Name) {
+		if as := movableFakeAddrs(up); len(as) > 0 {
+			return nil, addressedError(b.Name, up.Name, as)
+		}
+	}
 	foreign := r.br != nil && r.br.Alias != ManagedAlias
 	if r.br == nil {
 		err = f.create(r)
@@ -392,14 +397,21 @@ func (f *Fake) enslave(r *fakeRun) error {
 
 // move moves addresses and routes in the Manager's order: add on the
 // bridge, routes then addresses off the uplink.
-func (f *Fake) move(r *fakeRun) error {
-	up, br := r.up, r.br
+// movableFakeAddrs are the addresses of l that move to a bridge: all but
+// the link-local ones.
+func movableFakeAddrs(l *FakeLink) []string {
 	var addrs []string
-	for _, a := range up.Addrs {
+	for _, a := range l.Addrs {
 		if !strings.HasPrefix(strings.ToLower(a), "fe80:") {
 			addrs = append(addrs, a)
 		}
 	}
+	return addrs
+}
+
+func (f *Fake) move(r *fakeRun) error {
+	up, br := r.up, r.br
+	addrs := movableFakeAddrs(up)
 	routes := slices.Clone(up.Routes)
 	for _, a := range addrs {
 		if err := f.addTo(r, "address-add", a, &br.Addrs); err != nil {

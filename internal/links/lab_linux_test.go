@@ -102,6 +102,7 @@ func dump(t *testing.T, ns *netnstest.NS) string {
 		{"ip", "route", "show", "table", "all"},
 		{"ip", "-6", "route", "show", "table", "all"},
 		{"ip", "rule", "show"},
+		{"ip", "neigh", "show", "nud", "permanent"},
 	} {
 		out := ns.Run(t, args...)
 		// ip resolves link-netnsid to a name by trying every namespace in

@@ -37,6 +37,13 @@ var (
 	// ErrUnmovable: the uplink's addresses or routes cannot be moved to
 	// the bridge as they are (routes through nexthop objects).
 	ErrUnmovable = errors.New("uplink routes cannot be moved")
+	// ErrDynamicAddress: the uplink holds a lease (an address with a
+	// finite lifetime) of a DHCP client without a manager, which would
+	// expire on the bridge; the per-bridge manager: kernel moves it anyway.
+	ErrDynamicAddress = errors.New("uplink address is dynamic")
+	// ErrProbe: after the uplink's addresses moved to the bridge, the
+	// host's gateway did not answer through the bridge.
+	ErrProbe = errors.New("gateway unreachable after the handoff")
 	// ErrTapMissing: the VM's tap does not exist.
 	ErrTapMissing = errors.New("tap missing")
 	// ErrBridgeMissing: EnsurePort was asked for a bridge that does not
@@ -223,4 +230,15 @@ func tapWhat(kind string, tapMode bool) string {
 		return "tun/tap device in tun mode"
 	}
 	return KindText(kind)
+}
+
+// addressedError refuses to enslave an uplink that holds addresses (addrs)
+// when the bridge is told not to move them (move_addresses: false): once a
+// bridge port, the uplink's addresses no longer reach the network, and the
+// host would be cut off.
+func addressedError(bridge, uplink string, addrs []string) error {
+	return fmt.Errorf("uplink %q of bridge %q holds the host's addresses %s, and move_addresses is false for this bridge: "+
+		"enslaved, the uplink would no longer carry them and the host would lose its network; set move_addresses: true "+
+		"(virtbridge then moves them to the bridge), or remove the addresses from %q first: %w",
+		uplink, bridge, strings.Join(addrs, ", "), uplink, ErrUnmovable)
 }

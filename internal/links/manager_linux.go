@@ -14,6 +14,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/deadline"
 	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -31,6 +32,9 @@ type Manager struct {
 	sysfs string
 	// wireless tells whether a link is an 802.11 station.
 	wireless func(netlink.Link) (bool, error)
+	// netns is the inode of the Manager's network namespace, to tell the
+	// DHCP clients of its links from those of other namespaces (0: any).
+	netns uint64
 	// hook, when set (tests only), runs before every change and fails it by
 	// returning an error.
 	hook func(step, object string) error
@@ -69,6 +73,7 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 		return nil, fmt.Errorf("asking the kernel for filtered netlink dumps: %w", err)
 	}
 	m.wireless = m.nl80211Wireless
+	m.netns = dhcp.NSInode(ns)
 	return m, nil
 }
 
@@ -138,9 +143,16 @@ func (m *Manager) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert
 	}
 	var plan *movePlan
 	if r.up != nil && b.MoveAddresses {
-		if plan, err = m.planMove(b.Name, r.up); err != nil {
+		brIndex := 0
+		if br != nil {
+			brIndex = br.Attrs().Index
+		}
+		if plan, err = m.planMove(b, r.up, brIndex); err != nil {
 			return nil, err
 		}
+	}
+	if err := m.checkStaysAddressed(b, r.up, br); err != nil {
+		return nil, err
 	}
 	if br == nil {
 		err = m.createBridge(r)
@@ -156,6 +168,9 @@ func (m *Manager) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert
 	}
 	if err == nil && plan != nil {
 		err = m.moveAddresses(r, plan)
+	}
+	if err == nil && plan != nil && !plan.empty() && len(plan.probe) > 0 {
+		err = m.probe(ctx, r, plan.probe, b.ProbeTimeout)
 	}
 	if err == nil && r.foreign {
 		err = m.takeOver(r)
@@ -343,4 +358,17 @@ func (m *Manager) links() ([]netlink.Link, error) {
 	}
 	slices.SortFunc(ls, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
 	return ls, nil
+}
+
+// checkStaysAddressed refuses to enslave an uplink that is not yet a port
+// of br and holds addresses that b says not to move (addressedError).
+func (m *Manager) checkStaysAddressed(b desired.Bridge, up, br netlink.Link) error {
+	if up == nil || b.MoveAddresses || br != nil && up.Attrs().MasterIndex == br.Attrs().Index {
+		return nil
+	}
+	as, err := m.addrStrings(up)
+	if err != nil || len(as) == 0 {
+		return err
+	}
+	return addressedError(b.Name, up.Attrs().Name, as)
 }

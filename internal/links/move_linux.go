@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -39,25 +41,51 @@ import (
 // Measured in the tests: no ping lost at one every 10 ms, both families.
 
 // movableAddr reports whether an address of the uplink moves to the bridge:
-// every IPv4 address, and the global, permanent IPv6 ones (link-local
-// addresses belong to the link, SLAAC and temporary ones are re-made by
-// the kernel on the bridge from the router's advertisements).
+// every IPv4 address, and the global IPv6 ones but the temporary (privacy)
+// ones and those the kernel made from router advertisements (SLAAC): the
+// kernel re-makes those on the bridge, which takes over the
+// advertisements. Link-local addresses belong to the link.
 func movableAddr(a netlink.Addr) bool {
 	if a.IP.To4() != nil {
 		return true
 	}
 	return a.Scope == unix.RT_SCOPE_UNIVERSE && !a.IP.IsLinkLocalUnicast() &&
-		a.Flags&unix.IFA_F_PERMANENT != 0 && a.Flags&unix.IFA_F_TEMPORARY == 0
+		a.Flags&unix.IFA_F_TEMPORARY == 0 && a.Flags&flagSLAAC == 0
 }
 
-// movableRoute reports whether a route of the uplink moves: the main
-// table's unicast routes through the uplink alone, except those the kernel
-// made itself (proto kernel: prefix routes, re-made with the addresses on
-// the bridge) and those learnt from router advertisements (proto ra).
-func movableRoute(rt netlink.Route, uplink int) bool {
-	return rt.LinkIndex == uplink && rt.Table == unix.RT_TABLE_MAIN && len(rt.MultiPath) == 0 &&
+// dynamicAddr reports whether a movable address is a lease (dhcp.IsDynamic):
+// it has a finite lifetime, and would expire on the bridge.
+func dynamicAddr(a netlink.Addr) bool {
+	return dhcp.IsDynamic(a.IP.To4() == nil, a.Flags&unix.IFA_F_PERMANENT != 0, a.Flags&flagSLAAC != 0)
+}
+
+// movableRoute reports whether a route of the uplink moves: the unicast
+// routes of every table but the kernel's local one through the uplink
+// alone (a route of table 100 used by an `ip rule ... lookup 100` is as
+// much the host's as the main table's), except those the kernel
+// re-makes itself with the addresses on the bridge (remade: the prefix
+// routes of addresses without noprefixroute, and fe80::/64) and those
+// learnt from router advertisements (proto ra). A `proto kernel` route
+// the kernel will not re-make moves like any other: NetworkManager adds
+// its addresses with noprefixroute and installs their prefix routes itself,
+// as proto kernel with its own metric.
+func movableRoute(rt netlink.Route, uplink int, remade func(netlink.Route) bool) bool {
+	return rt.LinkIndex == uplink && rt.Table != unix.RT_TABLE_LOCAL && len(rt.MultiPath) == 0 &&
 		(rt.Type == unix.RTN_UNICAST || rt.Type == 0) &&
-		rt.Protocol != unix.RTPROT_KERNEL && rt.Protocol != unix.RTPROT_RA
+		!(rt.Protocol == unix.RTPROT_KERNEL && remade(rt)) && rt.Protocol != unix.RTPROT_RA
+}
+
+// kernelRemakes returns whether the kernel makes rt itself on a link that
+// holds addrs: a link route to the prefix of an address added without
+// noprefixroute, or IPv6's link-local prefix fe80::/64 (every link has one).
+func kernelRemakes(addrs []netlink.Addr) func(netlink.Route) bool {
+	prefixes := map[string]bool{"fe80::/64": true}
+	for _, a := range addrs {
+		if a.Flags&unix.IFA_F_NOPREFIXROUTE == 0 {
+			prefixes[(&net.IPNet{IP: a.IP.Mask(a.Mask), Mask: a.Mask}).String()] = true
+		}
+	}
+	return func(rt netlink.Route) bool { return rt.Gw == nil && rt.Dst != nil && prefixes[rt.Dst.String()] }
 }
 
 // addrFlags keeps the address flags one may ask for when adding.
@@ -70,12 +98,19 @@ func addrFlags(a netlink.Addr) int {
 }
 
 // onLink returns a copy of a to add on link (name), with the label, flags
-// and broadcast the kernel will keep as they were. Pass it to netlink with
+// and broadcast the kernel will keep as they were; on another link it has
+// no lifetime. Pass it to netlink with
 // cp: netlink rewrites the Broadcast of the Addr it is given.
 func onLink(a netlink.Addr, from, to string) netlink.Addr {
 	c := a
 	c.LinkIndex = 0
 	c.Flags = addrFlags(a)
+	if from != to {
+		// On the bridge an address is static: a lifetime copied there
+		// would expire with nobody to renew it (manager: kernel moves
+		// dynamic addresses; the others are refused before).
+		c.ValidLft, c.PreferedLft = 0, 0
+	}
 	if c.Broadcast == nil {
 		c.Broadcast = net.IPv4zero // none, rather than netlink's computed one
 	}
@@ -114,6 +149,9 @@ func routeString(rt netlink.Route) string {
 	if rt.Priority != 0 {
 		fmt.Fprintf(&b, " metric %d", rt.Priority)
 	}
+	if rt.Table != unix.RT_TABLE_MAIN && rt.Table != unix.RT_TABLE_UNSPEC {
+		fmt.Fprintf(&b, " table %d", rt.Table)
+	}
 	return b.String()
 }
 
@@ -128,21 +166,55 @@ func sameRoute(a, b netlink.Route) bool {
 type movePlan struct {
 	addrs  []netlink.Addr
 	routes []netlink.Route
+	neighs []netlink.Neigh // permanent entries
+	probe  []net.IP        // what to probe on the bridge after the move (probeTargets)
+	multi  []netlink.Route // multipath routes with a leg through the uplink
+	rules  []netlink.Rule  // policy-routing rules naming the uplink (iif, oif)
+}
+
+func (p *movePlan) empty() bool {
+	return len(p.addrs) == 0 && len(p.routes) == 0 && len(p.neighs) == 0 && len(p.multi) == 0 && len(p.rules) == 0
 }
 
 // planMove reads what has to move, and refuses, before any change, what
 // cannot move: routes through nexthop objects on the uplink.
-func (m *Manager) planMove(bridge string, up netlink.Link) (*movePlan, error) {
-	addrs, err := m.addrs(up, movableAddr)
+//
+// br is the bridge's index (0: it does not exist yet). An uplink already in
+// the bridge with no address nor route left to move is the steady state
+// (a VM start on a ready bridge): what moves before the addresses leave the
+// uplink (neighbours, multipath legs, rules) moved with them, and is not
+// read again.
+func (m *Manager) planMove(b desired.Bridge, up netlink.Link, brIndex int) (*movePlan, error) {
+	bridge := b.Name
+	all, err := m.addrs(up, func(netlink.Addr) bool { return true })
 	if err != nil {
 		return nil, err
 	}
-	routes, err := m.routes(up.Attrs().Index, func(rt netlink.Route) bool { return movableRoute(rt, up.Attrs().Index) })
+	addrs := slices.DeleteFunc(slices.Clone(all), func(a netlink.Addr) bool { return !movableAddr(a) })
+	if err := m.checkDynamic(b, up, addrs); err != nil {
+		return nil, err
+	}
+	remade := kernelRemakes(all)
+	raw, err := m.routesVia(up.Attrs().Index)
+	if err != nil {
+		return nil, err
+	}
+	routes := splitRoutes(raw, func(rt netlink.Route) bool { return movableRoute(rt, up.Attrs().Index, remade) })
+	if len(addrs) == 0 && len(routes) == 0 && brIndex != 0 && up.Attrs().MasterIndex == brIndex {
+		return &movePlan{}, nil
+	}
+	neighs, err := m.permanentNeighs(up)
+	if err != nil {
+		return nil, err
+	}
+	multi := slices.DeleteFunc(raw, func(rt netlink.Route) bool { return !multipathVia(rt, up.Attrs().Index, brIndex) })
+	routes = slices.DeleteFunc(routes, func(rt netlink.Route) bool { return inMultipath(rt, multi) })
+	rules, err := m.uplinkRules(up.Attrs().Name)
 	if err != nil {
 		return nil, err
 	}
 	if len(addrs) == 0 && len(routes) == 0 {
-		return &movePlan{}, nil
+		return &movePlan{neighs: neighs, multi: multi, rules: rules}, nil
 	}
 	ids, err := m.nexthopsVia(up.Attrs().Index)
 	if err != nil {
@@ -154,7 +226,31 @@ func (m *Manager) planMove(bridge string, up netlink.Link) (*movePlan, error) {
 			"or set move_addresses: false for this bridge in the configuration: %w",
 			up.Attrs().Name, bridge, ids, up.Attrs().Name, ErrUnmovable)
 	}
-	return &movePlan{addrs: addrs, routes: routes}, nil
+	probe, err := m.probeTargets(b, up, routes)
+	if err != nil {
+		return nil, err
+	}
+	return &movePlan{addrs: addrs, routes: routes, neighs: neighs, probe: probe, multi: multi, rules: rules}, nil
+}
+
+// checkDynamic refuses to move a lease (dynamicAddr) of the uplink unless
+// b's manager is "kernel": naming the address, its lifetime, the DHCP
+// client holding it and the fixes (dhcp.Refusal).
+func (m *Manager) checkDynamic(b desired.Bridge, up netlink.Link, addrs []netlink.Addr) error {
+	if b.Manager == "kernel" {
+		return nil
+	}
+	var leases []dhcp.Lease
+	for _, a := range addrs {
+		if dynamicAddr(a) {
+			leases = append(leases, dhcp.Lease{Addr: addrString(a), ValidLft: a.ValidLft, PreferredLft: a.PreferedLft})
+		}
+	}
+	if len(leases) == 0 {
+		return nil
+	}
+	clients := dhcp.Clients("/proc", up.Attrs().Name, m.netns)
+	return fmt.Errorf("%s: %w", dhcp.Refusal(b.Name, up.Attrs().Name, leases, clients), ErrDynamicAddress)
 }
 
 // moveAddresses moves the uplink's addresses and routes in p to the bridge;
@@ -164,7 +260,7 @@ func (m *Manager) moveAddresses(r *run, p *movePlan) error {
 	up, br := r.up, r.br
 	upName, brName := up.Attrs().Name, r.b.Name
 	addrs, routes := p.addrs, slices.Clone(p.routes)
-	if len(addrs) == 0 && len(routes) == 0 {
+	if p.empty() {
 		return nil
 	}
 	brAddrs, err := m.addrs(br, func(netlink.Addr) bool { return true })
@@ -197,12 +293,30 @@ func (m *Manager) moveAddresses(r *run, p *movePlan) error {
 			return err
 		}
 	}
-	// 3. Routes off the uplink, in the reverse order.
+	for _, n := range p.neighs {
+		if err := m.addNeigh(r, n); err != nil {
+			return err
+		}
+	}
+	if err := m.moveMultipath(r, p.multi); err != nil {
+		return err
+	}
+	if err := m.moveRules(r, p.rules); err != nil {
+		return err
+	}
+	// 3. Routes and permanent neighbours off the uplink, in the reverse
+	// order.
 	for i := len(routes) - 1; i >= 0; i-- {
 		if err := m.delRoute(r, routes[i], upName); err != nil {
 			return err
 		}
 		r.record(change.RouteMoved, routeString(routes[i]), upName, brName)
+	}
+	for _, n := range p.neighs {
+		if err := m.delNeigh(r, n); err != nil {
+			return err
+		}
+		r.record(change.NeighMoved, neighString(n), upName, brName)
 	}
 	// 4. Addresses off the uplink, in the reverse of the order to add them
 	// back: IPv4 secondaries before their primary (deleting a primary
@@ -220,7 +334,7 @@ func (m *Manager) moveAddresses(r *run, p *movePlan) error {
 // verifyMoved reads the uplink back: a route or address the kernel kept
 // there (a delete that matched nothing) is an error, not a silent half-move.
 func (m *Manager) verifyMoved(r *run) error {
-	left, err := m.planMove(r.b.Name, r.up)
+	left, err := m.planMove(r.b, r.up, 0)
 	if err != nil {
 		return err
 	}
@@ -230,6 +344,15 @@ func (m *Manager) verifyMoved(r *run) error {
 	}
 	for _, rt := range left.routes {
 		what = append(what, "route "+routeString(rt))
+	}
+	for _, n := range left.neighs {
+		what = append(what, "neighbour "+neighString(n))
+	}
+	for _, rule := range left.rules {
+		what = append(what, "rule "+ruleString(rule))
+	}
+	for _, rt := range left.multi {
+		what = append(what, "multipath route "+multipathString(rt, m.linkName))
 	}
 	if len(what) > 0 {
 		return fmt.Errorf("moving addresses from %q to bridge %q: still on %q after the move: %s",

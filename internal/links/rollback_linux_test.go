@@ -12,17 +12,17 @@ import (
 )
 
 // TestEnsureBridgeRollbackRealFailure makes the kernel refuse a route on
-// the bridge: with policy routing, the main table's route to 10.45.0.0/24
-// goes via 10.44.0.1, reachable only through a link route of table 100,
-// which virtbridge does not move (it moves the main table); on the bridge
-// the gateway is unreachable ("Nexthop has invalid gateway"). The failure
-// comes after the addresses and the other routes are on the bridge; the
-// undo must leave the namespace as it was, byte for byte.
+// the bridge: the main table's route to 10.45.0.0/24 goes via 10.44.0.1,
+// reachable only through a link route marked as learnt from router
+// advertisements (proto ra), which virtbridge leaves to the kernel to
+// re-learn and does not move; on the bridge the gateway is unreachable
+// ("Nexthop has invalid gateway"). The failure comes after the addresses
+// and the other routes are on the bridge; the undo must leave the
+// namespace as it was, byte for byte.
 func TestEnsureBridgeRollbackRealFailure(t *testing.T) {
 	l := newLab(t, true)
 	l.host.Script(t, moreRoutes+`
-		ip route add 10.44.0.0/24 dev uplink table 100
-		ip rule add pref 100 lookup 100
+		ip route add 10.44.0.0/24 dev uplink proto ra
 		ip route add 10.45.0.0/24 via 10.44.0.1 dev uplink metric 40`)
 	before := dump(t, l.host)
 	var rv revert.Reverter

@@ -1,21 +1,32 @@
-// Package owner names who owns a bridge's uplink: the kernel path
-// (nobody), a bare DHCP client, NetworkManager or systemd-networkd.
+// Package owner names who owns a bridge's uplink, that is who gives it its
+// addresses: nobody (static addresses, the kernel path), a DHCP client
+// without a manager, NetworkManager or systemd-networkd. Detection lives in
+// the sub-packages (dhcp: lifetimes and client processes); this file holds
+// only the shared types.
 package owner
 
 // Kind is the kind of owner of an uplink.
 type Kind string
 
-// Kinds of owner.
+// Kinds.
 const (
-	Kernel         Kind = "kernel"
-	DHCPClient     Kind = "dhcp-client"
+	// Kernel: nobody; the uplink's addresses are static and move over
+	// netlink (the kernel path).
+	Kernel Kind = "kernel"
+	// DHCPClient: a DHCP client without a manager (dhclient, dhcpcd,
+	// udhcpc) holds a dynamic address on the uplink.
+	DHCPClient Kind = "dhcp-client"
+	// NetworkManager manages the uplink.
 	NetworkManager Kind = "networkmanager"
-	Networkd       Kind = "networkd"
+	// Networkd: systemd-networkd manages the uplink.
+	Networkd Kind = "networkd"
 )
 
-// Owner is who owns an uplink, with what was seen (Detail).
+// Owner is what detection found for one uplink.
 type Owner struct {
 	Kind   Kind
 	Uplink string
+	// Detail says what was seen, for people: the dynamic address and its
+	// lifetime, the client process...
 	Detail string
 }

@@ -188,6 +188,13 @@ func configuredLink(cfg *config.Config, name string) string {
 
 func bridgeOf(b config.Bridge) desired.Bridge {
 	out := desired.Bridge{Name: b.Name, Uplink: b.Uplink, STP: b.STP, ForwardDelay: b.ForwardDelay, MTU: b.MTU, MoveAddresses: b.MoveAddresses}
+	if b.Manager != config.ManagerAuto {
+		out.Manager = b.Manager.String()
+	}
+	if b.ProbeTarget != nil {
+		out.ProbeTarget = b.ProbeTarget.String()
+	}
+	out.ProbeTimeout = b.ProbeTimeout
 	if b.UplinkMAC != nil {
 		out.UplinkMAC = b.UplinkMAC.String()
 	}

@@ -1,0 +1,116 @@
+package links
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// Permanent neighbour entries (static ARP and NDP: `ip neigh add ...
+// nud permanent dev uplink`) belong to the uplink's addresses: the kernel
+// flushes them when the uplink's last address goes. They move to the
+// bridge with the addresses: added on the bridge before the uplink's
+// copies are deleted, each step with its undo.
+
+// permanentNeighs lists l's permanent IPv4 and IPv6 neighbour entries,
+// retrying a dump the kernel interrupted.
+func (m *Manager) permanentNeighs(l netlink.Link) ([]netlink.Neigh, error) {
+	var out []netlink.Neigh
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		var ns []netlink.Neigh
+		var err error
+		for range 5 {
+			if ns, err = m.neighDump(l.Attrs().Index, fam); !errors.Is(err, netlink.ErrDumpInterrupted) {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing the neighbour entries of %q: %w", l.Attrs().Name, err)
+		}
+		for _, n := range ns {
+			if n.LinkIndex == l.Attrs().Index && n.State&netlink.NUD_PERMANENT != 0 && n.IP != nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
+}
+
+// neighDump lists the neighbour entries of family fam on the link with
+// index. With strict dump checking (setStrict) the kernel refuses a link
+// index in the request's header (netlink's NeighList puts it there) and
+// takes it as an NDA_IFINDEX attribute.
+func (m *Manager) neighDump(index, fam int) ([]netlink.Neigh, error) {
+	req := m.request(unix.RTM_GETNEIGH, unix.NLM_F_DUMP)
+	req.AddData(&netlink.Ndmsg{Family: uint8(fam)})
+	req.AddData(nl.NewRtAttr(unix.NDA_IFINDEX, nl.Uint32Attr(uint32(index))))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNEIGH)
+	if err != nil {
+		return nil, err
+	}
+	var out []netlink.Neigh
+	for _, b := range msgs {
+		n, err := netlink.NeighDeserialize(b)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *n)
+	}
+	return out, nil
+}
+
+func neighString(n netlink.Neigh) string {
+	return fmt.Sprintf("%s lladdr %s", n.IP, n.HardwareAddr)
+}
+
+// neighOn is a copy of n to add on, or delete from, the link with index.
+func neighOn(n netlink.Neigh, index int) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: index, Family: n.Family, State: netlink.NUD_PERMANENT,
+		Flags: n.Flags & netlink.NTF_ROUTER, IP: n.IP, HardwareAddr: n.HardwareAddr}
+}
+
+// addNeigh adds n on the bridge; one already there is left alone.
+func (m *Manager) addNeigh(r *run, n netlink.Neigh) error {
+	if err := m.step("neigh-add", neighString(n)); err != nil {
+		return err
+	}
+	c := neighOn(n, r.br.Attrs().Index)
+	err := m.h.NeighAdd(c)
+	if errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("adding neighbour %s to bridge %q: %w", neighString(n), r.b.Name, err)
+	}
+	r.rv.Add(func() error {
+		err := m.h.NeighDel(c)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return m.wrap(fmt.Sprintf("deleting neighbour %s from bridge %q", neighString(n), r.b.Name), err)
+	})
+	return nil
+}
+
+// delNeigh deletes n from the uplink.
+func (m *Manager) delNeigh(r *run, n netlink.Neigh) error {
+	upName := r.up.Attrs().Name
+	if err := m.step("neigh-del", neighString(n)); err != nil {
+		return err
+	}
+	c := neighOn(n, n.LinkIndex)
+	if err := m.h.NeighDel(c); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("deleting neighbour %s from %q: %w", neighString(n), upName, err)
+	}
+	r.rv.Add(func() error {
+		err := m.h.NeighAdd(c)
+		if errors.Is(err, unix.EEXIST) {
+			return nil
+		}
+		return m.wrap(fmt.Sprintf("adding neighbour %s back to %q", neighString(n), upName), err)
+	})
+	return nil
+}

@@ -1,0 +1,213 @@
+package links
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/desired"
+)
+
+// The probe: after the uplink's addresses and routes moved to the bridge,
+// the host must still reach its gateway through the bridge. The kernel is
+// asked to resolve the gateway on the bridge (a neighbour entry with
+// NTF_USE: an ARP request or an IPv6 neighbour solicitation, retried as
+// the kernel does); the gateway answered when the entry is REACHABLE.
+// Nothing is sent from a socket, so no thread enters the namespace.
+//
+// Which gateways: the configured probe target, or else the gateways of the
+// default routes (main table) that moved which the host had resolved on
+// the uplink before the move (a neighbour entry with a link-layer
+// address): a gateway the host had never reached proves nothing either
+// way, and is not probed. IPv4 ones when there are any, else IPv6 ones.
+// A handoff with nothing to move is never probed.
+
+// DefaultProbeTimeout is how long the probe waits for each gateway when
+// the configuration says nothing.
+const DefaultProbeTimeout = 3 * time.Second
+
+// probeTargets returns what to probe after moving routes off up, read
+// before the move: b's probe target, or the resolved gateways of the
+// moved default routes. A negative b.ProbeTimeout probes nothing.
+func (m *Manager) probeTargets(b desired.Bridge, up netlink.Link, routes []netlink.Route) ([]net.IP, error) {
+	if b.ProbeTimeout < 0 {
+		return nil, nil
+	}
+	if b.ProbeTarget != "" {
+		ip := net.ParseIP(b.ProbeTarget)
+		if ip == nil {
+			return nil, fmt.Errorf("probe_target %q of bridge %q is no IP address", b.ProbeTarget, b.Name)
+		}
+		return []net.IP{ip}, nil
+	}
+	var out []net.IP
+	for _, rt := range routes {
+		if rt.Gw == nil || rt.Table != unix.RT_TABLE_MAIN || !isDefault(rt) || containsIP(out, rt.Gw) {
+			continue
+		}
+		fam := netlink.FAMILY_V4
+		if rt.Gw.To4() == nil {
+			fam = netlink.FAMILY_V6
+		}
+		ns, err := m.neighDump(up.Attrs().Index, fam)
+		if err != nil {
+			return nil, fmt.Errorf("listing the neighbour entries of %q: %w", up.Attrs().Name, err)
+		}
+		for _, n := range ns {
+			if n.IP.Equal(rt.Gw) && n.HardwareAddr != nil && n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED) == 0 {
+				out = append(out, rt.Gw)
+			}
+		}
+	}
+	// IPv4 gateways answer at once; an IPv6 one only after the bridge's
+	// link-local address passed duplicate address detection (~2 s here),
+	// which the hook's deadline cannot afford: IPv6 is probed only on a
+	// host without IPv4 gateway to probe.
+	var v4 []net.IP
+	for _, ip := range out {
+		if ip.To4() != nil {
+			v4 = append(v4, ip)
+		}
+	}
+	if len(v4) > 0 {
+		return v4, nil
+	}
+	return out, nil
+}
+
+func isDefault(rt netlink.Route) bool {
+	if rt.Dst == nil {
+		return true
+	}
+	ones, _ := rt.Dst.Mask.Size()
+	return ones == 0
+}
+
+func containsIP(ips []net.IP, ip net.IP) bool {
+	for _, x := range ips {
+		if x.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// probe asks the kernel to resolve each target on the bridge and waits
+// until it answers, for timeout each at most and never past ctx's
+// deadline. Each answer is recorded (change.UplinkProbed); the first
+// target that does not answer ends the probe with an error saying what
+// was tried and what was seen, for the caller to roll the handoff back.
+func (m *Manager) probe(ctx context.Context, r *run, targets []net.IP, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultProbeTimeout
+	}
+	for _, ip := range targets {
+		start := time.Now()
+		n, state, err := m.resolve(ctx, r.br, ip, timeout)
+		took := time.Since(start).Round(time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if n == nil {
+			r.record(change.UplinkProbed, ip.String(), "", fmt.Sprintf("no answer on %s in %v (%s)", r.b.Name, took, state))
+			return fmt.Errorf("probing gateway %s through bridge %q after moving the addresses of %q: no answer in %v "+
+				"(the kernel's %s on %s ended %s); the handoff is rolled back. Check that the network behind %q accepts "+
+				"frames from the bridge (a switch port limited to one MAC, 802.1X, STP on the switch), or set "+
+				"probe_target (an address that answers) or probe_timeout for bridge %q in the configuration: %w",
+				ip, r.b.Name, r.up.Attrs().Name, took, probeWord(ip), r.b.Name, state, r.up.Attrs().Name, r.b.Name, ErrProbe)
+		}
+		r.record(change.UplinkProbed, ip.String(), "", fmt.Sprintf("answered on %s in %v (lladdr %s)", r.b.Name, took, n.HardwareAddr))
+	}
+	return nil
+}
+
+func probeWord(ip net.IP) string {
+	if ip.To4() != nil {
+		return "ARP resolution"
+	}
+	return "neighbour solicitation"
+}
+
+// resolve makes the kernel resolve ip on link br and polls the entry until
+// it is REACHABLE (returned) or timeout or ctx ends (nil, and the last
+// state seen).
+func (m *Manager) resolve(ctx context.Context, br netlink.Link, ip net.IP, timeout time.Duration) (*netlink.Neigh, string, error) {
+	fam := netlink.FAMILY_V4
+	if ip.To4() == nil {
+		fam = netlink.FAMILY_V6
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	state := "no entry"
+	for first := true; ; first = false {
+		n, err := m.neighOf(br.Attrs().Index, fam, ip)
+		if err != nil {
+			return nil, "", err
+		}
+		if n != nil {
+			state = neighState(n.State)
+			if n.State&(netlink.NUD_REACHABLE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
+				return n, state, nil
+			}
+		}
+		if first || n == nil || n.State&netlink.NUD_FAILED != 0 {
+			if n != nil && n.State&(netlink.NUD_STALE|netlink.NUD_FAILED) != 0 {
+				// A stale entry waits 5 s before it probes: start afresh.
+				_ = m.h.NeighDel(&netlink.Neigh{LinkIndex: br.Attrs().Index, Family: fam, IP: ip})
+			}
+			use := &netlink.Neigh{LinkIndex: br.Attrs().Index, Family: fam, IP: ip, Flags: unix.NTF_USE}
+			if err := m.h.NeighSet(use); err != nil && !errors.Is(err, unix.EEXIST) {
+				return nil, "", fmt.Errorf("asking the kernel to resolve %s on bridge %q: %w", ip, br.Attrs().Name, err)
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, state, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, state + ", " + ctx.Err().Error(), nil
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// neighOf is the neighbour entry of ip on the link with index, nil if none.
+func (m *Manager) neighOf(index, fam int, ip net.IP) (*netlink.Neigh, error) {
+	ns, err := m.neighDump(index, fam)
+	if err != nil {
+		return nil, fmt.Errorf("reading the neighbour entries: %w", err)
+	}
+	for i := range ns {
+		if ns[i].IP.Equal(ip) && ns[i].LinkIndex == index {
+			return &ns[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func neighState(s int) string {
+	var names []string
+	for _, x := range []struct {
+		bit  int
+		name string
+	}{{netlink.NUD_INCOMPLETE, "INCOMPLETE"}, {netlink.NUD_REACHABLE, "REACHABLE"}, {netlink.NUD_STALE, "STALE"},
+		{netlink.NUD_DELAY, "DELAY"}, {netlink.NUD_PROBE, "PROBE"}, {netlink.NUD_FAILED, "FAILED"},
+		{netlink.NUD_NOARP, "NOARP"}, {netlink.NUD_PERMANENT, "PERMANENT"}} {
+		if s&x.bit != 0 {
+			names = append(names, x.name)
+		}
+	}
+	if len(names) == 0 {
+		return "NONE"
+	}
+	return strings.Join(names, ",")
+}
