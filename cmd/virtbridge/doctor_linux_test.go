@@ -411,16 +411,22 @@ table ip docker-bridges {
 }
 `
 
-// doctorForwardPath: the doctor lists, for br-a, every forward chain its
+// doctorForwardPath: bridge-nf-call=0 is recommended on the bare host and
+// advised against once a table of Docker's is there. The doctor lists, for br-a, every forward chain its
 // bridged frames cross in hook priority order, in --json and in text, and
 // names the first that drops them; --fix lets them through the
 // administrator's and iptables' chains, and Docker's table, left alone, is
 // then the first (and only) one that drops them.
 func doctorForwardPath(t *testing.T, bins doctorBins) {
 	h := newDoctorHost(t, bins, doctorBrA, doctorEmptyNode)
+	const nfObj = "net.bridge.bridge-nf-call-iptables/ip6tables"
+	h.json(t).expect(t, 2, "br-netfilter", nfObj, doctor.OK, "nothing found on this host relies", "bridge_nf_call_iptables: 0")
 	h.write(t, "ruleset.nft", doctorMixedRuleset)
 	h.ns.Run(t, "nft", "-f", filepath.Join(h.dir, "ruleset.nft"))
 	r := h.json(t)
+	if f := r.expect(t, 2, "br-netfilter", nfObj, doctor.OK, "keep 1/1", "Docker (its chains or tables)", "icc=false"); f.Fix != "" {
+		t.Errorf("0 recommended with Docker's table present: %s", f.Fix)
+	}
 	f := r.expect(t, 2, "forward-path", "br-a", doctor.Fail,
 		"4 of the 4 forward chain(s)", "the first, in hook priority order, is nft inet filter forward (policy drop)",
 		"doctor --fix", "then also iptables-nft FORWARD, ip6tables-nft FORWARD, nft ip docker-bridges filter-FORWARD")

@@ -126,6 +126,8 @@ type Sources struct {
 	Sysctls  Sysctls
 	Tables   Tables
 	Native   NativeChains
+	// NFUsers finds what relies on bridged frames passing IP filtering.
+	NFUsers  NFUsers
 	Firewall Firewall
 	Domains  Domains
 	Store    Store

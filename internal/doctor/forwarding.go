@@ -56,6 +56,7 @@ func checkForwarding(r *Report, s Sources, h *host) {
 	checkTables(r, s, cfg, nfOn, rd)
 	checkNative(r, s, cfg, nfOn, rd)
 	checkPath(r, s, cfg, nfOn, rd)
+	checkBrNetfilter(r, s, cfg, rd)
 }
 
 func checkIPForward(r *Report, s Sources, cfg *config.Config, h *host) {

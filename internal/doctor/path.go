@@ -43,9 +43,12 @@ type Hop struct {
 type forwardRead struct {
 	tables     []Table
 	tablesErr  error
-	readNative bool // the native chains were read (or tried)
+	readNative bool // bridged frames cross the native chains, read (or tried)
 	chains     []firewall.NativeChain
 	chainsErr  error
+	// allChains are the native chains read, crossed or not (they tell who
+	// is on the host).
+	allChains []firewall.NativeChain
 }
 
 // readForward reads the iptables tables and, when bridged frames pass IP
@@ -55,9 +58,11 @@ func readForward(s Sources, cfg *config.Config, nfOn map[string]bool) forwardRea
 	if s.Tables != nil {
 		rd.tables, rd.tablesErr = s.Tables.Tables()
 	}
-	if s.Native != nil && len(cfg.Bridges) > 0 && (nfOn["ipv4"] || nfOn["ipv6"]) {
-		rd.readNative = true
-		rd.chains, rd.chainsErr = s.Native.ForwardChains()
+	if s.Native != nil && len(cfg.Bridges) > 0 {
+		rd.allChains, rd.chainsErr = s.Native.ForwardChains()
+		if nfOn["ipv4"] || nfOn["ipv6"] {
+			rd.readNative, rd.chains = true, rd.allChains
+		}
 	}
 	return rd
 }
