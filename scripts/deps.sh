@@ -19,6 +19,12 @@ packages=(
   rpm man-db
   # the durability tests of atomic writes trace fsync and rename
   strace
+  # promtool checks virtbridged's metrics (the package's server is never
+  # started: see policy-rc.d below)
+  prometheus
+  # `virtbridge who` across hosts: systemd-journal-upload ships two test
+  # hosts' journals to systemd-journal-remote (its units are never started)
+  systemd-journal-remote
   # uplink owners, run only inside test namespaces (internal/testenv/hostns):
   # NetworkManager 1.42, systemd-networkd (in systemd) and a private D-Bus bus
   network-manager dbus

@@ -22,6 +22,49 @@ import (
 	"github.com/virtbridge/virtbridge/internal/testenv/lab"
 )
 
+// checkMetrics scrapes the daemon of TestWiresRunningVMAndHotplug: both
+// ports of v, both bridges healthy (br-b holds no address), connected to
+// libvirtd, one hot-plug timed; then libvirtd restarts and the daemon
+// must count the reconnect and be connected again.
+func checkMetrics(t *testing.T, l *lab.Lab, n *notifier, v vm, tap1, mac1, tap2, mac2 string) {
+	t.Helper()
+	begin := time.Now()
+	got := scrape(t, l)
+	t.Logf("scrape: %d bytes in %v", len(got), time.Since(begin).Round(time.Microsecond))
+	want := strings.Join([]string{
+		"virtbridge_bridge_host_address{bridge=\"br-a\"} 1",
+		"virtbridge_bridge_host_address{bridge=\"br-b\"} 0",
+		"virtbridge_bridge_up{bridge=\"br-a\"} 1",
+		"virtbridge_bridge_up{bridge=\"br-b\"} 1",
+		"virtbridge_bridge_uplink_enslaved{bridge=\"br-a\",uplink=\"upa0\"} 1",
+		"virtbridge_bridge_uplink_enslaved{bridge=\"br-b\",uplink=\"upb0\"} 1",
+		"virtbridge_hotplug_wired_seconds_count 1",
+		"virtbridge_libvirt_connected 1",
+		"virtbridge_libvirt_reconnects_total 0",
+		portInfo(v, tap1, mac1, "br-a"),
+		portInfo(v, tap2, mac2, "br-b"),
+		"virtbridge_refusals_total{reason=\"host\"} 0",
+		"virtbridge_refusals_total{reason=\"policy\"} 0",
+	}, "\n")
+	prefixes := []string{"virtbridge_bridge_", "virtbridge_hotplug_wired_seconds_count", "virtbridge_libvirt_", "virtbridge_port_info", "virtbridge_refusals_total"}
+	if got := series(got, prefixes...); got != want {
+		t.Errorf("metrics:\n%s\nwant:\n%s", got, want)
+	}
+	if !strings.Contains(got, "\nvirtbridge_reconciles_total ") {
+		t.Errorf("no virtbridge_reconciles_total in the scrape:\n%s", got)
+	}
+
+	from := n.len()
+	if err := l.RestartLibvirtd(t.Context()); err != nil {
+		t.Fatalf("restarting libvirtd: %v", err)
+	}
+	n.waitPrefix(t, from, "STATUS=connected to qemu:///system, 1 running domains reconciled at ", 30*time.Second)
+	want = "virtbridge_libvirt_connected 1\nvirtbridge_libvirt_reconnects_total 1"
+	if got := series(scrape(t, l), "virtbridge_libvirt_"); got != want {
+		t.Errorf("after libvirtd restarted:\n%s\nwant:\n%s", got, want)
+	}
+}
+
 // TestWiresRunningVMAndHotplug starts the daemon after a VM that started
 // without hook on a bridge made by hand: before READY=1 it must make both
 // configured bridges (br-a adopted, its uplink enslaved and address moved;
@@ -83,6 +126,7 @@ func TestWiresRunningVMAndHotplug(t *testing.T) {
 	}
 
 	checkWatchdog(t, n, ready, readyIdx)
+	checkMetrics(t, l, n, v, tap, mac1, tap2, mac2)
 	stopDaemon(t, d, n)
 	if r := n.times("READY=1"); len(r) != 1 {
 		t.Errorf("READY=1 said %d times, want once:\n%s", len(r), n)
@@ -279,6 +323,18 @@ func TestRepairsDrift(t *testing.T) {
 	_, recs := waitChanges(t, j, pid, since, []string{"rule-added " + iptablesVariant(t, l) + " filter FORWARD op=firewall-check"})
 	t.Logf("FORWARD jump deleted: restored %v later by the firewall re-check (every 2 s)",
 		recs[0].time(t).Sub(deleted).Round(time.Millisecond))
+	// The repairs, counted by kind: the first reconcile put the alias on
+	// the tap of the VM that started without hook.
+	want := strings.Join([]string{
+		"virtbridge_repairs_total{kind=\"alias_restored\"} 1",
+		"virtbridge_repairs_total{kind=\"bridge_recreated\"} 1",
+		"virtbridge_repairs_total{kind=\"firewall_rule_restored\"} 1",
+		"virtbridge_repairs_total{kind=\"tap_reattached\"} 1",
+		"virtbridge_repairs_total{kind=\"uplink_reenslaved\"} 1",
+	}, "\n")
+	if got := series(scrape(t, l), "virtbridge_repairs_total{"); got != want {
+		t.Errorf("repairs counted:\n%s\nwant:\n%s", got, want)
+	}
 	stopDaemon(t, d, n)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/config"
@@ -13,6 +14,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/metrics"
 )
 
 // lockWait stays well under the watchdog interval: the daemon's worker
@@ -25,14 +27,24 @@ const lockWait = 5 * time.Second
 type handler struct {
 	eng *engine.Engine
 	log *slog.Logger
+	m   *metrics.Metrics // nil: metrics off
+	// cfg is the configuration in force, for scrapes: they run on the
+	// HTTP server's goroutines while Reload swaps eng.Config.
+	cfg   *atomic.Pointer[config.Config]
+	ports *portsCache
 }
 
-var _ eventd.Handler = handler{}
+var (
+	_ eventd.Handler = handler{}
+	_ metrics.State  = handler{}
+)
 
-func newHandler(cfg *config.Config) (eventd.Handler, func(), error) {
+func newHandler(cfg *config.Config, m *metrics.Metrics) (eventd.Handler, func(), error) {
 	eng := engine.ForHost(cfg, lockWait)
 	eng.Source = events.SourceEventd
-	h := handler{eng: eng, log: slog.New(journal.LogHandler("virtbridged", os.Stderr))}
+	h := handler{eng: eng, log: slog.New(journal.LogHandler("virtbridged", os.Stderr)), m: m,
+		cfg: new(atomic.Pointer[config.Config]), ports: &portsCache{}}
+	h.cfg.Store(cfg)
 	return h, func() {}, nil
 }
 
@@ -41,7 +53,17 @@ func (h handler) Handle(ctx context.Context, ev events.Event) error {
 	h.report(ev.Domain, res, err)
 	var pe *engine.PolicyError
 	var he *engine.HostError
-	if errors.As(err, &pe) || errors.As(err, &he) {
+	switch {
+	case errors.As(err, &pe):
+		h.m.Refused(metrics.ReasonPolicy)
+	case errors.As(err, &he):
+		h.m.Refused(metrics.ReasonHost)
+	case err == nil && ev.Op == events.OpDeviceAdded && len(res.Desired.Ports) > 0:
+		if at, ok := metrics.EventTime(ctx); ok {
+			h.m.HotplugWiredAfter(time.Since(at))
+		}
+	}
+	if pe != nil || he != nil {
 		// Journaled; a running VM's NIC cannot be refused after the fact,
 		// and a retry would not change the answer.
 		return nil
@@ -52,16 +74,24 @@ func (h handler) Handle(ctx context.Context, ev events.Event) error {
 func (h handler) Reconcile(ctx context.Context, running []events.Event, listed time.Time) error {
 	res, err := h.eng.Reconcile(ctx, running, listed)
 	h.report("", res, err)
+	h.m.Reconciled(err)
+	h.m.Repaired(res.Changes)
 	return err
 }
 
 func (h handler) CheckFirewall(ctx context.Context) error {
-	return h.eng.CheckFirewall(ctx)
+	changes, err := h.eng.CheckFirewall(ctx)
+	h.m.Repaired(changes)
+	return err
 }
 
 func (h handler) EnsureHost(ctx context.Context, op string) error {
 	res, err := h.eng.EnsureHost(ctx, op)
 	h.report("", res, err)
+	if op != "start" {
+		// Bridges made at start are no repair; made again later, they are.
+		h.m.Repaired(res.Changes)
+	}
 	return err
 }
 
@@ -77,6 +107,7 @@ func (h handler) Reload(context.Context) error {
 		return err
 	}
 	h.eng.Config = cfg
+	h.cfg.Store(cfg)
 	return nil
 }
 

@@ -95,7 +95,8 @@ func startLab(t *testing.T) (*lab.Lab, *journaltest.Journald) {
 }
 
 // labConfig manages br-a (uplink upa0) and br-b (uplink upb0), with
-// iptables rules, and re-checks the firewall every 2 s.
+// iptables rules, re-checks the firewall every 2 s and serves metrics on
+// localhost:9473 (of the lab's namespace).
 const labConfig = `bridges:
   br-a:
     uplink: upa0
@@ -106,6 +107,7 @@ firewall:
   bridged_forward: accept
 daemon:
   firewall_recheck: 2s
+  metrics_listen: ":9473"
 `
 
 // addBridge creates a bare bridge by hand, as an operator (or a missing

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -16,7 +17,7 @@ import (
 )
 
 func init() {
-	register("who", command{summary: "which VM owns a tap now, or owned it at a given time", run: runWho})
+	register("who", command{summary: "which VM owns a tap now, or owned it at a given time; a MAC's timeline across hosts", run: runWho})
 }
 
 // timeLayouts are the forms --at accepts, besides RFC 3339.
@@ -30,22 +31,18 @@ func lookup() who.Lookup {
 }
 
 func runWho(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlags("who", "who TAP [--at TIME] [--json]", stderr)
+	fs := newFlags("who", "who TAP|MAC [--at TIME] [--directory DIR | --file FILE...] [--host HOST] [--json]", stderr)
 	at := fs.String("at", "", "answer for this past moment instead of now: RFC 3339, \"2006-01-02 15:04[:05[.000]]\", or \"15:04[:05[.000]]\" (today), local time")
 	asJSON := fs.Bool("json", false, "print JSON")
+	var j who.Journals
+	fs.StringVar(&j.Directory, "directory", "", "read the journal files in `DIR` (as systemd-journal-remote writes them) instead of this host's journal")
+	fs.Func("file", "read the journal `FILE` (a path or glob; repeat for more) instead of this host's journal", func(v string) error {
+		j.Files = append(j.Files, v)
+		return nil
+	})
+	host := fs.String("host", "", "only this `HOST` (its _HOSTNAME or _MACHINE_ID) of the journals read")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `usage: virtbridge who TAP [--at TIME] [--json]
-
-Says which VM owns the tap (e.g. vnet3) now, from the mapping store, or owned
-it at TIME, from the journal (journald, or the JSON-lines file where journald
-is absent): name, UUID, MAC and bridge. When no VM owns it (now, or at
-TIME), it says so and names the VM that had it last, from when until when,
-from the journal; --json then prints the owner's keys empty and that VM as
-"last_owner" ("since", "until"). When a failed save left the store behind
-(a full disk), a note on stderr says so until the next run catches it up.
-Tap names are recycled, so --at is the way to answer audit questions. Exit status: 0 found, 1 no owner, 2 bad usage.
-
-`)
+		fmt.Fprint(stderr, whoUsage)
 		fs.PrintDefaults()
 	}
 	tap, rest := splitFirstArg(args)
@@ -57,6 +54,16 @@ Tap names are recycled, so --at is the way to answer audit questions. Exit statu
 	} else if tap == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return exitUsage
+	}
+	if j.Directory != "" && len(j.Files) > 0 {
+		fmt.Fprintln(stderr, "virtbridge who: --directory and --file exclude each other (as for journalctl): name the files of one or the other")
+		return exitUsage
+	}
+	if mac, err := net.ParseMAC(tap); err == nil && len(mac) == 6 {
+		return whoMAC(j, mac.String(), *host, *at, *asJSON, stdout, stderr)
+	}
+	if !j.IsZero() || *host != "" {
+		return whoTapFleet(j, tap, *host, *at, *asJSON, stdout, stderr)
 	}
 	var (
 		owner who.Owner

@@ -115,7 +115,17 @@ type Firewall struct {
 type Daemon struct {
 	// FirewallRecheck is how often the daemon re-verifies the firewall.
 	FirewallRecheck time.Duration
+	// MetricsListen is the address virtbridged serves Prometheus metrics
+	// on (/metrics), from daemon.metrics_listen: "" (the default) serves
+	// none; a port alone (":9473") binds localhost only (127.0.0.1); a
+	// named address ("192.0.2.10:9473", "[::]:9473") binds that.
+	MetricsListen string
 }
+
+// DefaultMetricsPort is the port the documentation suggests for
+// daemon.metrics_listen: not among the well-known exporters' ports (the
+// libvirt exporters use 9177, node_exporter 9100).
+const DefaultMetricsPort = 9473
 
 // Config is a validated configuration.
 type Config struct {
@@ -402,6 +412,14 @@ func (p *parser) daemon(n *yaml.Node) {
 				return
 			}
 			d.FirewallRecheck = dur
+		},
+		"metrics_listen": func(v *yaml.Node) {
+			addr, err := metricsAddr(p.str(v, "metrics_listen"))
+			if err != nil {
+				p.errorf(v, "metrics_listen: %v", err)
+				return
+			}
+			d.MetricsListen = addr
 		},
 	})
 }

@@ -34,6 +34,26 @@ func TestExampleConfigParses(t *testing.T) {
 	}
 }
 
+// TestMetricsListen: metrics are off unless daemon.metrics_listen names a
+// port, and a port alone binds localhost, never every address.
+func TestMetricsListen(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                    "",
+		"daemon: {metrics_listen: \":9473\"}": "127.0.0.1:9473",
+		"daemon: {metrics_listen: \"9473\"}":  "127.0.0.1:9473",
+		"daemon: {metrics_listen: \"192.0.2.10:9473\"}": "192.0.2.10:9473",
+		"daemon: {metrics_listen: \"[::]:9473\"}":       "[::]:9473",
+	} {
+		cfg, err := Parse("c.yaml", []byte("bridges: {}\n"+in+"\n"))
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if cfg.Daemon.MetricsListen != want {
+			t.Errorf("%q: MetricsListen = %q, want %q", in, cfg.Daemon.MetricsListen, want)
+		}
+	}
+}
+
 // TestEmptyConfigRefused: a config without a YAML document is a mistake
 // (a truncated copy, a wrong path), not a wish for the defaults; `bridges:
 // {}` says "manage nothing" explicitly.
@@ -143,6 +163,8 @@ func TestBadConfigs(t *testing.T) {
 		"not yaml":             {"bridges: [\n", `c.yaml: `},
 		"bridges a list":       {"bridges:\n  - br0\n", `c.yaml:2: bridges must be a mapping`},
 		"bad duration":         {"daemon:\n  firewall_recheck: soon\n", `c.yaml:2: firewall_recheck: want a duration`},
+		"bad metrics port":     {"daemon:\n  metrics_listen: \":99999\"\n", `c.yaml:2: metrics_listen: want [HOST]:PORT with a port from 1 to 65535`},
+		"metrics no port":      {"daemon:\n  metrics_listen: \"localhost:\"\n", `c.yaml:2: metrics_listen: want [HOST]:PORT`},
 		"duplicate bridge":     {"bridges:\n  br0: {}\n  br1: {}\n  br0: {uplink: eth0}\n", `c.yaml:4: key "br0" given twice, at lines 2 and 4`},
 		"duplicate setting":    {"bridges:\n  br0:\n    uplink: eth0\n    uplink: eth1\n", `c.yaml:4: key "uplink" given twice, at lines 3 and 4`},
 		"duplicate in flow":    {"sysctl: {ip_forward: 1, ip_forward: 0}\n", `c.yaml:1: key "ip_forward" given twice, at lines 1 and 1`},

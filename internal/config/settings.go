@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -102,4 +104,26 @@ func choose[T fmt.Stringer](p *parser, v *yaml.Node, key string, choices ...T) T
 	}
 	p.errorf(v, "%s must be one of %s, not %q", key, strings.Join(names, ", "), s)
 	return choices[0]
+}
+
+// metricsAddr checks daemon.metrics_listen and returns the address to
+// bind: a port alone (":9473" or "9473") means localhost only.
+func metricsAddr(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", nil
+	}
+	if !strings.Contains(s, ":") {
+		s = ":" + s
+	}
+	host, port, err := net.SplitHostPort(s)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("want [HOST]:PORT with a port from 1 to 65535, like :%d (localhost) or 192.0.2.10:%d (got %q)",
+			DefaultMetricsPort, DefaultMetricsPort, s)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
 }

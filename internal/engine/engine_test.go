@@ -546,17 +546,17 @@ func TestStartedJournalsTheOtherPortsChanges(t *testing.T) {
 func TestCheckFirewallRestoresSysctls(t *testing.T) {
 	r := newRig(t, "bridges:\n  br-a: {uplink: uplink0}\nsysctl: {ip_forward: 1, bridge_nf_call_iptables: 0}\nfirewall: {bridged_forward: leave}\n")
 	ctx := context.Background()
-	if err := r.eng.CheckFirewall(ctx); err != nil {
+	if _, err := r.eng.CheckFirewall(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := r.sys.String(); !strings.Contains(got, "net.bridge.bridge-nf-call-iptables = 0") || !strings.Contains(got, "net.ipv4.ip_forward = 1") {
 		t.Fatalf("after the check:\n%s", got)
 	}
 	r.sys.Values["net.bridge.bridge-nf-call-iptables"] = "1" // br_netfilter loaded again, say
-	if err := r.eng.CheckFirewall(ctx); err != nil {
+	if _, err := r.eng.CheckFirewall(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.eng.CheckFirewall(ctx); err != nil {
+	if _, err := r.eng.CheckFirewall(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if v := r.sys.Values["net.bridge.bridge-nf-call-iptables"]; v != "0" {
@@ -568,7 +568,7 @@ func TestCheckFirewallRestoresSysctls(t *testing.T) {
 		t.Errorf("journal:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	r.sys = sysctl.NewFake(map[string]string{"net.ipv4.ip_forward": "1"}) // no br_netfilter
-	if err := r.eng.CheckFirewall(ctx); err != nil {
+	if _, err := r.eng.CheckFirewall(ctx); err != nil {
 		t.Errorf("without br_netfilter: %v", err)
 	}
 }

@@ -16,9 +16,17 @@ import (
 // when it changes. The engine decides what to record when; package
 // journal only writes the records.
 
-// vmOf returns the VM of a hook or daemon event, as its records name it.
+// vmOf returns the VM of a hook or daemon event, as its records name it:
+// with libvirt's sub-operation when it says more than begin or end (the
+// daemon's "migrated" makes a live migration's records unambiguous).
 func vmOf(ev events.Event) journal.VM {
-	return journal.VM{Name: ev.Domain, UUID: ev.UUID, Op: string(ev.Op), Source: string(ev.Source)}
+	vm := journal.VM{Name: ev.Domain, UUID: ev.UUID, Op: string(ev.Op), Source: string(ev.Source)}
+	switch ev.SubOp {
+	case "", "-", "begin", "end":
+	default:
+		vm.SubOp = ev.SubOp
+	}
+	return vm
 }
 
 // loadStore loads the mapping store for a writer (the caller holds the host

@@ -100,22 +100,22 @@ func (e *Engine) Reconcile(ctx context.Context, running []events.Event, listed t
 // is loaded after boot (the module starts them at 1): while it is not
 // loaded there is nothing to hold, and the first check after it loads
 // sets them. On nf_tables hosts an unchanged ruleset costs one netlink
-// round trip; the sysctls cost one read each. Idempotent. Its waits end
-// with ctx.
-func (e *Engine) CheckFirewall(ctx context.Context) error {
+// round trip; the sysctls cost one read each. Idempotent. It returns the
+// changes made (the repairs). Its waits end with ctx.
+func (e *Engine) CheckFirewall(ctx context.Context) ([]change.Change, error) {
 	fw := policy.FirewallIntent(e.Config)
 	sysctls := policy.HostSysctls(e.Config)
 	if fw == nil && len(sysctls) == 0 || len(e.Config.Bridges) == 0 {
-		return nil
+		return nil, nil
 	}
 	l, err := e.lock(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer l.Release()
 	host, closeHost, err := e.OpenHost()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeHost()
 	changes, errs := checkSysctls(ctx, host, sysctls)
@@ -130,7 +130,7 @@ func (e *Engine) CheckFirewall(ctx context.Context) error {
 		}
 	}
 	errs = append(errs, e.Journal.HostChanges(ctx, journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes))
-	return errors.Join(errs...)
+	return changes, errors.Join(errs...)
 }
 
 // checkSysctls sets each sysctl that differs; a net.bridge.* one while

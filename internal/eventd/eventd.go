@@ -28,6 +28,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/metrics"
 )
 
 // Handler acts on what the daemon learns. Implemented by internal/engine.
@@ -142,6 +143,11 @@ type Options struct {
 	// as "READY=1"); nil sends to $NOTIFY_SOCKET, or nowhere when unset.
 	// It may be called from more than one goroutine.
 	Notify func(state string) error
+	// Metrics counts libvirt (re)connections and holds the "connected"
+	// gauge; nil counts nothing. Handle's context carries the time of the
+	// libvirt event (metrics.EventTime).
+	Metrics *metrics.Metrics
+
 	// Watchdog is the period of "WATCHDOG=1"; 0 means half of
 	// $WATCHDOG_USEC when that is set (and $WATCHDOG_PID, if set, is this
 	// process), otherwise no watchdog pings.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/metrics"
 )
 
 // Exit codes of virtbridged.
@@ -23,10 +25,12 @@ const (
 	ExitUsage   = 2 // bad flags
 )
 
-// NewHandlerFunc builds the daemon's Handler from the configuration. The
+// NewHandlerFunc builds the daemon's Handler from the configuration. m,
+// nil when metrics are off, is where the Handler counts what it does; a
+// Handler that also implements metrics.State is what scrapes read. The
 // returned func releases what the Handler holds; Main calls it once the
 // daemon has stopped.
-type NewHandlerFunc func(cfg *config.Config) (Handler, func(), error)
+type NewHandlerFunc func(cfg *config.Config, m *metrics.Metrics) (Handler, func(), error)
 
 const usage = `usage: virtbridged [--config FILE] [--uri URI] [--once]
 
@@ -50,7 +54,13 @@ re-checks the firewall every daemon.firewall_recheck (30 s by default).
 SIGHUP (systemctl reload virtbridged) re-reads the configuration: an
 invalid one is refused, its file:line errors logged, and the running one
 kept; a valid one is in force at once (a bridge added to it is made then).
-daemon.firewall_recheck changes take effect at the next start.
+daemon.firewall_recheck and daemon.metrics_listen changes take effect at
+the next start.
+
+With daemon.metrics_listen set (off by default; ":9473" binds localhost
+only) it serves Prometheus metrics on http://ADDR/metrics: the VMs' ports
+(virtbridge_port_info), the managed bridges' health, reconciles, repairs,
+refusals, libvirt reconnects and the hot-plug-to-wired latency.
 
 Under systemd (Type=notify) it sends READY=1 once the host matches the
 configuration (the bridges made at start, their uplinks, sysctls and
@@ -118,7 +128,17 @@ func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
 		log.Error("loading configuration; check it with `virtbridge check-config`", "err", err)
 		return ExitFailure
 	}
-	h, release, err := newHandler(cfg)
+	var m *metrics.Metrics
+	var ml net.Listener
+	if cfg.Daemon.MetricsListen != "" && !*once {
+		if ml, err = metrics.Listen(cfg.Daemon.MetricsListen); err != nil {
+			log.Error("setting up metrics; change daemon.metrics_listen or stop what holds the port", "err", err)
+			return ExitFailure
+		}
+		defer ml.Close()
+		m = metrics.New()
+	}
+	h, release, err := newHandler(cfg, m)
 	if err != nil {
 		log.Error("setting up", "err", err)
 		return ExitFailure
@@ -132,7 +152,13 @@ func Main(args []string, stderr io.Writer, newHandler NewHandlerFunc) int {
 	// After the first signal the default action is back: a second one
 	// kills a daemon that does not stop.
 	context.AfterFunc(ctx, stop)
-	opts := Options{URI: *uri, Handler: h, Log: log, FirewallRecheck: cfg.Daemon.FirewallRecheck, Reload: reload}
+	if m != nil {
+		if st, ok := h.(metrics.State); ok {
+			m.SetState(st)
+		}
+		go m.Serve(ctx, ml, log)
+	}
+	opts := Options{URI: *uri, Handler: h, Log: log, FirewallRecheck: cfg.Daemon.FirewallRecheck, Reload: reload, Metrics: m}
 	if *once {
 		err = Once(ctx, opts)
 	} else {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/metrics"
 )
 
 // helperEnv makes the test binary run Main instead of the tests: the way
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) {
 // printHandler prints every call on stdout, one line each.
 type printHandler struct{ mu sync.Mutex }
 
-func newPrintHandler(*config.Config) (Handler, func(), error) {
+func newPrintHandler(*config.Config, *metrics.Metrics) (Handler, func(), error) {
 	return &printHandler{}, func() { fmt.Println("released") }, nil
 }
 
@@ -122,7 +123,9 @@ func writeConfig(t *testing.T, content string) string {
 }
 
 func TestMainUsage(t *testing.T) {
-	fail := func(*config.Config) (Handler, func(), error) { return nil, nil, errors.New("no engine here") }
+	fail := func(*config.Config, *metrics.Metrics) (Handler, func(), error) {
+		return nil, nil, errors.New("no engine here")
+	}
 	var out bytes.Buffer
 	if code := Main([]string{"--help"}, &out, fail); code != ExitOK {
 		t.Errorf("--help: exit %d, want 0", code)

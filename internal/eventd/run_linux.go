@@ -12,6 +12,7 @@ import (
 	"libvirt.org/go/libvirt"
 
 	"github.com/virtbridge/virtbridge/internal/events"
+	"github.com/virtbridge/virtbridge/internal/metrics"
 )
 
 // rawQueue bounds the events waiting for the worker. libvirt's callbacks
@@ -128,6 +129,9 @@ type daemon struct {
 	retry      *time.Timer // pending Reconcile retry, or nil
 	retryDelay backoff
 	ready      bool // READY=1 said
+	// connections counts the connections made to libvirtd: all but the
+	// first are reconnects.
+	connections int
 }
 
 func newDaemon(o Options) *daemon {
@@ -185,7 +189,10 @@ func (d *daemon) loop(ctx context.Context) {
 		}
 		bo.reset()
 		d.log.Info("connected to libvirtd", "uri", d.o.URI)
+		d.o.Metrics.Connected(true, d.connections > 0)
+		d.connections++
 		d.session(ctx, s)
+		d.o.Metrics.Connected(false, false)
 		s.close(d.log, closeLimit)
 	}
 }
@@ -311,7 +318,7 @@ func (d *daemon) handle(ctx context.Context, s *conn, raw rawEvent) {
 	}
 	queued := time.Since(raw.at)
 	begin := time.Now()
-	err = d.o.Handler.Handle(ctx, ev)
+	err = d.o.Handler.Handle(metrics.WithEventTime(ctx, raw.at), ev)
 	if ctx.Err() != nil {
 		return
 	}

@@ -54,6 +54,12 @@ const (
 	FieldMAC    = "VIRTBRIDGE_MAC"
 	FieldBridge = "VIRTBRIDGE_BRIDGE"
 	FieldSource = "VIRTBRIDGE_SOURCE" // hook | eventd | cli
+	// FieldSubOp is what libvirt said of the operation beyond its name,
+	// when it says something: the daemon's lifecycle detail ("migrated",
+	// "destroyed", "booted"), a hook sub-operation other than begin/end.
+	// A detached record with op stopped and subop migrated is a live
+	// migration's source letting the NIC go.
+	FieldSubOp = "VIRTBRIDGE_SUBOP"
 
 	FieldChange = "VIRTBRIDGE_CHANGE" // change.Kind
 	FieldObject = "VIRTBRIDGE_OBJECT"
@@ -87,6 +93,7 @@ type VM struct {
 	Name   string // domain name
 	UUID   string
 	Op     string // the hook op (started, stopped, ...) or the daemon's
+	SubOp  string // FieldSubOp; empty when libvirt said nothing more
 	Source string // hook | eventd | cli
 }
 
@@ -103,7 +110,7 @@ type Port struct {
 
 func (vm VM) fields(id string) map[string]string {
 	f := map[string]string{FieldIdentifier: Identifier, FieldMessageID: id}
-	for k, v := range map[string]string{FieldVM: vm.Name, FieldUUID: vm.UUID, FieldOp: vm.Op, FieldSource: vm.Source} {
+	for k, v := range map[string]string{FieldVM: vm.Name, FieldUUID: vm.UUID, FieldOp: vm.Op, FieldSubOp: vm.SubOp, FieldSource: vm.Source} {
 		if v != "" {
 			f[k] = v
 		}

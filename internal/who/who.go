@@ -215,6 +215,10 @@ type PortRecord struct {
 	Time time.Time
 	Port journal.Port
 	From string // "journald" or the file's path
+	// Host and MachineID are journald's trusted _HOSTNAME and
+	// _MACHINE_ID of the host that wrote the record (empty in the
+	// JSON-lines file).
+	Host, MachineID string
 }
 
 func later(a, b *PortRecord) *PortRecord {
@@ -341,9 +345,10 @@ func parseEntry(line []byte, from string) (*PortRecord, bool) {
 		Kind: id,
 		Time: time.UnixMicro(us),
 		Port: journal.Port{
-			VM:  journal.VM{Name: f[journal.FieldVM], UUID: f[journal.FieldUUID], Op: f[journal.FieldOp], Source: f[journal.FieldSource]},
+			VM: journal.VM{Name: f[journal.FieldVM], UUID: f[journal.FieldUUID], Op: f[journal.FieldOp], SubOp: f[journal.FieldSubOp],
+				Source: f[journal.FieldSource]},
 			Tap: f[journal.FieldTap], MAC: f[journal.FieldMAC], Bridge: f[journal.FieldBridge], Store: f[journal.FieldStore],
 		},
-		From: from,
+		From: from, Host: f[fieldHostname], MachineID: f[fieldMachineID],
 	}, true
 }

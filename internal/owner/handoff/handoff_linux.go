@@ -74,6 +74,9 @@ func initNetns() bool {
 // path under a manager's feet. The undo pushed on rv gives the uplink back
 // to its owner's own configuration.
 func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
+	if o.NM == nil && o.Networkd == nil {
+		return nil, false, nil // no manager to ask: the kernel path
+	}
 	if !b.MoveAddresses || (b.Uplink == "" && b.UplinkMAC == "") {
 		return nil, false, nil
 	}
@@ -82,14 +85,14 @@ func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.
 		return nil, false, err
 	}
 	b.Uplink = uplink
-	probe, err := o.probe(b)
-	if err != nil {
-		return nil, true, err
-	}
 	if o.NM != nil {
 		if _, ok, err := o.NM.Detect(ctx, uplink); err != nil || ok {
 			if err != nil {
 				return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
+			}
+			probe, err := o.probe(b)
+			if err != nil {
+				return nil, true, err
 			}
 			r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe})
 			if err == nil && len(r.Changes) > 0 {
@@ -102,6 +105,10 @@ func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.
 		if _, ok, err := o.Networkd.Detect(ctx, uplink); err != nil || ok {
 			if err != nil {
 				return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
+			}
+			probe, err := o.probe(b)
+			if err != nil {
+				return nil, true, err
 			}
 			s := networkd.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe, NS: o.NS, Root: o.Root}
 			r, err := o.Networkd.Handover(ctx, s)
