@@ -79,5 +79,6 @@ func runApply(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 func cliEngine(cfg *config.Config) *engine.Engine {
 	e := engine.ForHost(cfg, fixLockWait)
 	e.Source = events.SourceCLI
+	engine.VerifyFirewall(e)
 	return e
 }

@@ -37,7 +37,11 @@ func runDoctor(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 
 Checks this host for what breaks bridged VMs — the hook's installation, the
 configuration, each managed bridge and its uplink, forwarding sysctls and
-firewall rules (Docker's too), the NICs of the defined VMs and the taps in
+firewall rules (Docker's too), the forward path of each managed
+bridge (every forward chain its bridged frames cross — iptables-legacy,
+iptables-nft, native nftables tables, firewalld — in hook priority order,
+and the first that drops them; whether bridge-nf-call-iptables/ip6tables=0
+is safe here, or what it would break), the NICs of the defined VMs and the taps in
 the bridges — and says for each problem what is wrong, why it breaks
 bridged VMs, and the exact fix, or that virtbridge fixes it itself.
 --fix applies those fixes the way the hook does (under the host lock,
@@ -105,6 +109,7 @@ func doctorSources(cfgPath, uri, hooksDir string) doctor.Sources {
 		Sysctls:  sysctl.New(""),
 		Tables:   doctor.HostTables{},
 		Native:   doctor.HostNative{},
+		NFUsers:  doctor.HostNFUsers{},
 		Firewall: firewall.New(firewall.Options{NoState: true}),
 		Domains:  doctor.LibvirtDomains{URI: uri},
 		Store:    doctor.StoreFile(filepath.Join(paths.StateDir(), "ports.json")),

@@ -44,14 +44,14 @@ type fixCase struct {
 // that no finding advising --fix remains. Every check that can advise
 // --fix in internal/doctor has a case: bridge-exists, bridge-up,
 // bridge-stp, uplink-enslaved, host-addresses, mtu, sysctl, forward,
-// docker, firewall-rules, vm-tap, port, stale-mapping, store.
+// forward-path, docker, firewall-rules, vm-tap, port, stale-mapping, store.
 func TestDoctorFixAdviceIsTrue(t *testing.T) {
 	bins := buildDoctor(t)
 	web1 := doctorDomainNode("web1", "52:54:00:12:00:01", "br-a")
 	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tc := range []fixCase{
 		{name: "the how-to's broken host", cfg: doctorBrA,
-			want: []string{"bridge-exists", "sysctl", "forward", "firewall-rules"}},
+			want: []string{"bridge-exists", "sysctl", "forward", "forward-path", "firewall-rules"}},
 		{name: "uplink not enslaved", cfg: doctorBrA, setup: "ip link add br-a type bridge\nip link set br-a up",
 			want: []string{"uplink-enslaved"}},
 		{name: "address left on the enslaved uplink", cfg: doctorBrA,
@@ -74,7 +74,7 @@ func TestDoctorFixAdviceIsTrue(t *testing.T) {
 		{name: "bridge-nf-call other than configured", cfg: "bridges:\n  br-a: {uplink: uplink0}\nsysctl: {ip_forward: 1, bridge_nf_call_iptables: 0}\n",
 			want: []string{"sysctl"}},
 		{name: "docker", cfg: doctorBrA, setup: dockerScript("iptables") + dockerScript("ip6tables"),
-			want: []string{"docker", "forward", "firewall-rules"}},
+			want: []string{"docker", "forward", "forward-path", "firewall-rules"}},
 		{name: "a running VM's tap out of its missing bridge", cfg: doctorBrA, node: web1,
 			setup: "ip tuntap add dev testnet0 mode tap\nip link set testnet0 address fe:54:00:12:00:01",
 			want:  []string{"vm-tap", "bridge-exists"}},

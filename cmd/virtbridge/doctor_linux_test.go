@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -229,6 +230,7 @@ func TestDoctorNetns(t *testing.T) {
 		{"uplink missing and config invalid", doctorUplinkMissing},
 		{"bridge-nf-call off", doctorNFCallOff},
 		{"docker", doctorDocker},
+		{"forward path through iptables-nft and native tables", doctorForwardPath},
 		{"legacy rules virtbridge does not keep", doctorLegacy},
 		{"a stale tap in a managed bridge", doctorStaleTap},
 		{"a running VM's tap out of its bridge", doctorVMTap},
@@ -388,6 +390,73 @@ func doctorDocker(t *testing.T, bins doctorBins) {
 	fixed := h.json(t, "--fix")
 	fixed.requireClean(t, "after --fix")
 	fixed.expect(t, 0, "docker", "ip6tables-nft DOCKER-USER", doctor.OK, "keeps bridged frames accepted")
+}
+
+// doctorMixedRuleset is a host where bridged frames cross an
+// administrator's inet filter forward chain that drops by policy at
+// priority -10, iptables-nft's FORWARD (newDoctorHost's DROP policy and
+// REJECT rule) and a table named like Docker 29's that drops what goes out
+// to br-*.
+const doctorMixedRuleset = `table inet filter {
+	chain forward {
+		type filter hook forward priority -10; policy drop;
+		ct state established,related accept
+	}
+}
+table ip docker-bridges {
+	chain filter-FORWARD {
+		type filter hook forward priority filter; policy accept;
+		oifname "br-*" drop
+	}
+}
+`
+
+// doctorForwardPath: bridge-nf-call=0 is recommended on the bare host and
+// advised against once a table of Docker's is there. The doctor lists, for br-a, every forward chain its
+// bridged frames cross in hook priority order, in --json and in text, and
+// names the first that drops them; --fix lets them through the
+// administrator's and iptables' chains, and Docker's table, left alone, is
+// then the first (and only) one that drops them.
+func doctorForwardPath(t *testing.T, bins doctorBins) {
+	h := newDoctorHost(t, bins, doctorBrA, doctorEmptyNode)
+	const nfObj = "net.bridge.bridge-nf-call-iptables/ip6tables"
+	h.json(t).expect(t, 2, "br-netfilter", nfObj, doctor.OK, "nothing found on this host relies", "bridge_nf_call_iptables: 0")
+	h.write(t, "ruleset.nft", doctorMixedRuleset)
+	h.ns.Run(t, "nft", "-f", filepath.Join(h.dir, "ruleset.nft"))
+	r := h.json(t)
+	if f := r.expect(t, 2, "br-netfilter", nfObj, doctor.OK, "keep 1/1", "Docker (its chains or tables)", "icc=false"); f.Fix != "" {
+		t.Errorf("0 recommended with Docker's table present: %s", f.Fix)
+	}
+	f := r.expect(t, 2, "forward-path", "br-a", doctor.Fail,
+		"4 of the 4 forward chain(s)", "the first, in hook priority order, is nft inet filter forward (policy drop)",
+		"doctor --fix", "then also iptables-nft FORWARD, ip6tables-nft FORWARD, nft ip docker-bridges filter-FORWARD")
+	wantPath(t, f.Path,
+		"drop nft inet filter forward (administrator, inet, -10): policy drop",
+		"drop iptables-nft FORWARD (iptables-nft, ipv4, 0): rule 1 (-A FORWARD -j REJECT --reject-with icmp-host-prohibited)",
+		"drop ip6tables-nft FORWARD (iptables-nft, ipv6, 0): policy DROP",
+		`drop nft ip docker-bridges filter-FORWARD (docker, ipv4, 0): chain filter-FORWARD rule handle 2: oifname "br-*" drop`)
+	if _, text := h.run(t); !strings.Contains(text, "        1. drop nft inet filter forward (administrator, inet, priority -10): policy drop\n") {
+		t.Errorf("the text output does not list the path:\n%s", text)
+	}
+
+	fixed := h.json(t, "--fix")
+	f = fixed.expect(t, 2, "forward-path", "br-a", doctor.Fail, "1 of the 4", "is nft ip docker-bridges filter-FORWARD", "Docker's table is Docker's")
+	wantPath(t, f.Path,
+		`pass nft inet filter forward (administrator, inet, -10): a rule accepts them first`,
+		"pass iptables-nft FORWARD (iptables-nft, ipv4, 0): virtbridge's jump (rule 1) accepts",
+		"pass ip6tables-nft FORWARD (iptables-nft, ipv6, 0): virtbridge's jump (rule 1) accepts",
+		`drop nft ip docker-bridges filter-FORWARD (docker, ipv4, 0): chain filter-FORWARD rule handle 2: oifname "br-*" drop`)
+}
+
+func wantPath(t *testing.T, path []doctor.Hop, want ...string) {
+	t.Helper()
+	var got []string
+	for _, h := range path {
+		got = append(got, fmt.Sprintf("%s %s (%s, %s, %d): %s", h.Verdict, h.Chain, h.Owner, h.Family, h.Priority, h.At))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("forward path:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }
 
 // doctorLegacy: a legacy DROP policy while virtbridge keeps its rules in

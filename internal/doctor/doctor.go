@@ -65,6 +65,9 @@ type Finding struct {
 	// the operator's must come first (Fix then says which): --fix cannot
 	// make a bridge whose uplink is missing, for one.
 	Fixable bool `json:"fixable,omitempty"`
+	// Path is, for a forward-path finding, every forward base chain the
+	// bridge's bridged frames cross, in hook priority order.
+	Path []Hop `json:"path,omitempty"`
 }
 
 // Report is the findings of one run, in section order.
@@ -123,6 +126,8 @@ type Sources struct {
 	Sysctls  Sysctls
 	Tables   Tables
 	Native   NativeChains
+	// NFUsers finds what relies on bridged frames passing IP filtering.
+	NFUsers  NFUsers
 	Firewall Firewall
 	Domains  Domains
 	Store    Store

@@ -52,8 +52,11 @@ func checkForwarding(r *Report, s Sources, h *host) {
 	}{{nfCallIPTables, "ipv4", cfg.Sysctl.BridgeNFCallIPTables}, {nfCallIP6Tables, "ipv6", cfg.Sysctl.BridgeNFCallIP6Tables}} {
 		nfOn[fam.family] = checkNFCall(r, s, fam.name, fam.want)
 	}
-	checkTables(r, s, cfg, nfOn)
-	checkNative(r, s, cfg, nfOn)
+	rd := readForward(s, cfg, nfOn)
+	checkTables(r, s, cfg, nfOn, rd)
+	checkNative(r, s, cfg, nfOn, rd)
+	checkPath(r, s, cfg, nfOn, rd)
+	checkBrNetfilter(r, s, cfg, rd)
 }
 
 func checkIPForward(r *Report, s Sources, cfg *config.Config, h *host) {
@@ -123,11 +126,11 @@ func checkNFCall(r *Report, s Sources, name string, want config.Toggle) bool {
 
 // checkTables judges FORWARD of every table whose family's bridged frames
 // pass iptables, Docker's chains, and virtbridge's own rules.
-func checkTables(r *Report, s Sources, cfg *config.Config, nfOn map[string]bool) {
+func checkTables(r *Report, s Sources, cfg *config.Config, nfOn map[string]bool, rd forwardRead) {
 	if s.Tables == nil {
 		return
 	}
-	tables, err := s.Tables.Tables()
+	tables, err := rd.tables, rd.tablesErr
 	if err != nil {
 		r.add(Finding{Section: SectionForwarding, Check: "forward", Status: Warn, Object: "iptables",
 			Message: "cannot read the firewall: " + err.Error(), Fix: "run the doctor as root"})

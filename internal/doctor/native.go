@@ -22,11 +22,11 @@ const whyNative = "with bridge-nf-call-iptables/ip6tables=1 every frame bridged 
 // checkNative judges, for each managed bridge, every native forward base
 // chain its bridged frames cross, and names the first rule or policy that
 // may drop them, with the fix that fits the chain's owner.
-func checkNative(r *Report, s Sources, cfg *config.Config, nfOn map[string]bool) {
-	if s.Native == nil || len(cfg.Bridges) == 0 || !nfOn["ipv4"] && !nfOn["ipv6"] {
+func checkNative(r *Report, s Sources, cfg *config.Config, nfOn map[string]bool, rd forwardRead) {
+	if !rd.readNative {
 		return
 	}
-	chains, err := s.Native.ForwardChains()
+	chains, err := rd.chains, rd.chainsErr
 	if err != nil {
 		r.add(Finding{Section: SectionForwarding, Check: "nft-forward", Status: Warn, Object: "nftables",
 			Message: "cannot read the nftables forward chains: " + err.Error(), Fix: "run the doctor as root"})

@@ -45,6 +45,7 @@ func WriteText(w io.Writer, r *Report, fix *FixResult, color bool) error {
 				first = false
 			}
 			fmt.Fprintf(&b, "  %s %s: %s\n", label(f.Status, color), f.Object, f.Message)
+			writePath(&b, f.Path)
 			if f.Why != "" {
 				fmt.Fprintf(&b, "        why: %s\n", f.Why)
 			}
@@ -56,6 +57,13 @@ func WriteText(w io.Writer, r *Report, fix *FixResult, color bool) error {
 	fmt.Fprintf(&b, "\n%s: %d failure(s), %d warning(s), %d ok\n", summary(r.Status()), r.Count(Fail), r.Count(Warn), r.Count(OK))
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writePath lists a forward path, one chain a line, in priority order.
+func writePath(b *strings.Builder, path []Hop) {
+	for i, h := range path {
+		fmt.Fprintf(b, "        %d. %-4s %s (%s, %s, priority %d): %s\n", i+1, h.Verdict, h.Chain, h.Owner, h.Family, h.Priority, h.At)
+	}
 }
 
 // writeFix says what --fix changed, what it could not fix and why, and

@@ -537,3 +537,38 @@ func TestStartedJournalsTheOtherPortsChanges(t *testing.T) {
 		t.Errorf("journaled:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestCheckFirewallRestoresSysctls: the daemon's periodic check sets a
+// configured sysctl back when it was changed behind virtbridge's back —
+// bridge-nf-call-iptables back to 0 as after br_netfilter was loaded
+// later — and journals it; a second check changes nothing; while
+// br_netfilter is not loaded there is nothing to hold and no error.
+func TestCheckFirewallRestoresSysctls(t *testing.T) {
+	r := newRig(t, "bridges:\n  br-a: {uplink: uplink0}\nsysctl: {ip_forward: 1, bridge_nf_call_iptables: 0}\nfirewall: {bridged_forward: leave}\n")
+	ctx := context.Background()
+	if _, err := r.eng.CheckFirewall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.sys.String(); !strings.Contains(got, "net.bridge.bridge-nf-call-iptables = 0") || !strings.Contains(got, "net.ipv4.ip_forward = 1") {
+		t.Fatalf("after the check:\n%s", got)
+	}
+	r.sys.Values["net.bridge.bridge-nf-call-iptables"] = "1" // br_netfilter loaded again, say
+	if _, err := r.eng.CheckFirewall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.eng.CheckFirewall(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := r.sys.Values["net.bridge.bridge-nf-call-iptables"]; v != "0" {
+		t.Errorf("bridge-nf-call-iptables %s after the check, want 0", v)
+	}
+	want := []string{"change sysctl-changed net.ipv4.ip_forward", "change sysctl-changed net.bridge.bridge-nf-call-iptables",
+		"change sysctl-changed net.bridge.bridge-nf-call-iptables"}
+	if got := r.records(t); !slices.Equal(got, want) {
+		t.Errorf("journal:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	r.sys = sysctl.NewFake(map[string]string{"net.ipv4.ip_forward": "1"}) // no br_netfilter
+	if _, err := r.eng.CheckFirewall(ctx); err != nil {
+		t.Errorf("without br_netfilter: %v", err)
+	}
+}

@@ -47,7 +47,17 @@ func linkKind(name string) (string, error) {
 	return l.Type(), nil
 }
 
-func openHost() (*apply.Host, func(), error) {
+// VerifyFirewall makes e's firewall verify everything at every run
+// (firewall.Options.Verify), for the CLI's explicit runs: `virtbridge
+// apply` and `doctor --fix` also put back firewalld settings changed only
+// permanently, which the ruleset generation does not show.
+func VerifyFirewall(e *Engine) {
+	e.OpenHost = func() (*apply.Host, func(), error) { return openHostWith(true) }
+}
+
+func openHost() (*apply.Host, func(), error) { return openHostWith(false) }
+
+func openHostWith(verify bool) (*apply.Host, func(), error) {
 	l, err := links.New()
 	if err != nil {
 		return nil, nil, err
@@ -63,6 +73,7 @@ func openHost() (*apply.Host, func(), error) {
 		Sysctls: sysctl.New(""),
 		Firewall: firewall.New(firewall.Options{
 			StatePath: filepath.Join(paths.RunDir(), "firewall.state"),
+			Verify:    verify,
 		}),
 	}
 	return h, func() { closeOwners(); l.Close() }, nil

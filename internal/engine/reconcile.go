@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/deadline"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/policy"
 	"github.com/virtbridge/virtbridge/internal/revert"
+	"github.com/virtbridge/virtbridge/internal/sysctl"
 )
 
 // Reconcile makes the host match the configuration (EnsureHost: every
@@ -90,13 +93,19 @@ func (e *Engine) Reconcile(ctx context.Context, running []events.Event, listed t
 	return r, errors.Join(errs...)
 }
 
-// CheckFirewall re-applies the firewall intent of the configuration (a rule
-// someone deleted comes back). On nf_tables hosts an unchanged ruleset costs
-// one netlink round trip. Idempotent. It returns the changes made (the
-// repairs). Its waits end with ctx.
+// CheckFirewall re-applies the sysctls the configuration forces and its
+// firewall intent: a setting changed behind virtbridge's back, or a rule
+// someone deleted, comes back, journaled (op firewall-check). That is what
+// keeps bridge-nf-call-iptables/ip6tables as configured when br_netfilter
+// is loaded after boot (the module starts them at 1): while it is not
+// loaded there is nothing to hold, and the first check after it loads
+// sets them. On nf_tables hosts an unchanged ruleset costs one netlink
+// round trip; the sysctls cost one read each. Idempotent. It returns the
+// changes made (the repairs). Its waits end with ctx.
 func (e *Engine) CheckFirewall(ctx context.Context) ([]change.Change, error) {
 	fw := policy.FirewallIntent(e.Config)
-	if fw == nil || len(e.Config.Bridges) == 0 {
+	sysctls := policy.HostSysctls(e.Config)
+	if fw == nil && len(sysctls) == 0 || len(e.Config.Bridges) == 0 {
 		return nil, nil
 	}
 	l, err := e.lock(ctx)
@@ -109,14 +118,35 @@ func (e *Engine) CheckFirewall(ctx context.Context) ([]change.Change, error) {
 		return nil, err
 	}
 	defer closeHost()
-	if host.Firewall == nil {
-		return nil, nil
+	changes, errs := checkSysctls(ctx, host, sysctls)
+	if fw != nil && host.Firewall != nil {
+		var rv revert.Reverter
+		cs, err := host.Firewall.Ensure(ctx, *fw, &rv)
+		if err != nil {
+			errs = append(errs, e.withConfigPath(err), rv.Fail())
+		} else {
+			rv.Success()
+			changes = append(changes, cs...)
+		}
 	}
-	var rv revert.Reverter
-	changes, err := host.Firewall.Ensure(ctx, *fw, &rv)
-	if err != nil {
-		return nil, errors.Join(e.withConfigPath(err), rv.Fail())
+	errs = append(errs, e.Journal.HostChanges(ctx, journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes))
+	return changes, errors.Join(errs...)
+}
+
+// checkSysctls sets each sysctl that differs; a net.bridge.* one while
+// br_netfilter is not loaded is skipped (it does not exist yet).
+func checkSysctls(ctx context.Context, host *apply.Host, sysctls []desired.Sysctl) ([]change.Change, []error) {
+	var changes []change.Change
+	var errs []error
+	for _, s := range sysctls {
+		var rv revert.Reverter
+		cs, err := host.Sysctls.Ensure(ctx, s, &rv)
+		rv.Success()
+		if errors.Is(err, sysctl.ErrBridgeNetfilter) {
+			continue
+		}
+		changes = append(changes, cs...)
+		errs = append(errs, err)
 	}
-	rv.Success()
-	return changes, e.Journal.HostChanges(ctx, journal.VM{Op: "firewall-check", Source: string(events.SourceEventd)}, changes)
+	return changes, errs
 }

@@ -41,6 +41,13 @@ type Options struct {
 	StatePath string
 	// NoState disables the state file: every Ensure verifies.
 	NoState bool
+	// Verify makes every Ensure read and verify everything, firewalld's
+	// zone settings included, whatever the state file says, and still
+	// record the generation for later runs. An unchanged nf_tables
+	// generation covers the rules and firewalld's runtime settings, but
+	// not firewalld's permanent ones; explicit runs of an operator's
+	// (`virtbridge apply`, `doctor --fix`) set it.
+	Verify bool
 	// BinDir, when set, is the only directory searched for iptables-nft,
 	// ip6tables-legacy-save and the rest. Tests point it at wrappers that
 	// run the real commands inside a test namespace.
@@ -66,6 +73,7 @@ type Options struct {
 // host lock).
 type Firewall struct {
 	state  string
+	verify bool
 	bins   binaries
 	ns     netns
 	wait   int
@@ -75,7 +83,7 @@ type Firewall struct {
 
 // New returns a Firewall. It runs nothing.
 func New(o Options) *Firewall {
-	f := &Firewall{state: o.StatePath, bins: binaries{dir: o.BinDir}, ns: netns{path: o.NetNS}, wait: o.Wait,
+	f := &Firewall{state: o.StatePath, verify: o.Verify, bins: binaries{dir: o.BinDir}, ns: netns{path: o.NetNS}, wait: o.Wait,
 		dbus: o.DBusAddress, record: o.FirewalldRecord}
 	if f.record == "" {
 		f.record = filepath.Join(paths.StateDir(), "firewalld.json")
@@ -125,7 +133,7 @@ func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.R
 	if err != nil {
 		return nil, err
 	}
-	if st != nil && st.unchanged(fx, fw.Backend, specHash(NFT, bridges, leave)) {
+	if st != nil && !f.verify && st.unchanged(fx, fw.Backend, specHash(NFT, bridges, leave)) {
 		return nil, nil
 	}
 	v := want
@@ -188,7 +196,9 @@ func (f *Firewall) Ensure(ctx context.Context, fw desired.Firewall, rv *revert.R
 }
 
 // Check lists, one per line, what differs from what Ensure(fw) would
-// leave, e.g. "iptables-nft: FORWARD has no jump to VIRTBRIDGE-FWD". It
+// leave, e.g. "iptables-nft: FORWARD has no jump to VIRTBRIDGE-FWD" or,
+// when firewalld runs, "firewalld: runtime: zone public does not forward,
+// so it drops bridged frames of br0". It
 // changes nothing and uses no remembered state; an empty list means all is
 // in place.
 func (f *Firewall) Check(ctx context.Context, fw desired.Firewall) ([]string, error) {
@@ -217,6 +227,11 @@ func (f *Firewall) Check(ctx context.Context, fw desired.Firewall) ([]string, er
 		return nil, err
 	}
 	out, err := checkTables(ctx, ts, bridges)
+	if err != nil {
+		return out, err
+	}
+	fps, err := f.checkFirewalld(ctx, bridges, fw.FirewalldZone)
+	out = append(out, fps...)
 	if err != nil {
 		return out, err
 	}

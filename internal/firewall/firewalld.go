@@ -15,15 +15,20 @@ import "fmt"
 const trustedZone = "trusted"
 
 // chooseZone picks the zone for a bridge: the configured one; else the
-// zone the bridge is already in (runtime, then permanent: the operator's
-// or virtbridge's earlier choice); else the zone of its ports (the uplink:
+// zone virtbridge put it in before (recorded: a bridge moved out of it
+// behind virtbridge's back goes back, as a deleted rule comes back; name
+// another zone in firewall.firewalld_zone to move it); else the zone the
+// bridge is already in (runtime, then permanent: the operator's choice);
+// else the zone of its ports (the uplink:
 // the host's address moved from it to the bridge, so its INPUT rules stay
 // what they were); else firewalld's default zone. It refuses to pick
 // `trusted` by itself. It is pure.
-func chooseZone(br, configured, runtime, permanent string, portZones []string, def string) (string, error) {
+func chooseZone(br, configured, recorded, runtime, permanent string, portZones []string, def string) (string, error) {
 	switch {
 	case configured != "":
 		return configured, nil
+	case recorded != "":
+		return recorded, nil
 	case runtime != "":
 		return runtime, nil
 	case permanent != "":

@@ -217,3 +217,81 @@ func TestFirewalldZone(t *testing.T) {
 		t.Error("the VM still reaches upstream after Remove")
 	}
 }
+
+// TestFirewalldDrift: after Ensure, someone moves br0 into zone block and
+// turns public's forwarding off, runtime and permanent, behind
+// virtbridge's back (block's own forwarding off too). Check (what doctor's firewall-rules finding shows)
+// names each difference; the next Ensure — the daemon's periodic check,
+// with its state file: firewalld's runtime change moved the nf_tables
+// generation — puts br0 back into public and turns forwarding on again,
+// and the VM reaches upstream. A change of the permanent settings only is
+// reported too, and put back by an Ensure with Options.Verify.
+func TestFirewalldDrift(t *testing.T) {
+	b := newBridgedLab(t)
+	fd := startPrivateFirewalld(t, b.ns.Name)
+	fd.must(t, "--zone=public", "--add-interface=up0")
+	fd.must(t, "--permanent", "--zone=public", "--add-interface=up0")
+	opts := Options{BinDir: b.dir, NetNS: "/run/netns/" + b.ns.Name, StatePath: filepath.Join(fd.dir, "firewall.state"),
+		DBusAddress: fd.bus, FirewalldRecord: filepath.Join(fd.dir, "record.json")}
+	f := New(opts)
+	p := desired.Firewall{Backend: BackendNFT, AcceptBridges: []string{"br0"}}
+	mustEnsure(t, f, p)
+	const want = "runtime br0: public, public forward: yes; permanent br0: public, public forward: yes"
+	if got := fd.settings(t); got != want {
+		t.Fatalf("after Ensure: %s, want %s", got, want)
+	}
+	if ps, err := f.Check(context.Background(), p); err != nil || len(ps) != 0 {
+		t.Fatalf("Check after Ensure: %q, %v", ps, err)
+	}
+
+	fd.must(t, "--zone=block", "--remove-forward") // firewalld ≥ 1.0's block forwards within itself
+	fd.must(t, "--zone=block", "--change-interface=br0")
+	fd.must(t, "--zone=public", "--remove-forward")
+	fd.must(t, "--permanent", "--zone=public", "--remove-forward")
+	if !b.blocked(t) {
+		t.Fatalf("control: the VM still reaches upstream with br0 in block (%s)\n%s", fd.settings(t), b.ns.Run(t, "nft", "list", "table", "inet", "firewalld"))
+	}
+	ps, err := f.Check(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPs := strings.Join([]string{
+		"firewalld: permanent: zone public does not forward, so it drops bridged frames of br0",
+		"firewalld: runtime: bridge br0 is in zone block, want zone public",
+		"firewalld: runtime: zone public does not forward, so it drops bridged frames of br0",
+	}, "\n")
+	if got := strings.Join(ps, "\n"); got != wantPs {
+		t.Errorf("Check after the drift:\n%s\nwant:\n%s", got, wantPs)
+	}
+
+	cs := mustEnsure(t, f, p)
+	t.Logf("repaired: %v", cs)
+	if got := fd.settings(t); got != want {
+		t.Errorf("after the repair: %s, want %s", got, want)
+	}
+	if !b.reaches(t) {
+		t.Errorf("the VM does not reach upstream after the repair (%s)", fd.settings(t))
+	}
+	if ps, err := f.Check(context.Background(), p); err != nil || len(ps) != 0 {
+		t.Errorf("Check after the repair: %q, %v", ps, err)
+	}
+
+	// A permanent-only change does not move the nf_tables generation: the
+	// periodic Ensure keeps trusting it, Check reports the change, and an
+	// Ensure with Verify (the CLI's apply and doctor --fix) puts it back.
+	fd.must(t, "--permanent", "--zone=public", "--remove-forward")
+	if cs := mustEnsure(t, f, p); len(cs) != 0 {
+		t.Errorf("Ensure on an unchanged generation changed %v", cs)
+	}
+	if ps, _ := f.Check(context.Background(), p); strings.Join(ps, "\n") != "firewalld: permanent: zone public does not forward, so it drops bridged frames of br0" {
+		t.Errorf("Check after a permanent-only change: %q", ps)
+	}
+	opts.Verify = true
+	cs = mustEnsure(t, New(opts), p)
+	if got := fd.settings(t); got != want || len(cs) != 1 {
+		t.Errorf("after Ensure with Verify: %s (changes %v), want %s", got, cs, want)
+	}
+	if _, err := f.Remove(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

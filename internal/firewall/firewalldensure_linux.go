@@ -52,7 +52,7 @@ func (f *Firewall) ensureFirewalld(ctx context.Context, bridges []string, config
 	}
 	before := rec.clone()
 	for _, br := range bridges {
-		zone, err := f.zoneFor(ctx, fd, br, configured)
+		zone, err := f.zoneFor(ctx, fd, br, configured, rec.Interfaces[br])
 		if err != nil {
 			return cs, err
 		}
@@ -84,8 +84,9 @@ func (f *Firewall) ensureFirewalld(ctx context.Context, bridges []string, config
 }
 
 // zoneFor reads what chooseZone needs: the bridge's zones, its ports'
-// runtime zones and the default zone.
-func (f *Firewall) zoneFor(ctx context.Context, fd *firewalld, br, configured string) (string, error) {
+// runtime zones and the default zone; recorded is the zone virtbridge put
+// br in before, "" none.
+func (f *Firewall) zoneFor(ctx context.Context, fd *firewalld, br, configured, recorded string) (string, error) {
 	rt, err := fd.runtimeZoneOf(ctx, br)
 	if err != nil {
 		return "", err
@@ -110,7 +111,7 @@ func (f *Firewall) zoneFor(ctx context.Context, fd *firewalld, br, configured st
 	if err != nil {
 		return "", err
 	}
-	return chooseZone(br, configured, rt, pm, portZones, def)
+	return chooseZone(br, configured, recorded, rt, pm, portZones, def)
 }
 
 type stepFunc func(c change.Change, do, undo func(context.Context) error) error

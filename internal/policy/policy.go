@@ -201,6 +201,10 @@ func bridgeOf(b config.Bridge) desired.Bridge {
 	return out
 }
 
+// HostSysctls are the kernel settings cfg forces (not left alone), as
+// the engine applies them with the host-wide settings. Pure; never nil.
+func HostSysctls(cfg *config.Config) []desired.Sysctl { return sysctls(cfg.Sysctl) }
+
 func sysctls(s config.Sysctl) []desired.Sysctl {
 	out := []desired.Sysctl{}
 	for _, kv := range []struct {
