@@ -67,58 +67,95 @@ func initNetns() bool {
 }
 
 // EnsureBridge hands b over to the manager owning its uplink
-// (apply.Owners): NetworkManager first, then systemd-networkd. A bridge
-// whose uplink nobody owns, one without an uplink, and one that keeps its
-// addresses off the bridge (move_addresses: false) are the kernel path's
-// (handled false). Detection failures refuse rather than go the kernel
+// (apply.Owners): NetworkManager first, then systemd-networkd; with
+// manager: networkmanager or networkd only that one, and a refusal when it
+// does not own the uplink. A bridge with manager: kernel, one whose uplink
+// nobody owns, one without an uplink, and one that keeps its addresses off
+// the bridge (move_addresses: false) are the kernel path's (handled
+// false). Detection failures refuse rather than go the kernel
 // path under a manager's feet. The undo pushed on rv gives the uplink back
 // to its owner's own configuration.
 func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
-	if o.NM == nil && o.Networkd == nil {
-		return nil, false, nil // no manager to ask: the kernel path
-	}
-	if !b.MoveAddresses || (b.Uplink == "" && b.UplinkMAC == "") {
+	if b.Manager == "kernel" || !b.MoveAddresses || (b.Uplink == "" && b.UplinkMAC == "") {
 		return nil, false, nil
+	}
+	forced := b.Manager == "networkmanager" || b.Manager == "networkd"
+	if o.NM == nil && o.Networkd == nil && !forced {
+		return nil, false, nil // no manager to ask: the kernel path
 	}
 	uplink, err := o.uplink(b)
 	if err != nil || uplink == "" {
 		return nil, false, err
 	}
 	b.Uplink = uplink
-	if o.NM != nil {
-		if _, ok, err := o.NM.Detect(ctx, uplink); err != nil || ok {
-			if err != nil {
-				return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
-			}
-			probe, err := o.probe(b)
-			if err != nil {
-				return nil, true, err
-			}
-			r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe})
-			if err == nil && len(r.Changes) > 0 {
-				rv.Add(func() error { return o.NM.Release(ctx, b, r) })
-			}
-			return r.Changes, true, err
+	if b.Manager != "networkd" {
+		if cs, handled, err := o.viaNM(ctx, b, rv); handled || err != nil {
+			return cs, true, err
 		}
 	}
-	if o.Networkd != nil {
-		if _, ok, err := o.Networkd.Detect(ctx, uplink); err != nil || ok {
-			if err != nil {
-				return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
-			}
-			probe, err := o.probe(b)
-			if err != nil {
-				return nil, true, err
-			}
-			s := networkd.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe, NS: o.NS, Root: o.Root}
-			r, err := o.Networkd.Handover(ctx, s)
-			if err == nil && len(r.Changes) > 0 {
-				rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
-			}
-			return r.Changes, true, err
+	if b.Manager != "networkmanager" {
+		if cs, handled, err := o.viaNetworkd(ctx, b, rv); handled || err != nil {
+			return cs, true, err
 		}
+	}
+	if forced {
+		return nil, true, fmt.Errorf("bridge %q: the configuration says manager: %s, but %s does not manage uplink %q; "+
+			"set manager: auto (or kernel) for this bridge, or let %s manage %s", b.Name, b.Manager, managerName(b.Manager), uplink, managerName(b.Manager), uplink)
 	}
 	return nil, false, nil
+}
+
+func managerName(m string) string {
+	if m == "networkd" {
+		return "systemd-networkd"
+	}
+	return "NetworkManager"
+}
+
+// viaNM hands b over to NetworkManager when it owns the uplink (handled).
+func (o *Owners) viaNM(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
+	if o.NM == nil {
+		return nil, false, nil
+	}
+	if _, ok, err := o.NM.Detect(ctx, b.Uplink); err != nil || !ok {
+		if err != nil {
+			err = fmt.Errorf("bridge %q: %w", b.Name, err)
+		}
+		return nil, false, err
+	}
+	probe, err := o.probe(b)
+	if err != nil {
+		return nil, true, err
+	}
+	r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe})
+	if err == nil && len(r.Changes) > 0 {
+		rv.Add(func() error { return o.NM.Release(ctx, b, r) })
+	}
+	return r.Changes, true, err
+}
+
+// viaNetworkd hands b over to systemd-networkd when it owns the uplink
+// (handled).
+func (o *Owners) viaNetworkd(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
+	if o.Networkd == nil {
+		return nil, false, nil
+	}
+	if _, ok, err := o.Networkd.Detect(ctx, b.Uplink); err != nil || !ok {
+		if err != nil {
+			err = fmt.Errorf("bridge %q: %w", b.Name, err)
+		}
+		return nil, false, err
+	}
+	probe, err := o.probe(b)
+	if err != nil {
+		return nil, true, err
+	}
+	s := networkd.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe, NS: o.NS, Root: o.Root}
+	r, err := o.Networkd.Handover(ctx, s)
+	if err == nil && len(r.Changes) > 0 {
+		rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
+	}
+	return r.Changes, true, err
 }
 
 // uplink names b's uplink: b.Uplink, or the link carrying b.UplinkMAC
