@@ -23,12 +23,12 @@ const (
 	UplinkReleased Kind = "uplink-released"
 	// BridgeDeleted: `virtbridge release` deleted a bridge with no VM tap.
 	BridgeDeleted Kind = "bridge-deleted"
-	AliasSet       Kind = "alias-set"
-	SysctlChanged  Kind = "sysctl-changed"
-	RuleAdded      Kind = "rule-added"
-	RuleRemoved    Kind = "rule-removed"
-	ChainCreated   Kind = "chain-created"
-	ChainRemoved   Kind = "chain-removed"
+	AliasSet      Kind = "alias-set"
+	SysctlChanged Kind = "sysctl-changed"
+	RuleAdded     Kind = "rule-added"
+	RuleRemoved   Kind = "rule-removed"
+	ChainCreated  Kind = "chain-created"
+	ChainRemoved  Kind = "chain-removed"
 	// FirewalldChanged: a setting changed through firewalld's D-Bus API
 	// (a bridge put into or taken out of a zone, a zone's forwarding).
 	FirewalldChanged Kind = "firewalld-changed"
