@@ -83,7 +83,7 @@ func (o *Owners) releasable(b desired.Bridge, manager, by string, ours bool) err
 		}
 	}
 	if len(taps) > 0 {
-		return fmt.Errorf("bridge %q was made by %s (%s) and VM taps %s are in it: %s deletes the bridge with its profile, "+
+		return fmt.Errorf("bridge %q was made by %s (%s) and VM taps %s are in it: %s deletes the bridge once virtbridge's configuration of it goes, "+
 			"which would cut those VMs off; stop them or move their NICs to another bridge, then release again",
 			b.Name, manager, by, strings.Join(taps, ", "), manager)
 	}
