@@ -39,6 +39,9 @@ func testRelease(t *testing.T, m hostns.Manager) {
 	ctx := context.Background()
 	h.OwnUplink(t)
 	before, beforeProfiles := lifetimes.ReplaceAllString(h.Dump(t), "lft"), nmProfiles(t, h)
+	if w, ok, err := o.Owner(ctx, hostns.Uplink); err != nil || !ok || string(w.Kind) != string(m) {
+		t.Fatalf("Owner(%s) = %+v, %v, %v; want %s (what plan, status and doctor show)", hostns.Uplink, w, ok, err, m)
+	}
 	b := desired.Bridge{Name: "br0", Uplink: hostns.Uplink, MoveAddresses: true}
 	var rv revert.Reverter
 	if _, handled, err := o.EnsureBridge(ctx, b, &rv); err != nil || !handled {
