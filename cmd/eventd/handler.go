@@ -76,7 +76,9 @@ func (h handler) Reconcile(ctx context.Context, running []events.Event, listed t
 	h.report("", res, err)
 	h.m.Reconciled(err)
 	h.m.Repaired(res.Changes)
-	return err
+	// A running VM the policy refuses is journaled; retrying with backoff
+	// would only journal the same refusal again.
+	return engine.Retryable(err)
 }
 
 func (h handler) CheckFirewall(ctx context.Context) error {

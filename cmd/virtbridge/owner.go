@@ -19,13 +19,13 @@ type managerOwners interface {
 	Owner(ctx context.Context, link string) (owner.Owner, bool, error)
 }
 
-// busOwners returns the managers' detection over the system bus, opened
-// once: none (nil) without a system bus or outside the machine's own
-// network namespace (handoff.ForHost), or when the bus cannot be reached
-// (err says why). Tests replace it.
+// busOwners returns the managers' detection over the system bus (dialled
+// at the first question): none (nil) without a system bus or outside the
+// machine's own network namespace (handoff.ForHost). A bus that cannot be
+// reached answers its error to each question. Tests replace it.
 var busOwners = sync.OnceValues(func() (managerOwners, error) {
 	o, _, err := handoff.ForHost() // the connection lives as long as the command
-	if err != nil || o.NM == nil && o.Networkd == nil {
+	if err != nil || o.NM == nil && o.Networkd == nil && o.Dial == nil {
 		return nil, err
 	}
 	return o, nil

@@ -251,3 +251,28 @@ func (e *Engine) applyVM(ctx context.Context, ev events.Event, vm journal.VM, p 
 	}
 	return f, nil
 }
+
+// Retryable returns err without its policy refusals (*PolicyError, also
+// wrapped, anywhere in an errors.Join tree): what a retry could change.
+// A refusal is journaled, and asking again gives the same answer until the
+// configuration or the VM changes, each of which brings its own pass.
+// Nil when nothing else is left.
+func Retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var keep []error
+		for _, e := range j.Unwrap() {
+			if e = Retryable(e); e != nil {
+				keep = append(keep, e)
+			}
+		}
+		return errors.Join(keep...)
+	}
+	var pe *PolicyError
+	if errors.As(err, &pe) {
+		return nil
+	}
+	return err
+}

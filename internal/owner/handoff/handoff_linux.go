@@ -18,6 +18,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/owner"
 	"github.com/virtbridge/virtbridge/internal/owner/gwprobe"
 	"github.com/virtbridge/virtbridge/internal/owner/networkd"
@@ -36,22 +37,74 @@ type Owners struct {
 	NS       netns.NsHandle   // the network namespace the managers run in
 	Root     string           // where their file system is seen ("" for /)
 	Timeout  time.Duration    // activation and probe (30 s when zero)
+	// Dial, when set, connects to the bus the managers answer on, at the
+	// first bridge that needs them asked (then NM and Networkd are set
+	// from it): a host whose bridges the kernel path already made right
+	// connects to nobody, which keeps the hook's steady prepare free of
+	// D-Bus.
+	Dial func() (*dbus.Conn, error)
+	conn *dbus.Conn
 }
 
 // ForHost returns Owners for the calling process's namespace over the
-// system bus. Without a system bus (no D-Bus socket) no manager can own an
-// uplink: every bridge goes the kernel path; close is then a no-op.
+// system bus, connected when first needed; close closes that connection.
+// Without a system bus (no D-Bus socket) no manager can own an uplink:
+// every bridge goes the kernel path.
 func ForHost() (o *Owners, close func(), err error) {
 	o = &Owners{NS: netns.None()}
 	if _, err := os.Stat(SystemBus); errors.Is(err, os.ErrNotExist) || !initNetns() {
 		return o, func() {}, nil
 	}
-	conn, err := dbus.ConnectSystemBus()
-	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to the system D-Bus to ask NetworkManager and systemd-networkd who owns the uplinks: %w", err)
+	o.Dial = func() (*dbus.Conn, error) { return dbus.ConnectSystemBus() }
+	return o, func() {
+		if o.conn != nil {
+			o.conn.Close()
+		}
+	}, nil
+}
+
+// managers connects to the managers' bus when Dial says how and that was
+// not done yet.
+func (o *Owners) managers() error {
+	if o.Dial == nil || o.conn != nil {
+		return nil
 	}
-	o.NM, o.Networkd = nm.New(conn), networkd.New(conn)
-	return o, func() { conn.Close() }, nil
+	conn, err := o.Dial()
+	if err != nil {
+		return fmt.Errorf("connecting to the system D-Bus to ask NetworkManager and systemd-networkd who owns the uplinks: %w", err)
+	}
+	o.conn, o.NM, o.Networkd = conn, nm.New(conn), networkd.New(conn)
+	return nil
+}
+
+// kernelMade reports whether b is a bridge the kernel path already made
+// right: it carries virtbridge's alias (a manager's bridge does not), its
+// uplink is its port and holds no address of the host's any more. Then
+// there is nothing to hand over and no manager to ask. Read-only.
+func (o *Owners) kernelMade(b desired.Bridge) bool {
+	h, err := netlink.NewHandleAt(o.NS)
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	br, err := h.LinkByName(b.Name)
+	if err != nil || br.Type() != "bridge" || br.Attrs().Alias != links.ManagedAlias {
+		return false
+	}
+	up, err := h.LinkByName(b.Uplink)
+	if err != nil || up.Attrs().MasterIndex != br.Attrs().Index {
+		return false
+	}
+	addrs, err := h.AddrList(up, netlink.FAMILY_ALL)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if a.IP.IsGlobalUnicast() {
+			return false
+		}
+	}
+	return true
 }
 
 // initNetns reports whether the calling process runs in the machine's
@@ -81,7 +134,7 @@ func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.
 		return nil, false, nil
 	}
 	forced := b.Manager == "networkmanager" || b.Manager == "networkd"
-	if o.NM == nil && o.Networkd == nil && !forced {
+	if o.NM == nil && o.Networkd == nil && o.Dial == nil && !forced {
 		return nil, false, nil // no manager to ask: the kernel path
 	}
 	uplink, err := o.uplink(b)
@@ -89,6 +142,12 @@ func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.
 		return nil, false, err
 	}
 	b.Uplink = uplink
+	if !forced && o.kernelMade(b) {
+		return nil, false, nil
+	}
+	if err := o.managers(); err != nil {
+		return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
+	}
 	if b.Manager != "networkd" {
 		if cs, handled, err := o.viaNM(ctx, b, rv); handled || err != nil {
 			return cs, true, err
@@ -220,6 +279,9 @@ func (o *Owners) probe(b desired.Bridge) (func(context.Context, string) error, e
 // link (asked in that order; the one not set is not asked): for plan,
 // status and doctor. Neither owning it is no error.
 func (o *Owners) Owner(ctx context.Context, link string) (owner.Owner, bool, error) {
+	if err := o.managers(); err != nil {
+		return owner.Owner{}, false, err
+	}
 	if o.NM != nil {
 		if w, ok, err := o.NM.Detect(ctx, link); ok || err != nil {
 			return w, ok, err

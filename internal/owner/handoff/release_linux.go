@@ -26,6 +26,9 @@ func (o *Owners) ReleaseBridge(ctx context.Context, b desired.Bridge, rv *revert
 	if b.Manager == "kernel" {
 		return nil, nil, false, nil
 	}
+	if err := o.managers(); err != nil {
+		return nil, nil, true, fmt.Errorf("releasing bridge %q: %w", b.Name, err)
+	}
 	if o.NM != nil {
 		id, ok, err := o.NM.MadeBridge(ctx, b.Name)
 		if err != nil {
