@@ -30,7 +30,9 @@ Under the host lock; every change is journaled (op release, source cli);
 a failure undoes what the kernel path changed.
 
 The uplink is the configuration's when it declares BRIDGE, otherwise the
-bridge's one port that is no VM tap. While the configuration still
+bridge's one port that is no VM tap; a bridge the configuration does not
+declare and that lacks virtbridge's alias is someone else's: refused.
+While the configuration still
 declares BRIDGE, virtbridged (at start, on drift, on reload) or the next
 VM start on it makes it again: the output says so; set create: on_demand
 for it, or remove it from the configuration.

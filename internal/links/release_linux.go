@@ -13,9 +13,15 @@ import (
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
-// ErrNoUplinkPort: ReleaseBridge found no uplink in the bridge to give
-// the host's addresses back to.
-var ErrNoUplinkPort = errors.New("no uplink in the bridge")
+// Refusals of ReleaseBridge.
+var (
+	// ErrNoUplinkPort: no uplink in the bridge to give the host's
+	// addresses back to.
+	ErrNoUplinkPort = errors.New("no uplink in the bridge")
+	// ErrNotOurs: neither virtbridge's alias on the bridge nor its uplink
+	// in the configuration: someone else's bridge.
+	ErrNotOurs = errors.New("bridge not virtbridge's")
+)
 
 // ReleaseBridge is the way back from EnsureBridge (`virtbridge release`):
 // what the bridge carries — its addresses, the routes of every table
@@ -26,7 +32,9 @@ var ErrNoUplinkPort = errors.New("no uplink in the bridge")
 // deleted, unless other ports (VM taps) are still in it: their names are
 // returned in kept and the bridge stays, without uplink nor addresses.
 // The uplink is b.Uplink, the link carrying b.UplinkMAC, or else the
-// bridge's one port that is no tun/tap device. Every step pushes its undo
+// bridge's one port that is no tun/tap device; a bridge without
+// ManagedAlias whose uplink b does not name (one the configuration does
+// not declare) is someone else's, refused before any change (ErrNotOurs). Every step pushes its undo
 // on rv but the bridge's deletion, the last one. IPv6 addresses come back
 // with nodad (they are in use on that segment already), static: no
 // lifetime.
@@ -43,6 +51,11 @@ func (m *Manager) ReleaseBridge(ctx context.Context, b desired.Bridge, rv *rever
 	}
 	if br == nil {
 		return nil, nil, fmt.Errorf("releasing bridge %q: no bridge of that name in this network namespace: %w", b.Name, ErrBridgeMissing)
+	}
+	if br.Attrs().Alias != ManagedAlias && b.Uplink == "" && b.UplinkMAC == "" {
+		return nil, nil, fmt.Errorf("releasing bridge %q: it does not carry virtbridge's alias %q and the configuration does not declare it, "+
+			"so virtbridge did not make it and does not take it apart; use the tools that made it (ifupdown, ip link), "+
+			"or declare it with its uplink in the configuration to release it: %w", b.Name, ManagedAlias, ErrNotOurs)
 	}
 	ports, err := m.ports(br)
 	if err != nil {

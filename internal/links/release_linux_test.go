@@ -2,11 +2,13 @@ package links
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/change"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/revert"
 )
 
@@ -92,4 +94,18 @@ func TestReleaseKeepsABridgeWithATap(t *testing.T) {
 		t.Errorf("default route after release: %s", got)
 	}
 	l.host.Run(t, "ping", "-c1", "-W5", "10.77.0.1")
+}
+
+// TestReleaseRefusesABridgeNotOurs: a bridge made by hand (no virtbridge
+// alias) that the configuration does not declare is not taken apart: the
+// refusal says whose it may be and changes nothing.
+func TestReleaseRefusesABridgeNotOurs(t *testing.T) {
+	l := newLab(t, true)
+	l.host.Script(t, "ip link add br-x type bridge\nip link set br-x up\nip link set uplink master br-x")
+	before := dump(t, l.host)
+	_, _, err := l.m.ReleaseBridge(context.Background(), desired.Bridge{Name: "br-x"}, nil)
+	if !errors.Is(err, ErrNotOurs) || !strings.Contains(err.Error(), `"br-x"`) {
+		t.Fatalf("ReleaseBridge of a hand-made bridge = %v; want ErrNotOurs naming it", err)
+	}
+	requireSame(t, "refused release", before, dump(t, l.host))
 }
