@@ -10,6 +10,7 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/testenv/journaltest"
+	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
 
 // TestReleaseNamespaceHost: `virtbridge apply` hands uplink0 over to br0
@@ -22,7 +23,7 @@ import (
 func TestReleaseNamespaceHost(t *testing.T) {
 	j := journaltest.Require(t)
 	bins := buildDoctor(t)
-	h := newDoctorHost(t, bins, "bridges:\n  br0: {uplink: uplink0}\n", doctorEmptyNode)
+	h := newDoctorHostIn(t, bins, netnstest.New(t, "vbqr"), "bridges:\n  br0: {uplink: uplink0}\n", doctorEmptyNode)
 	h.ns.Script(t, `
 		ip route add default via 10.77.0.1 dev uplink0 metric 100
 		ip route add default via 10.77.0.1 dev uplink0 table 100

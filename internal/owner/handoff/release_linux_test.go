@@ -28,7 +28,7 @@ func TestReleaseThroughTheOwner(t *testing.T) {
 }
 
 func testRelease(t *testing.T, m hostns.Manager) {
-	h := hostns.New(t, "vbn", m)
+	h := hostns.New(t, "vbq", m)
 	bus := h.Bus(t)
 	o := &Owners{NS: h.NS.Handle, Root: h.Path("/")}
 	if m == hostns.NetworkManager {

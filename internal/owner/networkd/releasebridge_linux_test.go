@@ -15,7 +15,7 @@ import (
 // files, the bridge goes, and the uplink is configured from its own
 // .network again with its leased address, reachable from upstream.
 func TestReleaseBridge(t *testing.T) {
-	h := hostns.New(t, "vbn", hostns.Networkd)
+	h := hostns.New(t, "vbq", hostns.Networkd)
 	c := New(h.Bus(t))
 	ctx := context.Background()
 	addr := h.OwnUplink(t)

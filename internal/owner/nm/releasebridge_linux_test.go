@@ -16,7 +16,7 @@ import (
 // NetworkManager's profiles are as before the handoff, the bridge gone,
 // and upstream pings the host.
 func TestReleaseBridge(t *testing.T) {
-	h := hostns.New(t, "vbn", hostns.NetworkManager)
+	h := hostns.New(t, "vbq", hostns.NetworkManager)
 	c := New(h.Bus(t))
 	ctx := context.Background()
 	addr := h.OwnUplink(t)
