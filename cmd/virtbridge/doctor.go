@@ -106,6 +106,7 @@ func doctorSources(cfgPath, uri, hooksDir string) doctor.Sources {
 		Daemons:  doctor.ProcDaemons{},
 		Links:    doctor.HostLinks{},
 		Managers: &doctor.HostManagers{},
+		Owners:   doctorOwners(),
 		Sysctls:  sysctl.New(""),
 		Tables:   doctor.HostTables{},
 		Native:   doctor.HostNative{},

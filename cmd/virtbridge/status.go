@@ -11,7 +11,6 @@ import (
 	"github.com/virtbridge/virtbridge/internal/config"
 	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/owner"
-	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 	"github.com/virtbridge/virtbridge/internal/paths"
 	"github.com/virtbridge/virtbridge/internal/store"
 )
@@ -121,7 +120,7 @@ func statusOwner(b config.Bridge, info links.BridgeInfo, onBridge bool) string {
 	var err error
 	switch {
 	case onBridge:
-		o, err = dhcp.Detect(context.Background(), b.Name)
+		o, err = uplinkOwner(context.Background(), b.Name, "")
 	case b.HasUplink() && (!info.Exists || len(info.UplinkAddresses) > 0 || info.Uplink == ""):
 		mac := ""
 		if b.UplinkMAC != nil {

@@ -45,3 +45,12 @@ type Owners interface {
 	// leave to the kernel path) it changed nothing. Idempotent.
 	EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) (cs []change.Change, handled bool, err error)
 }
+
+// Releaser gives a bridge's uplink back (`virtbridge release`): what the
+// bridge carries moves back to the uplink, the uplink leaves the bridge,
+// and the bridge goes unless other ports (kept, VM taps) are in it. The
+// kernel path (links.Manager) and the owners (handoff.Owners, handled
+// when a manager made the bridge) implement it.
+type Releaser interface {
+	ReleaseBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) (cs []change.Change, kept []string, err error)
+}

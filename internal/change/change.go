@@ -18,12 +18,17 @@ const (
 	UplinkProbed   Kind = "uplink-probed"   // the gateway probed through the bridge after a handoff
 	RuleMoved      Kind = "rule-moved"      // an ip rule naming the uplink (iif, oif) now names the bridge
 	PortAttached   Kind = "port-attached"   // a tap put (back) into its bridge
-	AliasSet       Kind = "alias-set"
-	SysctlChanged  Kind = "sysctl-changed"
-	RuleAdded      Kind = "rule-added"
-	RuleRemoved    Kind = "rule-removed"
-	ChainCreated   Kind = "chain-created"
-	ChainRemoved   Kind = "chain-removed"
+	// UplinkReleased: `virtbridge release` took the uplink out of its
+	// bridge (Before: the bridge), its addresses and routes moved back.
+	UplinkReleased Kind = "uplink-released"
+	// BridgeDeleted: `virtbridge release` deleted a bridge with no VM tap.
+	BridgeDeleted Kind = "bridge-deleted"
+	AliasSet      Kind = "alias-set"
+	SysctlChanged Kind = "sysctl-changed"
+	RuleAdded     Kind = "rule-added"
+	RuleRemoved   Kind = "rule-removed"
+	ChainCreated  Kind = "chain-created"
+	ChainRemoved  Kind = "chain-removed"
 	// FirewalldChanged: a setting changed through firewalld's D-Bus API
 	// (a bridge put into or taken out of a zone, a zone's forwarding).
 	FirewalldChanged Kind = "firewalld-changed"

@@ -115,7 +115,8 @@ func checkBridges(r *Report, s Sources, h *host) {
 	for _, b := range s.Config.Bridges {
 		up, hasUp, _ := findUplink(b, h.links)
 		if hasUp {
-			uplinkUsable(r, s, b, up)
+			owned := uplinkManagerOwner(r, s, b, up)
+			uplinkUsable(r, s, b, up, owned)
 			uplinkLeases(r, s, b, up)
 		}
 		br, ok := linkByName(h.links, b.Name)
@@ -172,15 +173,16 @@ func bridgeSTP(r *Report, s Sources, b config.Bridge, br Link) {
 }
 
 // uplinkUsable reports what keeps a NIC from being a bridge's uplink
-// whether or not the bridge exists yet: 802.11, a network manager.
-func uplinkUsable(r *Report, s Sources, b config.Bridge, up Link) {
+// whether or not the bridge exists yet: 802.11, a network manager (unless
+// owned: the handoff goes through the manager owning it).
+func uplinkUsable(r *Report, s Sources, b config.Bridge, up Link, owned bool) {
 	if up.Wireless {
 		r.add(Finding{Section: SectionBridges, Check: "uplink-wireless", Status: Fail, Object: up.Name,
 			Message: fmt.Sprintf("uplink of bridge %s is a wireless (802.11) interface", b.Name),
 			Why:     "802.11 drops frames whose source MAC is not the station's own: VM frames never leave the host",
 			Fix:     fmt.Sprintf("use a wired NIC as uplink in %s, or give the VMs a routed or NAT libvirt network instead", s.ConfigPath)})
 	}
-	if s.Managers == nil {
+	if s.Managers == nil || owned {
 		return
 	}
 	f := Finding{Section: SectionBridges, Check: "uplink-manager", Object: up.Name, Status: OK,

@@ -123,9 +123,12 @@ type Sources struct {
 	Daemons  Daemons
 	Links    Links
 	Managers Managers
-	Sysctls  Sysctls
-	Tables   Tables
-	Native   NativeChains
+	// Owners asks NetworkManager and systemd-networkd over D-Bus whether
+	// they own an uplink (nil: not asked, as without a system bus).
+	Owners  Owners
+	Sysctls Sysctls
+	Tables  Tables
+	Native  NativeChains
 	// NFUsers finds what relies on bridged frames passing IP filtering.
 	NFUsers  NFUsers
 	Firewall Firewall

@@ -222,3 +222,6 @@ func sysctls(s config.Sysctl) []desired.Sysctl {
 	}
 	return out
 }
+
+// Bridge is the desired bridge of a configured one. Pure.
+func Bridge(b config.Bridge) desired.Bridge { return bridgeOf(b) }

@@ -19,6 +19,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/owner"
 	"github.com/virtbridge/virtbridge/internal/owner/gwprobe"
 	"github.com/virtbridge/virtbridge/internal/owner/networkd"
 	"github.com/virtbridge/virtbridge/internal/owner/nm"
@@ -272,4 +273,22 @@ func (o *Owners) probe(b desired.Bridge) (func(context.Context, string) error, e
 		}
 	}
 	return nil, nil
+}
+
+// Owner tells, read-only, whether NetworkManager or systemd-networkd owns
+// link (asked in that order; the one not set is not asked): for plan,
+// status and doctor. Neither owning it is no error.
+func (o *Owners) Owner(ctx context.Context, link string) (owner.Owner, bool, error) {
+	if err := o.managers(); err != nil {
+		return owner.Owner{}, false, err
+	}
+	if o.NM != nil {
+		if w, ok, err := o.NM.Detect(ctx, link); ok || err != nil {
+			return w, ok, err
+		}
+	}
+	if o.Networkd != nil {
+		return o.Networkd.Detect(ctx, link)
+	}
+	return owner.Owner{}, false, nil
 }

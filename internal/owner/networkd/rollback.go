@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -81,12 +82,13 @@ func (c *Client) Release(ctx context.Context, s Spec, r Result) error {
 	return nil
 }
 
-// waitUplink waits until name is configured from was's .network again,
-// routable if it was.
+// waitUplink waits until name is configured from was's .network again
+// (was.file "": from any .network but virtbridge's), routable if it was.
 func (c *Client) waitUplink(ctx context.Context, name string, was link) error {
 	for {
 		l, ok, err := c.linkState(ctx, name)
-		if err == nil && ok && l.file == was.file && l.admin == "configured" && (was.oper != "routable" || l.oper == "routable") {
+		same := l.file == was.file || was.file == "" && l.file != "" && !strings.HasPrefix(filepath.Base(l.file), prefix)
+		if err == nil && ok && same && l.admin == "configured" && (was.oper != "routable" || l.oper == "routable") {
 			return nil
 		}
 		select {
