@@ -1,13 +1,9 @@
 package doctor
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -53,31 +49,10 @@ func (h HostNFUsers) NFUsers() ([]string, error) {
 // kubeProcs lists kube-proxy and kubelet processes in the caller's
 // network namespace, as "NAME (pid N)".
 func kubeProcs(proc string) ([]string, error) {
-	self, err := os.Readlink(filepath.Join(proc, "self", "ns", "net"))
-	if err != nil {
-		return nil, fmt.Errorf("reading own network namespace: %w", err)
-	}
-	ents, err := os.ReadDir(proc)
-	if err != nil {
-		return nil, fmt.Errorf("listing processes: %w", err)
-	}
+	procs, err := procsHere(proc, kubeProcesses)
 	var out []string
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		dir := filepath.Join(proc, e.Name())
-		comm, err := os.ReadFile(filepath.Join(dir, "comm"))
-		name := strings.TrimSpace(string(comm))
-		if err != nil || !slices.Contains(kubeProcesses, name) {
-			continue
-		}
-		ns, err := os.Readlink(filepath.Join(dir, "ns", "net"))
-		if errors.Is(err, fs.ErrNotExist) || err == nil && ns != self {
-			continue
-		}
-		out = append(out, fmt.Sprintf("%s (pid %d)", name, pid))
+	for _, pr := range procs {
+		out = append(out, fmt.Sprintf("%s (pid %d)", pr.name, pr.pid))
 	}
-	return out, nil
+	return out, err
 }

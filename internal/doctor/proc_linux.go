@@ -41,64 +41,75 @@ func (p ProcDaemons) Daemons() ([]Daemon, error) {
 	if p.Now != nil {
 		now = p.Now
 	}
-	self, err := os.Readlink(filepath.Join(root, "self", "ns", "net"))
+	procs, err := procsHere(root, daemonNames)
 	if err != nil {
-		return nil, fmt.Errorf("reading own network namespace: %w", err)
+		return nil, err
 	}
 	boot, err := bootTime(root, now())
 	if err != nil {
 		return nil, err
 	}
+	var out []Daemon
+	for _, pr := range procs {
+		stat, err := os.ReadFile(filepath.Join(root, strconv.Itoa(pr.pid), "stat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		ticks, err := startTicks(string(stat))
+		if err != nil {
+			return nil, fmt.Errorf("pid %d: %w", pr.pid, err)
+		}
+		started := boot.Add(time.Duration(ticks) * time.Second / userHZ)
+		out = append(out, Daemon{Name: pr.name, PID: pr.pid, Started: started})
+	}
+	return out, nil
+}
+
+// proc is a process procsHere found.
+type proc struct {
+	pid  int
+	name string // its comm
+}
+
+// procsHere returns the processes under the proc file system root whose
+// command name is one of names and that run in the caller's network
+// namespace (a process elsewhere — a test lab, a container — acts on
+// other links), sorted by pid. Processes that exit meanwhile are left
+// out. Read-only.
+func procsHere(root string, names []string) ([]proc, error) {
+	self, err := os.Readlink(filepath.Join(root, "self", "ns", "net"))
+	if err != nil {
+		return nil, fmt.Errorf("reading own network namespace: %w", err)
+	}
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return nil, fmt.Errorf("listing processes: %w", err)
 	}
-	var out []Daemon
+	var out []proc
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		d, ok, err := daemonAt(root, pid, self, boot)
+		dir := filepath.Join(root, e.Name())
+		comm, err := os.ReadFile(filepath.Join(dir, "comm"))
+		name := strings.TrimSpace(string(comm))
+		if err != nil || !slices.Contains(names, name) {
+			continue
+		}
+		ns, err := os.Readlink(filepath.Join(dir, "ns", "net"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading network namespace of pid %d: %w", pid, err)
 		}
-		if ok {
-			out = append(out, d)
+		if ns == self {
+			out = append(out, proc{pid: pid, name: name})
 		}
 	}
-	slices.SortFunc(out, func(a, b Daemon) int { return a.PID - b.PID })
+	slices.SortFunc(out, func(a, b proc) int { return a.pid - b.pid })
 	return out, nil
-}
-
-// daemonAt reads process pid; ok is false for other programs, other
-// namespaces and processes that exited meanwhile.
-func daemonAt(root string, pid int, selfNS string, boot time.Time) (Daemon, bool, error) {
-	dir := filepath.Join(root, strconv.Itoa(pid))
-	comm, err := os.ReadFile(filepath.Join(dir, "comm"))
-	if err != nil || !slices.Contains(daemonNames, strings.TrimSpace(string(comm))) {
-		return Daemon{}, false, nil
-	}
-	ns, err := os.Readlink(filepath.Join(dir, "ns", "net"))
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, os.ErrNotExist) {
-		return Daemon{}, false, nil
-	}
-	if err != nil {
-		return Daemon{}, false, fmt.Errorf("reading network namespace of pid %d: %w", pid, err)
-	}
-	if ns != selfNS {
-		return Daemon{}, false, nil
-	}
-	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
-	if err != nil {
-		return Daemon{}, false, nil
-	}
-	ticks, err := startTicks(string(stat))
-	if err != nil {
-		return Daemon{}, false, fmt.Errorf("pid %d: %w", pid, err)
-	}
-	started := boot.Add(time.Duration(ticks) * time.Second / userHZ)
-	return Daemon{Name: strings.TrimSpace(string(comm)), PID: pid, Started: started}, true, nil
 }
 
 // startTicks returns field 22 of /proc/PID/stat, the start time in clock
