@@ -28,6 +28,9 @@ packages=(
   # uplink owners, run only inside test namespaces (internal/testenv/hostns):
   # NetworkManager 1.42, systemd-networkd (in systemd) and a private D-Bus bus
   network-manager dbus
+  # a bare DHCP client (ISC dhclient) holding the uplink's lease, and the
+  # opt-in where virtbridged takes that lease over (inside namespaces only)
+  isc-dhcp-client
   # firewalld's tests: firewalld on a private D-Bus inside a test namespace
   # (never started on the machine itself: see policy-rc.d below)
   firewalld dbus-daemon
