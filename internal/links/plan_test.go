@@ -178,7 +178,9 @@ func TestPlanRefusals(t *testing.T) {
 		want: "uplink of bridge \"br0\": no link with MAC 52:54:00:aa:00:01 in this network namespace; check `ip link` and the uplink_mac: key in the configuration: uplink missing",
 	}, {
 		name: "uplink MAC ambiguous", b: byMAC, err: ErrUplinkAmbiguous,
-		s:    func(s *Snapshot) { s.Uplinks = append(s.Uplinks, Link{Name: "eth2", Kind: "device", MAC: "52:54:00:aa:00:01"}) },
+		s: func(s *Snapshot) {
+			s.Uplinks = append(s.Uplinks, Link{Name: "eth2", Kind: "device", MAC: "52:54:00:aa:00:01"})
+		},
 		want: `uplink of bridge "br0": MAC 52:54:00:aa:00:01 is carried by eth0 (device), eth2 (device); name the one to enslave with uplink: in the configuration: uplink ambiguous`,
 	}, {
 		name: "uplink_mac malformed", b: desired.Bridge{Name: "br0", UplinkMAC: "52:54"},
