@@ -208,3 +208,71 @@ func TestConformance(t *testing.T) {
 		})
 	}
 }
+
+// TestConformancePort is TestConformance for EnsurePort: a VM's tap put
+// into its bridge with its alias, and each refusal.
+func TestConformancePort(t *testing.T) {
+	netnstest.RequireRoot(t)
+	const bridges = "ip link add br0 type bridge\nip link add br-other type bridge"
+	seedBridges := func(f *links.Fake) {
+		f.AddLink("br0", "bridge", "02:00:00:00:00:90", "")
+		f.AddLink("br-other", "bridge", "02:00:00:00:00:91", "")
+	}
+	const tap = "ip tuntap add dev vnet0 mode tap\nip link set vnet0 address fe:54:00:aa:02:01"
+	seedTap := func(f *links.Fake, master string) { f.AddLink("vnet0", "tuntap", "fe:54:00:aa:02:01", master) }
+	port := desired.Port{Tap: "vnet0", MAC: "52:54:00:aa:02:01", Bridge: "br0"}
+	for _, tc := range []struct {
+		name   string
+		script string
+		seed   func(*links.Fake)
+		p      desired.Port
+	}{
+		{"new tap", bridges + "\n" + tap, func(f *links.Fake) { seedBridges(f); seedTap(f, "") }, port},
+		{"tap in another bridge", bridges + "\n" + tap + "\nip link set vnet0 master br-other",
+			func(f *links.Fake) { seedBridges(f); seedTap(f, "br-other") }, port},
+		{"refused: tap missing", bridges, seedBridges, port},
+		{"refused: no tap named", bridges, seedBridges, desired.Port{MAC: "52:54:00:aa:02:01", Bridge: "br0"}},
+		{"refused: a veth", bridges + "\nip link add vnet0 address fe:54:00:aa:02:01 type veth peer name vnet0p",
+			func(f *links.Fake) {
+				seedBridges(f)
+				f.AddLink("vnet0", "veth", "fe:54:00:aa:02:01", "")
+				f.AddLink("vnet0p", "veth", "02:00:00:00:00:92", "")
+			}, port},
+		{"refused: a tun device", bridges + "\nip tuntap add dev vnet0 mode tun",
+			func(f *links.Fake) { seedBridges(f); f.AddLink("vnet0", "tuntap", "", "").TunMode = "tun" }, port},
+		{"refused: another VM's tap", bridges + "\n" + tap, func(f *links.Fake) { seedBridges(f); seedTap(f, "") },
+			desired.Port{Tap: "vnet0", MAC: "52:54:00:bb:00:07", Bridge: "br0"}},
+		{"refused: bridge missing", tap, func(f *links.Fake) { seedTap(f, "") }, desired.Port{Tap: "vnet0", MAC: "52:54:00:aa:02:01", Bridge: "br9"}},
+		{"refused: the bridge is a veth", tap + "\nip link add br9 type veth peer name br9p",
+			func(f *links.Fake) {
+				seedTap(f, "")
+				f.AddLink("br9", "veth", "02:00:00:00:00:93", "")
+				f.AddLink("br9p", "veth", "02:00:00:00:00:94", "")
+			}, desired.Port{Tap: "vnet0", MAC: "52:54:00:aa:02:01", Bridge: "br9"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := netnstest.New(t, "vbpl")
+			ns.Script(t, tc.script)
+			m, err := links.NewAt(ns.Handle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(m.Close)
+			f := links.NewFake()
+			tc.seed(f)
+			const alias = "vm:web01 uuid:5b0c0000-0000-4000-8000-000000000001"
+			for run := 1; run <= 2; run++ {
+				mcs, merr := m.EnsurePort(context.Background(), tc.p, alias, nil)
+				fcs, ferr := f.EnsurePort(context.Background(), tc.p, alias, nil)
+				if kernel, fake := outcome(mcs, merr), outcome(fcs, ferr); kernel != fake {
+					t.Fatalf("run %d: the Manager and the Fake differ.\nManager:\n%s\nFake:\n%s", run, kernel, fake)
+				} else if run == 1 {
+					t.Logf("both:\n%s", kernel)
+				} else if merr == nil && kernel != "" {
+					t.Errorf("a second run changed: %s", kernel)
+				}
+			}
+		})
+	}
+}

@@ -202,9 +202,9 @@ func (f *Fake) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Re
 	return r.cs, nil
 }
 
-// EnsurePort does what Manager.EnsurePort does, on the model, with the
-// same refusals (a link that is no tuntap in TunMode "tap", or whose MAC
-// is not TapMAC of the NIC, wraps ErrNotTap). It is idempotent.
+// EnsurePort does what Manager.EnsurePort does, on the state: PlanPort
+// over the tap and the bridge, its steps applied in memory. It is
+// idempotent.
 func (f *Fake) EnsurePort(ctx context.Context, p desired.Port, alias string, rv *revert.Reverter) ([]change.Change, error) {
 	if err := deadline.Ended(ctx, "putting tap %q into bridge %q", p.Tap, p.Bridge); err != nil {
 		return nil, err
@@ -212,36 +212,30 @@ func (f *Fake) EnsurePort(ctx context.Context, p desired.Port, alias string, rv 
 	if rv == nil {
 		rv = &revert.Reverter{}
 	}
-	tap := f.links[p.Tap]
-	if p.Tap == "" || tap == nil {
-		return nil, fmt.Errorf("tap %q of bridge %q: no link named %q in this network namespace: %w", p.Tap, p.Bridge, p.Tap, ErrTapMissing)
+	var tap, br *Link
+	if l := f.links[p.Tap]; l != nil {
+		tap = cp(f.linkValue(l))
 	}
-	if err := checkTap(p, tapWhat(tap.Kind, tap.TunMode == "tap"), tap.MAC); err != nil {
+	if l := f.links[p.Bridge]; l != nil {
+		br = cp(f.linkValue(l))
+	}
+	steps, err := PlanPort(p, alias, tap, br)
+	if err != nil {
 		return nil, err
 	}
-	br := f.links[p.Bridge]
-	if br == nil {
-		return nil, fmt.Errorf("tap %q: bridge %q does not exist: %w", p.Tap, p.Bridge, ErrBridgeMissing)
-	}
-	if br.Kind != "bridge" {
-		return nil, fmt.Errorf("bridge %q: a link of that name exists and is a %s, not a bridge: %w", p.Bridge, br.Kind, ErrNotBridge)
-	}
 	var cs []change.Change
-	if old := tap.Master; old != p.Bridge {
-		if err := f.step("port-attach", p.Tap); err != nil {
+	r := &fakeRun{f: f, rv: rv}
+	for _, st := range steps {
+		if err := f.step(st.Op.Hook(), st.Object); err != nil {
 			return cs, err
 		}
-		tap.Master = p.Bridge
-		rv.Add(func() error { tap.Master = old; return nil })
-		cs = append(cs, change.Change{Kind: change.PortAttached, Object: p.Tap, Before: old, After: p.Bridge})
-	}
-	if old := tap.Alias; old != alias {
-		if err := f.step("alias-set", p.Tap); err != nil {
-			return cs, err
+		l := f.links[p.Tap]
+		if st.Op == OpAttach {
+			set(r, &l.Master, p.Bridge)
+		} else {
+			set(r, &l.Alias, st.Alias)
 		}
-		tap.Alias = alias
-		rv.Add(func() error { tap.Alias = old; return nil })
-		cs = append(cs, change.Change{Kind: change.AliasSet, Object: p.Tap, Before: old, After: alias})
+		cs = append(cs, *st.Change)
 	}
 	return cs, nil
 }

@@ -95,8 +95,9 @@ func (f *Fake) linkValue(l *FakeLink) Link {
 		v.MAC = hw.String()
 	}
 	if m := f.links[l.Master]; m != nil {
-		v.MasterKind = m.Kind
+		v.MasterKind, v.MasterIndex = m.Kind, m.index
 	}
+	v.TunTap = l.TunMode
 	return v
 }
 

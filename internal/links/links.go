@@ -216,6 +216,20 @@ func checkTap(p desired.Port, what, mac string) error {
 	return nil
 }
 
+// tapMissingError refuses a port whose tap does not exist.
+func tapMissingError(p desired.Port) error {
+	if p.Tap == "" {
+		return fmt.Errorf("port %s of bridge %q names no tap: %w", p.MAC, p.Bridge, ErrTapMissing)
+	}
+	return fmt.Errorf("tap %q of bridge %q: no link named %q in this network namespace "+
+		"(the VM's NIC is not plugged yet, or it is already gone): %w", p.Tap, p.Bridge, p.Tap, ErrTapMissing)
+}
+
+// bridgeMissingError refuses a port whose bridge does not exist.
+func bridgeMissingError(p desired.Port) error {
+	return fmt.Errorf("tap %q: bridge %q does not exist: %w", p.Tap, p.Bridge, ErrBridgeMissing)
+}
+
 // KindText describes a link kind as netlink names it ("device" for a NIC,
 // "veth", "bridge", ...), for messages.
 func KindText(kind string) string {

@@ -108,9 +108,7 @@ func (m *Manager) existingBridge(name string) (netlink.Link, error) {
 		return nil, fmt.Errorf("reading link %q: %w", name, err)
 	}
 	if l.Type() != "bridge" {
-		return nil, fmt.Errorf("bridge %q: a link of that name exists and is a %s, not a bridge; "+
-			"rename or delete it (ip link del %s) or give the bridge another name in the configuration: %w",
-			name, l.Type(), name, ErrNotBridge)
+		return nil, notBridgeError(name, l.Type())
 	}
 	return l, nil
 }
@@ -150,60 +148,58 @@ func (m *Manager) EnsurePort(ctx context.Context, p desired.Port, alias string, 
 	if rv == nil {
 		rv = &revert.Reverter{}
 	}
-	if p.Tap == "" {
-		return nil, fmt.Errorf("port %s of bridge %q names no tap: %w", p.MAC, p.Bridge, ErrTapMissing)
+	var tapL, brL netlink.Link
+	var tap, br *Link
+	if p.Tap != "" {
+		l, err := m.h.LinkByName(p.Tap)
+		if err != nil && !isNotFound(err) {
+			return nil, fmt.Errorf("reading tap %q: %w", p.Tap, err)
+		}
+		tapL = l
 	}
-	tap, err := m.h.LinkByName(p.Tap)
-	if isNotFound(err) {
-		return nil, fmt.Errorf("tap %q of bridge %q: no link named %q in this network namespace "+
-			"(the VM's NIC is not plugged yet, or it is already gone): %w", p.Tap, p.Bridge, p.Tap, ErrTapMissing)
+	if tapL != nil {
+		l, err := m.h.LinkByName(p.Bridge)
+		if err != nil && !isNotFound(err) {
+			return nil, fmt.Errorf("reading link %q: %w", p.Bridge, err)
+		}
+		if brL = l; l != nil {
+			br = cp(m.linkValue(l, "", nil))
+		}
+		tap = cp(m.linkValue(tapL, p.Bridge, brL))
 	}
+	steps, err := PlanPort(p, alias, tap, br)
 	if err != nil {
-		return nil, fmt.Errorf("reading tap %q: %w", p.Tap, err)
-	}
-	if err := checkTap(p, tapKind(tap), tap.Attrs().HardwareAddr.String()); err != nil {
 		return nil, err
-	}
-	br, err := m.existingBridge(p.Bridge)
-	if err != nil {
-		return nil, err
-	}
-	if br == nil {
-		return nil, fmt.Errorf("tap %q: bridge %q does not exist: %w", p.Tap, p.Bridge, ErrBridgeMissing)
 	}
 	var cs []change.Change
-	if old := tap.Attrs().MasterIndex; old != br.Attrs().Index {
-		before := ""
-		if old != 0 {
-			before = m.linkName(old)
-		}
-		if err := m.step("port-attach", p.Tap); err != nil {
+	for _, st := range steps {
+		if err := m.step(st.Op.Hook(), st.Object); err != nil {
 			return cs, err
 		}
-		if err := m.h.LinkSetMaster(tap, br); err != nil {
-			return cs, fmt.Errorf("attaching tap %q to bridge %q: %w", p.Tap, p.Bridge, err)
-		}
-		rv.Add(func() error { return m.restoreMaster(tap, old) })
-		cs = append(cs, change.Change{Kind: change.PortAttached, Object: p.Tap, Before: before, After: p.Bridge})
-	}
-	if old := tap.Attrs().Alias; old != alias {
-		if err := m.step("alias-set", p.Tap); err != nil {
+		if err := m.execPort(st, tapL, brL, rv); err != nil {
 			return cs, err
 		}
-		if err := m.h.LinkSetAlias(tap, alias); err != nil {
-			return cs, fmt.Errorf("setting the alias of tap %q to %q: %w", p.Tap, alias, err)
-		}
-		rv.Add(func() error { return m.wrap("restoring the alias of "+p.Tap, m.h.LinkSetAlias(tap, old)) })
-		cs = append(cs, change.Change{Kind: change.AliasSet, Object: p.Tap, Before: old, After: alias})
+		cs = append(cs, *st.Change)
 	}
 	return cs, nil
 }
 
-// tapKind is "tap" for a tun/tap device in tap mode, else what the link
-// is, for checkTap.
-func tapKind(l netlink.Link) string {
-	t, ok := l.(*netlink.Tuntap)
-	return tapWhat(l.Type(), ok && t.Mode == netlink.TUNTAP_MODE_TAP)
+// execPort executes one step of PlanPort, with its undo on rv.
+func (m *Manager) execPort(st Step, tap, br netlink.Link, rv *revert.Reverter) error {
+	name := tap.Attrs().Name
+	switch st.Op {
+	case OpAttach:
+		if err := m.h.LinkSetMaster(tap, br); err != nil {
+			return fmt.Errorf("attaching tap %q to bridge %q: %w", name, br.Attrs().Name, err)
+		}
+		rv.Add(func() error { return m.restoreMaster(tap, st.FromMaster) })
+	case OpTapAlias:
+		if err := m.h.LinkSetAlias(tap, st.Alias); err != nil {
+			return fmt.Errorf("setting the alias of tap %q to %q: %w", name, st.Alias, err)
+		}
+		rv.Add(func() error { return m.wrap("restoring the alias of "+name, m.h.LinkSetAlias(tap, st.FromAlias)) })
+	}
+	return nil
 }
 
 func (m *Manager) restoreMaster(l netlink.Link, master int) error {

@@ -56,11 +56,14 @@ type Link struct {
 	Alias string
 	// Master names the link's master, "" for none; MasterKind is its kind.
 	Master, MasterKind string
+	MasterIndex        int
 	MTU                int
 	Up                 bool
 	// Wireless: an 802.11 station (asked only of an uplink that is not a
 	// port of the bridge yet).
 	Wireless bool
+	// TunTap is "tap" or "tun" for a tun/tap device, "" otherwise.
+	TunTap string
 	// Bridges only: STP on, the forward delay in hundredths of a second,
 	// and whether the MAC is pinned (addr_assign_type NET_ADDR_SET; known
 	// false when it cannot be told).
@@ -246,3 +249,5 @@ func (r Rule) on(from, to string) Rule {
 	}
 	return r
 }
+
+func cp[T any](v T) *T { return &v }

@@ -201,7 +201,13 @@ func (m *Manager) uplinkCandidates(b desired.Bridge, br netlink.Link) ([]netlink
 func (m *Manager) linkValue(l netlink.Link, bridge string, br netlink.Link) Link {
 	a := l.Attrs()
 	v := Link{Index: a.Index, Name: a.Name, Kind: l.Type(), MAC: a.HardwareAddr.String(), Alias: a.Alias,
-		MTU: a.MTU, Up: a.Flags&net.FlagUp != 0}
+		MTU: a.MTU, Up: a.Flags&net.FlagUp != 0, MasterIndex: a.MasterIndex}
+	if t, ok := l.(*netlink.Tuntap); ok {
+		v.TunTap = "tun"
+		if t.Mode == netlink.TUNTAP_MODE_TAP {
+			v.TunTap = "tap"
+		}
+	}
 	switch {
 	case a.MasterIndex == 0:
 	case br != nil && a.MasterIndex == br.Attrs().Index:

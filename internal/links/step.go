@@ -31,6 +31,8 @@ const (
 	OpProbe     Op = "probe"     // resolve the gateways (Probe) on the bridge
 	OpAlias     Op = "alias"     // mark a bridge someone else made with ManagedAlias
 	OpNotice    Op = "notice"    // the ForeignBridge notice of this run's changes
+	OpAttach    Op = "attach"    // put a VM's tap into its bridge (PlanPort)
+	OpTapAlias  Op = "tap-alias" // give a VM's tap its alias (PlanPort)
 )
 
 // Hook is the name under which the step is announced to the Manager's
@@ -61,8 +63,10 @@ func (o Op) Hook() string {
 		return "neigh-del"
 	case OpDelAddr:
 		return "address-del"
-	case OpAlias:
+	case OpAlias, OpTapAlias:
 		return "alias-set"
+	case OpAttach:
+		return "port-attach"
 	}
 	return ""
 }
@@ -85,6 +89,8 @@ type Step struct {
 	Rule                 Rule   // OpMoveRule
 	Probe                []string
 	Others               []string // OpNotice: the bridge's ports that are neither uplink nor taps
+	Alias, FromAlias     string   // OpTapAlias
+	FromMaster           int      // OpAttach: the tap's master before (ifindex; 0 for none)
 
 	Change *change.Change
 }
@@ -114,6 +120,10 @@ func (s Step) String() string {
 		if len(s.Others) > 0 {
 			b.WriteString(": others " + strings.Join(s.Others, ", "))
 		}
+	case OpTapAlias:
+		fmt.Fprintf(&b, ": %q -> %q", s.FromAlias, s.Alias)
+	case OpAttach:
+		fmt.Fprintf(&b, ": %q -> %q", s.Change.Before, s.Change.After)
 	case OpUp, OpEnslave, OpVerify, OpAlias:
 	default:
 		b.WriteString(": " + s.Object)
