@@ -7,7 +7,9 @@ import (
 )
 
 // Snapshot is what the planner (Plan) sees of a network namespace for one
-// bridge: plain values, read by the Manager from its netlink dumps or made
+// bridge (the owner comes with the bridge: desired.Bridge.Manager, and
+// internal/owner/handoff has already sent a bridge whose uplink
+// NetworkManager or networkd owns their way): plain values, read by the Manager from its netlink dumps or made
 // by the Fake from its state. Slices keep the order the kernel dumps them
 // in; the IDs index the backend's own copy of each object, so the executor
 // sends back to the kernel exactly what it read.
@@ -42,9 +44,6 @@ type Snapshot struct {
 	// Clients name the DHCP clients bound to the uplink (dhclient...),
 	// read only when a dynamic address would be refused (NeedClients).
 	Clients []string
-	// Owner is who was detected as the uplink's owner ("" unknown); the
-	// configured one is desired.Bridge.Manager.
-	Owner string
 }
 
 // Link is one link of a Snapshot.
