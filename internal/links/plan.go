@@ -251,12 +251,12 @@ func (p *planner) takeOverSteps() {
 	p.add(Step{Op: OpNotice, Object: p.b.Name, Link: p.b.Name, Others: others})
 }
 
-// NeedDetail tells the Manager, from a snapshot without detail, whether
+// needDetail tells the Manager, from a snapshot without detail, whether
 // Plan needs the uplink's neighbours, rules, nexthop objects and the
 // bridge's addresses and routes: whenever something may move. A ready
 // bridge (the uplink its port, nothing movable left on the uplink) does
 // not, and its steady prepare reads no more.
-func NeedDetail(b desired.Bridge, s Snapshot) bool {
+func needDetail(b desired.Bridge, s Snapshot) bool {
 	up, err := pickUplink(b, s)
 	return err == nil && up != nil && needDetailFor(b, s, up)
 }
@@ -270,9 +270,9 @@ func needDetailFor(b desired.Bridge, s Snapshot, up *Link) bool {
 	return !(len(addrs) == 0 && len(routes) == 0 && p.port())
 }
 
-// NeedClients tells whether Plan refuses a lease of the uplink and would
+// needClients tells whether Plan refuses a lease of the uplink and would
 // name the DHCP clients holding it (Snapshot.Clients).
-func NeedClients(b desired.Bridge, s Snapshot) bool {
+func needClients(b desired.Bridge, s Snapshot) bool {
 	if b.Manager == "kernel" || !b.MoveAddresses {
 		return false
 	}

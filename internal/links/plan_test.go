@@ -241,12 +241,12 @@ func TestPlanDynamicAddress(t *testing.T) {
 	if !errors.Is(err, ErrDynamicAddress) || !strings.Contains(err.Error(), "10.77.0.2/24") || !strings.Contains(err.Error(), "dhclient (pid 812)") {
 		t.Fatalf("Plan = %v, want the lease refused naming the address and the client", err)
 	}
-	if !NeedClients(b, s) {
-		t.Error("NeedClients = false with a lease to refuse")
+	if !needClients(b, s) {
+		t.Error("needClients = false with a lease to refuse")
 	}
 	b.Manager = "kernel"
-	if NeedClients(b, s) {
-		t.Error("NeedClients = true under manager: kernel")
+	if needClients(b, s) {
+		t.Error("needClients = true under manager: kernel")
 	}
 	if _, err := Plan(b, s); err != nil {
 		t.Fatalf("manager: kernel: %v", err)
@@ -267,17 +267,17 @@ func TestPlanDynamicAddress(t *testing.T) {
 func TestNeedDetail(t *testing.T) {
 	b := desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true}
 	s := staticHost()
-	if !NeedDetail(b, s) {
+	if !needDetail(b, s) {
 		t.Error("a new bridge needs the detail")
 	}
 	s.Bridge = &br0
 	s.Uplinks[0].Master = "br0"
 	s.Addrs, s.Routes = []Addr{ll6}, nil
-	if NeedDetail(b, s) {
+	if needDetail(b, s) {
 		t.Error("a ready bridge reads the detail")
 	}
 	s.Routes = []Route{def4}
-	if !NeedDetail(b, s) {
+	if !needDetail(b, s) {
 		t.Error("a route left on the uplink does not read the detail")
 	}
 }

@@ -29,7 +29,7 @@ type Snapshot struct {
 	// uplink that is no port yet); Routes when they move.
 	Addrs  []Addr
 	Routes []Route
-	// Detail tells that Neighs, Rules and Nexthops were read (NeedDetail).
+	// Detail tells that Neighs, Rules and Nexthops were read (needDetail).
 	Detail bool
 	// Neighs are the uplink's neighbour entries, both families.
 	Neighs []Neigh
@@ -42,7 +42,7 @@ type Snapshot struct {
 	BridgeAddrs  []Addr
 	BridgeRoutes []Route
 	// Clients name the DHCP clients bound to the uplink (dhclient...),
-	// read only when a dynamic address would be refused (NeedClients).
+	// read only when a dynamic address would be refused (needClients).
 	Clients []string
 }
 

@@ -37,7 +37,7 @@ func (r *raw) route(rt Route) netlink.Route {
 // and, of the uplink, what the decisions need. The steady path (a ready
 // bridge) costs what it did: the two links, the bridge's options, the
 // uplink's addresses and routes, kernel-filtered (docs/BENCHMARKS.md); the
-// rest is read only when something may move (NeedDetail).
+// rest is read only when something may move (needDetail).
 func (m *Manager) snapshot(b desired.Bridge) (Snapshot, *raw, error) {
 	var s Snapshot
 	rw := &raw{}
@@ -122,7 +122,7 @@ func (m *Manager) readUplink(s *Snapshot, rw *raw, b desired.Bridge, br netlink.
 		names[br.Attrs().Index] = br.Attrs().Name
 	}
 	s.Routes = m.routeValues(rw.routes, names)
-	if NeedClients(b, *s) {
+	if needClients(b, *s) {
 		s.Clients = dhcp.Clients("/proc", up.Attrs().Name, m.netns)
 	}
 	if !needDetailFor(b, *s, &s.Uplinks[0]) {
