@@ -53,7 +53,6 @@ func onLink(a netlink.Addr, from, to string) netlink.Addr {
 	return c
 }
 
-
 // addAddr adds the uplink's address a on the bridge.
 func (m *Manager) addAddr(r *run, a netlink.Addr) error {
 	br, upName, brName := r.br, r.up.Attrs().Name, r.b.Name
