@@ -78,6 +78,27 @@ var conformances = []conformance{{
 	},
 	b: moveBridge,
 }, {
+	name: "policy routing: a route of table 100, a multipath route with a leg through the uplink",
+	script: static + `
+		ip link add eth1 type veth peer name eth1p
+		ip addr add 10.66.0.2/24 dev eth1
+		ip link set eth1 up
+		ip link set eth1p up
+		ip route add default via 10.77.0.1 dev uplink table 100
+		ip route add 10.9.0.0/24 nexthop via 10.77.0.1 dev uplink nexthop via 10.66.0.1 dev eth1`,
+	seed: func(f *links.Fake) {
+		// Seeded in the order the kernel dumps them: table 100 before
+		// the main table.
+		seedUplink(f, "10.77.0.2/24", "2001:db8:77::2/64")
+		f.AddLink("eth1", "veth", "02:00:00:00:00:02", "", "10.66.0.2/24")
+		f.AddLink("eth1p", "veth", "02:00:00:00:00:03", "")
+		f.AddRoute("uplink", "default via 10.77.0.1 table 100")
+		f.AddRoute("uplink", "default via 10.77.0.1 metric 100")
+		f.AddRoute("uplink", "10.9.0.0/24 nexthop via 10.77.0.1 dev uplink nexthop via 10.66.0.1 dev eth1")
+		f.AddRoute("uplink", "default via 2001:db8:77::1 metric 100")
+	},
+	b: moveBridge,
+}, {
 	name: "someone else's bridge with another port",
 	script: `
 		ip link add br0 address 02:00:00:00:00:99 type bridge stp_state 1 forward_delay 1000

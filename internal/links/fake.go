@@ -56,6 +56,8 @@ type FakeLink struct {
 	// them an address is permanent). Routes are as `ip route` shows them:
 	// "default via 10.77.0.1 metric 100", optionally with "src", "table"
 	// and "proto" (kernel, boot, static, ra, dhcp; boot when absent).
+	// A multipath route is held by the link of a leg that moves:
+	// "10.9.0.0/24 nexthop via 10.77.0.1 dev eth0 nexthop via 10.66.0.1 dev eth1".
 	// Neighs are "10.77.0.9 lladdr 52:54:00:00:00:09 permanent" (or
 	// reachable, stale, failed).
 	Addrs  []string

@@ -59,7 +59,7 @@ func (f *Fake) uplinkState(s *Snapshot, up *FakeLink) {
 		s.Addrs = append(s.Addrs, parseFakeAddr(i, a))
 	}
 	for i, rt := range up.Routes {
-		s.Routes = append(s.Routes, parseFakeRoute(i, rt, up.index))
+		s.Routes = append(s.Routes, f.parseRoute(i, rt, up.index))
 	}
 	for i, n := range up.Neighs {
 		s.Neighs = append(s.Neighs, parseFakeNeigh(i, n))
@@ -75,7 +75,7 @@ func (f *Fake) uplinkState(s *Snapshot, up *FakeLink) {
 			s.BridgeAddrs = append(s.BridgeAddrs, parseFakeAddr(i, a))
 		}
 		for i, rt := range br.Routes {
-			s.BridgeRoutes = append(s.BridgeRoutes, parseFakeRoute(i, rt, br.index))
+			s.BridgeRoutes = append(s.BridgeRoutes, f.parseRoute(i, rt, br.index))
 		}
 	}
 }
@@ -152,7 +152,34 @@ func movedFakeAddr(s string) string {
 
 var fakeProtos = map[string]int{"kernel": protoKernel, "boot": protoBoot, "static": protoStatic, "ra": protoRA, "dhcp": 16}
 
-// parseFakeRoute reads one FakeLink.Routes entry of the link with index.
+// parseRoute reads one FakeLink.Routes entry of the link with index; a
+// multipath route ("10.9.0.0/24 nexthop via 10.77.0.1 dev eth0 nexthop
+// via 10.66.0.1 dev eth1") is held by the link of a leg that moves.
+func (f *Fake) parseRoute(id int, s string, index int) Route {
+	head, legs, multi := strings.Cut(s, " nexthop ")
+	rt := parseFakeRoute(id, head, index)
+	if multi {
+		rt.LinkIndex = 0
+		for _, leg := range strings.Split(legs, " nexthop ") {
+			l := parseFakeRoute(0, "default "+leg, 0)
+			fs := strings.Fields(leg)
+			if i := slices.Index(fs, "dev"); i >= 0 && i+1 < len(fs) {
+				l.LinkIndex = f.indexOf(fs[i+1])
+				rt.Legs = append(rt.Legs, Leg{LinkIndex: l.LinkIndex, Link: fs[i+1], Gw: l.Gw})
+			}
+		}
+		rt.IPv6 = rt.IPv6 || len(rt.Legs) > 0 && strings.Contains(rt.Legs[0].Gw, ":")
+	}
+	return rt
+}
+
+func (f *Fake) indexOf(name string) int {
+	if l := f.links[name]; l != nil {
+		return l.index
+	}
+	return 0
+}
+
 func parseFakeRoute(id int, s string, index int) Route {
 	fs := strings.Fields(s)
 	rt := Route{ID: id, Leg: -1, Table: tableMain, Protocol: protoBoot, Type: rtnUnicast, LinkIndex: index}
@@ -277,6 +304,16 @@ func (r *fakeRun) apply(st Step) error {
 		addItem(r, &r.br().Neighs, r.neighs[st.Neigh.ID])
 	case OpDelNeigh:
 		delItem(r, &r.up().Neighs, r.neighs[st.Neigh.ID])
+	case OpMultipath:
+		rt := r.routes[st.Route.ID]
+		delItem(r, &r.up().Routes, rt)
+		fs := strings.Fields(rt)
+		for i := 1; i < len(fs); i++ {
+			if fs[i-1] == "dev" && fs[i] == r.up().Name {
+				fs[i] = r.b.Name
+			}
+		}
+		addItem(r, &r.br().Routes, strings.Join(fs, " "))
 	case OpMoveRule:
 		set(r, &f.rules[st.Rule.ID], st.Rule.on(r.up().Name, r.b.Name).String())
 	case OpVerify:
