@@ -142,10 +142,13 @@ func parseV6Route(b []byte, oif int) (r raRoute, ok bool, err error) {
 	return r, true, nil
 }
 
-// addV6Route adds r through the link with index oif: NLM_F_EXCL, so an
-// existing route of the same key is EEXIST.
+// addV6Route adds r through the link with index oif, appended (as
+// addRoute does): IPv6 keys a route by destination and metric whatever its
+// device, so it sits beside a route of the same key on the other link
+// (ECMP siblings, until that one is deleted); the same route through oif
+// is EEXIST.
 func (m *Manager) addV6Route(r raRoute, oif int) error {
-	return m.v6RouteRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK, r, oif)
+	return m.v6RouteRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_APPEND|unix.NLM_F_ACK, r, oif)
 }
 
 // delV6Route deletes r from the link with index oif.

@@ -51,7 +51,9 @@ import (
 //     itself).
 //
 // Every change records itself and pushes its undo. ReleaseBridge runs the
-// same steps backwards, giving the role back to the uplink.
+// same steps backwards, giving the role back to the uplink: accept_ra and
+// autoconf as the bridge had them, the bridge's learnt addresses and
+// routes (one copy per router), and the bridge's accept_ra 0.
 
 // raState is what a link learnt from router advertisements.
 type raState struct {
@@ -222,6 +224,11 @@ func (m *Manager) moveRAState(r *run, s raState) error {
 		return err
 	}
 	for _, rt := range s.routes {
+		if slices.ContainsFunc(s.routes, func(o raRoute) bool {
+			return o.table == rt.table && o.dst.String() == rt.dst.String() && o.gw.Equal(rt.gw) && o.metric < rt.metric
+		}) {
+			continue // a copy made by an earlier handoff, beside the kernel's own
+		}
 		c := rt
 		if rt.isDefault() {
 			c.metric++ // see step 4

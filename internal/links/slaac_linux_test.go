@@ -247,3 +247,42 @@ func TestSLAACHandoffForwardingLater(t *testing.T) {
 	}
 	l.host.Run(t, "ping", "-c1", "-W5", "2001:db8:2::1")
 }
+
+// TestSLAACRelease: ReleaseBridge gives the RA role back to the uplink:
+// accept_ra as before the handoff, the SLAAC address and the learnt
+// default route on the uplink again, and the next advertisement refreshes
+// them there.
+func TestSLAACRelease(t *testing.T) {
+	t.Parallel()
+	l := newRALab(t, false)
+	var rv revert.Reverter
+	if _, err := l.m.EnsureBridge(context.Background(), upBridge(), &rv); err != nil {
+		t.Fatalf("EnsureBridge: %v", err)
+	}
+	rv.Success()
+	waitFor(t, 30*time.Second, "learnt default route on the bridge", func() bool {
+		return strings.Contains(l.host.Run(t, "ip", "-6", "route", "show", "dev", "br-up"), "proto ra metric 1024")
+	})
+	offLink := slowPing(t, l.host, "2001:db8:2::1", 30)
+	time.Sleep(time.Second)
+	cs, _, err := l.m.ReleaseBridge(context.Background(), upBridge(), &rv)
+	if err != nil {
+		t.Fatalf("ReleaseBridge: %v", err)
+	}
+	for _, c := range cs {
+		t.Logf("  %s", c)
+	}
+	if lost, sent := offLink(); lost > 1 {
+		t.Errorf("ping of the off-link address: %d of %d lost through the release; want at most 1", lost, sent)
+	}
+	if got := sysctlOf(t, l.host, "uplink", "accept_ra"); got != "1" {
+		t.Errorf("uplink accept_ra = %s after the release; want 1", got)
+	}
+	if got := l.host.Run(t, "ip", "-6", "addr", "show", "dev", "uplink", "scope", "global"); !strings.Contains(got, "2001:db8:1:") {
+		t.Errorf("no SLAAC address back on the uplink:\n%s", got)
+	}
+	waitFor(t, 30*time.Second, "learnt default route on the uplink", func() bool {
+		return strings.Contains(l.host.Run(t, "ip", "-6", "route", "show", "dev", "uplink"), "default via "+l.routerLL+" proto ra metric 1024")
+	})
+	l.host.Run(t, "ping", "-c1", "-W5", "2001:db8:2::1")
+}
