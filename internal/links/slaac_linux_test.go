@@ -2,6 +2,7 @@ package links
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -285,4 +286,39 @@ func TestSLAACRelease(t *testing.T) {
 		return strings.Contains(l.host.Run(t, "ip", "-6", "route", "show", "dev", "uplink"), "default via "+l.routerLL+" proto ra metric 1024")
 	})
 	l.host.Run(t, "ping", "-c1", "-W5", "2001:db8:2::1")
+}
+
+// TestDHCPv6LeaseBesideSLAAC: a DHCPv6 lease (an IPv6 address with a
+// lifetime that no advertisement made) beside the SLAAC address is refused
+// like a DHCPv4 lease of a bare client, before any change: the RA role
+// stays on the uplink. With manager: kernel the lease moves as a static
+// address, and the SLAAC address with its lifetime, the bridge taking the
+// RA role.
+func TestDHCPv6LeaseBesideSLAAC(t *testing.T) {
+	t.Parallel()
+	l := newRALab(t, false)
+	l.host.Run(t, "ip", "-6", "addr", "add", "2001:db8:1::99/128", "dev", "uplink", "valid_lft", "300", "preferred_lft", "300", "nodad")
+	startFakeDHCPClient(t, l.host.Name, "uplink")
+	var rv revert.Reverter
+	_, err := l.m.EnsureBridge(context.Background(), upBridge(), &rv)
+	if !errors.Is(err, ErrDynamicAddress) || !strings.Contains(err.Error(), "2001:db8:1::99/128 (valid for ") ||
+		strings.Contains(err.Error(), "2001:db8:1:0:") {
+		t.Fatalf("EnsureBridge = %v; want ErrDynamicAddress naming the lease 2001:db8:1::99/128, not the SLAAC address", err)
+	}
+	if got := l.host.Run(t, "ip", "link", "show"); strings.Contains(got, "br-up") || sysctlOf(t, l.host, "uplink", "accept_ra") != "1" {
+		t.Errorf("the refusal changed the host:\n%s", got)
+	}
+	b := upBridge()
+	b.Manager = "kernel"
+	if _, err := l.m.EnsureBridge(context.Background(), b, &rv); err != nil {
+		t.Fatalf("EnsureBridge(manager kernel) = %v", err)
+	}
+	got := l.host.Run(t, "ip", "-6", "addr", "show", "dev", "br-up", "scope", "global")
+	if !regexp.MustCompile(`2001:db8:1::99/128 scope global nodad \n\s+valid_lft forever`).MatchString(got) ||
+		!regexp.MustCompile(`2001:db8:1:0:\S+/64 scope global nodad dynamic mngtmpaddr \n\s+valid_lft [1-5]\d\dsec`).MatchString(got) {
+		t.Errorf("want the lease static and the SLAAC address with its lifetime on the bridge:\n%s", got)
+	}
+	if got := l.host.Run(t, "ip", "-6", "addr", "show", "dev", "uplink", "scope", "global"); got != "" {
+		t.Errorf("addresses left on the enslaved uplink:\n%s", got)
+	}
 }
