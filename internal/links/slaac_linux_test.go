@@ -315,7 +315,7 @@ func TestDHCPv6LeaseBesideSLAAC(t *testing.T) {
 	}
 	got := l.host.Run(t, "ip", "-6", "addr", "show", "dev", "br-up", "scope", "global")
 	if !regexp.MustCompile(`2001:db8:1::99/128 scope global nodad \n\s+valid_lft forever`).MatchString(got) ||
-		!regexp.MustCompile(`2001:db8:1:0:\S+/64 scope global nodad dynamic mngtmpaddr \n\s+valid_lft [1-5]\d\dsec`).MatchString(got) {
+		!regexp.MustCompile(`2001:db8:1:0:\S+/64 scope global nodad dynamic mngtmpaddr \n\s+valid_lft \d+sec`).MatchString(got) {
 		t.Errorf("want the lease static and the SLAAC address with its lifetime on the bridge:\n%s", got)
 	}
 	if got := l.host.Run(t, "ip", "-6", "addr", "show", "dev", "uplink", "scope", "global"); got != "" {
