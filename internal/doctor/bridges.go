@@ -298,6 +298,11 @@ func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link, ownerKin
 		a.Why = "a bridge port hands its frames to the bridge: addresses left on the port answer unreliably and their routes lead nowhere"
 		a.Fix = fmt.Sprintf("set move_addresses: true for bridge %s in %s, then %s", b.Name, s.ConfigPath, fixByVirtbridge)
 		switch {
+		case len(up.Addresses) == 0 && b.MoveAddresses && allLearnt(up.Stranded):
+			// The RA role and what came with it: the handoff moves them.
+			a.Fixable, a.Fix = true, fixByVirtbridge
+			a.Why = "a bridge port hands its frames, router advertisements included, to the bridge: nothing refreshes " +
+				"what the port learnt, neighbours cannot reach its address, and the host loses IPv6 on that network"
 		case len(up.Addresses) == 0:
 			// Routes without the addresses that make their gateways
 			// reachable cannot be moved as they are.
@@ -312,6 +317,21 @@ func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link, ownerKin
 		a.Message = "no host addresses on the bridge or its uplink (the host itself does not use this network)"
 	}
 	r.add(a)
+}
+
+// raLearnt marks what a port learnt from router advertisements (or a
+// DHCPv6 lease): virtbridge's handoff moves it to the bridge with its
+// lifetime, and the bridge takes the advertisements over.
+const raLearnt = " (learnt from router advertisements or DHCPv6)"
+
+// allLearnt: every stranded item was learnt from router advertisements.
+func allLearnt(items []string) bool {
+	for _, it := range items {
+		if !strings.HasSuffix(it, raLearnt) {
+			return false
+		}
+	}
+	return len(items) > 0
 }
 
 func bridgeMTU(r *Report, s Sources, b config.Bridge, br, up Link) {

@@ -143,3 +143,22 @@ func TestStrandedOnEnslavedUplink(t *testing.T) {
 		t.Errorf("routes without their addresses are not something --fix can move: %+v", f)
 	}
 }
+
+// TestStrandedRAStateOnEnslavedUplink: what an uplink learnt from router
+// advertisements (a SLAAC address with its lifetime, a `proto ra` default
+// route) left on it once enslaved is reported, and the handoff fixes it
+// (it hands the RA role to the bridge).
+func TestStrandedRAStateOnEnslavedUplink(t *testing.T) {
+	ns := uplinkNS(t)
+	ns.Script(t, `
+		ip addr flush dev uplink0 scope global
+		ip -6 addr add 2001:db8:1::5/64 dev uplink0 valid_lft 300 preferred_lft 300 nodad
+		ip -6 route add default via fe80::1 dev uplink0 proto ra
+		ip link set uplink0 master br0`)
+	r := Run(nsSources(t, ns, "bridges: {br0: {uplink: uplink0, stp: true, forward_delay: 15}}\n", t.TempDir(), nil))
+	f := one(t, r, "host-addresses", "uplink0")
+	want(t, f, Fail, "address 2001:db8:1::5/64 (learnt from router advertisements", "route default via fe80::1 (learnt from", "router advertisements included")
+	if !f.Fixable {
+		t.Errorf("the handoff moves what the uplink learnt: want fixable: %+v", f)
+	}
+}
