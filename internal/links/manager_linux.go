@@ -122,7 +122,8 @@ func (r *run) record(kind change.Kind, object, before, after string) {
 
 // EnsureBridge makes bridge b exist with its settings and, when b has an
 // uplink, enslaves it and (b.MoveAddresses) moves the uplink's addresses
-// and routes to the bridge. It is idempotent: it reads, compares and
+// and routes to the bridge, and its router-advertisement role (SLAAC:
+// accept_ra, what it learnt, see slaac_linux.go). It is idempotent: it reads, compares and
 // changes only the difference, pushes the undo of every change on rv, and
 // returns the changes made (none when the host already matches). It refuses,
 // before changing anything, a non-bridge link named like the bridge, a

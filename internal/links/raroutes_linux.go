@@ -59,6 +59,15 @@ func protoName(p int) string {
 // isDefault: a route to ::/0.
 func (r raRoute) isDefault() bool { return r.dst == nil }
 
+// copied is r as added on another link: a default route one metric up
+// (see step 4 in slaac_linux.go), the others as they are.
+func (r raRoute) copied() raRoute {
+	if r.isDefault() {
+		r.metric++
+	}
+	return r
+}
+
 // sameKey: same table, destination, gateway and metric (the kernel's key).
 func (r raRoute) sameKey(o raRoute) bool {
 	return r.table == o.table && r.dst.String() == o.dst.String() && r.gw.Equal(o.gw) && r.metric == o.metric

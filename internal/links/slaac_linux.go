@@ -128,11 +128,12 @@ func (m *Manager) raConfOf(link string) (raConf, error) {
 }
 
 // takeRA hands the RA role of r.up over to r.br (see above): when r.up
-// accepts advertisements or holds what it learnt from them. It is
-// idempotent: an uplink that no longer accepts them and holds nothing
-// learnt changes nothing, but a bridge holding the role with accept_ra 1
-// gets 2 once IPv6 forwarding is on for it. A link without IPv6 (no
-// /proc/sys/net/ipv6/conf entry) has no role to hand over.
+// accepts advertisements or holds what it learnt from them; forward: the
+// configuration turns IPv6 forwarding on. It is idempotent: an uplink that
+// no longer accepts them and holds nothing learnt changes nothing but
+// keepRA. A link without IPv6 (no /proc/sys/net/ipv6/conf entry) has no
+// role to hand over. A route undone back onto the uplink comes back as
+// its copy too (copied).
 func (m *Manager) takeRA(r *run, forward bool) error {
 	upName, brName := r.up.Attrs().Name, r.br.Attrs().Name
 	upConf, err := m.raConfOf(upName)
@@ -151,19 +152,12 @@ func (m *Manager) takeRA(r *run, forward bool) error {
 		return err
 	}
 	forward = forward || brConf.forwarding == 1
-	if !upConf.accepts() && state.empty() {
-		if brConf.acceptRA == 1 && forward {
-			brState, err := m.raStateOf(r.br)
-			if err != nil || brState.empty() {
-				return err
-			}
-			return m.setRAConf(r, brName, "accept_ra", 1, 2)
-		}
-		return nil
-	}
 	want := 1
 	if forward || upConf.acceptRA == 2 {
 		want = 2
+	}
+	if !upConf.accepts() && state.empty() {
+		return m.keepRA(r, brConf, want)
 	}
 	if brConf.acceptRA != want {
 		if err := m.setRAConf(r, brName, "accept_ra", brConf.acceptRA, want); err != nil {
@@ -181,6 +175,22 @@ func (m *Manager) takeRA(r *run, forward bool) error {
 		}
 	}
 	return m.moveRAState(r, state)
+}
+
+// keepRA is takeRA on a bridge whose uplink has nothing to hand over: a
+// bridge holding learnt state (it took the role) that does not act on
+// advertisements — accept_ra 0, or 1 with IPv6 forwarding on or about to
+// be — gets accept_ra want, or what it learnt expires unrefreshed.
+func (m *Manager) keepRA(r *run, brConf raConf, want int) error {
+	fwd := brConf.forwarding == 1 || want == 2
+	if brConf.acceptRA == 2 || brConf.acceptRA == 1 && !fwd {
+		return nil
+	}
+	brState, err := m.raStateOf(r.br)
+	if err != nil || brState.empty() {
+		return err
+	}
+	return m.setRAConf(r, r.br.Attrs().Name, "accept_ra", brConf.acceptRA, max(want, 1+boolInt(fwd)))
 }
 
 // setRAConf sets net.ipv6.conf.LINK.KEY from old to v, with its undo.
@@ -229,10 +239,7 @@ func (m *Manager) moveRAState(r *run, s raState) error {
 		}) {
 			continue // a copy made by an earlier handoff, beside the kernel's own
 		}
-		c := rt
-		if rt.isDefault() {
-			c.metric++ // see step 4
-		}
+		c := rt.copied()
 		if slices.ContainsFunc(onBridge, func(b raRoute) bool {
 			return b.table == c.table && b.dst.String() == c.dst.String() && b.gw.Equal(c.gw) && (b.metric == c.metric || b.metric == rt.metric)
 		}) {
@@ -307,7 +314,9 @@ func (m *Manager) delRARoute(r *run, rt raRoute, up int, upName string) error {
 		return fmt.Errorf("deleting route %q from %q: %w", rt.String(), upName, err)
 	}
 	r.rv.Add(func() error {
-		err := m.addV6Route(rt, up)
+		// Back as a copy: the same key would make the uplink's kernel
+		// drop the next advertisement (see step 4).
+		err := m.addV6Route(rt.copied(), up)
 		if errors.Is(err, unix.EEXIST) {
 			return nil
 		}

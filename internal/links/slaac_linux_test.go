@@ -133,7 +133,13 @@ func slowPing(t *testing.T, ns *netnstest.NS, addr string, count int) func() (lo
 // validLft is the valid lifetime of the bridge's SLAAC address.
 func validLft(t *testing.T, ns *netnstest.NS) int {
 	t.Helper()
-	out := ns.Run(t, "ip", "-6", "addr", "show", "dev", "br-up", "scope", "global")
+	return validLftOn(t, ns, "br-up")
+}
+
+// validLftOn is the valid lifetime of link's SLAAC address.
+func validLftOn(t *testing.T, ns *netnstest.NS, link string) int {
+	t.Helper()
+	out := ns.Run(t, "ip", "-6", "addr", "show", "dev", link, "scope", "global")
 	m := regexp.MustCompile(`2001:db8:1:\S+ .*\n\s+valid_lft (\d+)sec`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no SLAAC address with a lifetime on the bridge:\n%s", out)
@@ -320,5 +326,62 @@ func TestDHCPv6LeaseBesideSLAAC(t *testing.T) {
 	}
 	if got := l.host.Run(t, "ip", "-6", "addr", "show", "dev", "uplink", "scope", "global"); got != "" {
 		t.Errorf("addresses left on the enslaved uplink:\n%s", got)
+	}
+}
+
+// TestSLAACHandoffUndo: a handoff undone (a failed probe, a later step
+// failing) gives the uplink its RA role back, and the uplink's next
+// advertisement is acted on: its default route comes back as a copy one
+// metric up, as the same key would make the kernel drop the advertisement
+// (the address would then count down unrefreshed).
+func TestSLAACHandoffUndo(t *testing.T) {
+	t.Parallel()
+	l := newRALab(t, false)
+	var rv revert.Reverter
+	if _, err := l.m.EnsureBridge(context.Background(), upBridge(), &rv); err != nil {
+		t.Fatalf("EnsureBridge: %v", err)
+	}
+	if err := rv.Fail(); err != nil {
+		t.Fatalf("undo: %v", err)
+	}
+	if got := sysctlOf(t, l.host, "uplink", "accept_ra"); got != "1" {
+		t.Errorf("uplink accept_ra = %s after the undo; want 1", got)
+	}
+	if got := l.host.Run(t, "ip", "link", "show"); strings.Contains(got, "br-up") {
+		t.Errorf("bridge left after the undo:\n%s", got)
+	}
+	start, moved := time.Now(), validLftOn(t, l.host, "uplink")
+	waitFor(t, 30*time.Second, "refreshed address and learnt default route on the uplink", func() bool {
+		return strings.Contains(l.host.Run(t, "ip", "-6", "route", "show", "dev", "uplink"), "default via "+l.routerLL+" proto ra metric 1024") &&
+			validLftOn(t, l.host, "uplink") > moved-int(time.Since(start).Seconds())+3
+	})
+}
+
+// TestSLAACBridgeKeepsAccepting: a bridge holding what it learnt whose
+// accept_ra no longer acts on advertisements — 0, or 1 once the
+// configuration turns IPv6 forwarding on — gets it back at the next
+// EnsureBridge, although its uplink has nothing left to hand over.
+func TestSLAACBridgeKeepsAccepting(t *testing.T) {
+	t.Parallel()
+	l := newRALab(t, false)
+	var rv revert.Reverter
+	if _, err := l.m.EnsureBridge(context.Background(), upBridge(), &rv); err != nil {
+		t.Fatalf("EnsureBridge: %v", err)
+	}
+	l.host.Run(t, "sysctl", "-q", "-w", "net.ipv6.conf.br-up.accept_ra=0")
+	if _, err := l.m.EnsureBridge(context.Background(), upBridge(), &rv); err != nil {
+		t.Fatalf("EnsureBridge: %v", err)
+	}
+	if got := sysctlOf(t, l.host, "br-up", "accept_ra"); got != "1" {
+		t.Errorf("bridge accept_ra = %s; want 1 back", got)
+	}
+	b := upBridge()
+	b.IPv6Forward = true
+	cs, err := l.m.EnsureBridge(context.Background(), b, &rv)
+	if err != nil {
+		t.Fatalf("EnsureBridge: %v", err)
+	}
+	if got := sysctlOf(t, l.host, "br-up", "accept_ra"); got != "2" || len(cs) != 1 {
+		t.Errorf("bridge accept_ra = %s (changes %v); want 2, one change", got, cs)
 	}
 }
