@@ -81,6 +81,9 @@ func (h HostLinks) Links() ([]Link, error) {
 				return nil, err
 			}
 			dl.STP, dl.ForwardDelay = info.STP, info.ForwardDelay
+			if dl.RA, err = lm.RAStateOf(a.Name); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, dl)
 	}
@@ -88,9 +91,10 @@ func (h HostLinks) Links() ([]Link, error) {
 }
 
 // addresses returns l's IPv4 and global, permanent IPv6 addresses: the
-// ones the links backend moves from an uplink to its bridge (link-local
-// addresses belong to every link; SLAAC and temporary ones the kernel
-// makes again on the bridge).
+// ones the links backend moves from an uplink to its bridge as the host's
+// (link-local addresses belong to every link; SLAAC and temporary ones
+// move with the router-advertisement role, and a port's are reported by
+// stranded).
 func addresses(nh *netlink.Handle, l netlink.Link) ([]string, error) {
 	as, err := nh.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {

@@ -230,7 +230,7 @@ func TestSLAACHandoffForwarding(t *testing.T) {
 }
 
 // TestSLAACHandoffForwardingLater: the configuration turns IPv6
-// forwarding on (sysctl.ipv6_forward: on), which the sysctl backend does
+// forwarding on (sysctl.ipv6_forward: 1), which the sysctl backend does
 // after the bridges: the bridge must already accept advertisements with
 // accept_ra 2, or forwarding purges its learnt default route.
 func TestSLAACHandoffForwardingLater(t *testing.T) {
