@@ -120,6 +120,7 @@ func checkBridges(r *Report, s Sources, h *host) {
 			uplinkLeases(r, s, b, up)
 		}
 		br, ok := linkByName(h.links, b.Name)
+		managerConflicts(r, s, b, br, ok && br.Kind == "bridge", up, hasUp)
 		if !ok {
 			continue
 		}
