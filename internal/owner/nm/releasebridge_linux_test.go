@@ -64,6 +64,15 @@ func TestReleaseBridgeKeepsAutoconnectOff(t *testing.T) {
 	if _, err := New(h.Bus(t)).Handover(ctx, spec(h)); err != nil {
 		t.Fatalf("Handover: %v\n%s", err, h.Log("networkmanager"))
 	}
+	conns, err := New(h.Bus(t)).profiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		if id, _ := c["connection"]["id"].Value().(string); id == BridgeProfile(bridge) && uplinkAutoconnect(c) {
+			t.Errorf("bridge profile %s does not record the uplink's autoconnect off: user %v", id, c["user"])
+		}
+	}
 	cs, err := New(h.Bus(t)).ReleaseBridge(ctx, desired.Bridge{Name: bridge})
 	if err != nil {
 		t.Fatalf("ReleaseBridge: %v\n%s", err, h.Log("networkmanager"))
