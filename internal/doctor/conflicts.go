@@ -99,16 +99,17 @@ func uplinkNMProfile(r *Report, b config.Bridge, uplink string, upNM nm.Link) {
 				b.Name, b.Name) + fmt.Sprintf(nmOffFix, uplink)})
 		return
 	}
-	if !upNM.Virtbridge {
-		return
+	port := ""
+	if upNM.Virtbridge {
+		port = fmt.Sprintf(" (profile %q)", upNM.Profile)
 	}
 	for _, p := range upNM.Own {
 		if !p.Autoconnect {
 			continue
 		}
 		r.add(Finding{Section: SectionBridges, Check: "uplink-nm-profile", Status: Warn, Object: uplink,
-			Message: fmt.Sprintf("%s's own NetworkManager profile %q has autoconnect on while %s is a port of %s (profile %q)", uplink, p.ID, uplink, b.Name, upNM.Profile),
-			Why: fmt.Sprintf("when the port profile goes down (a restart, a link flap, a failed activation) NetworkManager may activate %q instead: "+
+			Message: fmt.Sprintf("%s's own NetworkManager profile %q has autoconnect on while %s is a port of %s%s", uplink, p.ID, uplink, b.Name, port),
+			Why: fmt.Sprintf("at a NetworkManager restart, a link flap or a failed activation NetworkManager may activate %q: "+
 				"it takes %s out of %s and puts the address back on it", p.ID, uplink, b.Name),
 			Fix: fmt.Sprintf("`nmcli connection modify %q connection.autoconnect no` (`virtbridge release %s` gives it back as it was)", p.ID, b.Name)})
 	}

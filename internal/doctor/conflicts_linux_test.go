@@ -56,6 +56,16 @@ func TestManagersConflicts(t *testing.T) {
 		want(t, waitFinding(t, h, "bridge-nm-external", "br0", Warn), Warn,
 			`"connected (externally)"`, "virtbridge's kernel path", "nmcli device set br0 managed no")
 	})
+	t.Run("the uplink's own profile autoconnects on a port of a bridge made under NetworkManager's feet", func(t *testing.T) {
+		t.Parallel()
+		h := hostns.New(t, "vbodb", hostns.NetworkManager)
+		h.OwnUplink(t)
+		h.Run(t, "nmcli", "device", "disconnect", hostns.Uplink)
+		kernelBridge(t, h)
+		want(t, waitFinding(t, h, "uplink-nm-profile", "uplink0", Warn), Warn,
+			`own NetworkManager profile "uplink0" has autoconnect on while uplink0 is a port of br0`, "may activate", "takes uplink0 out of br0",
+			`nmcli connection modify "uplink0" connection.autoconnect no`)
+	})
 	t.Run("both managers on the uplink", func(t *testing.T) {
 		t.Parallel()
 		h := hostns.New(t, "vbod3", hostns.NetworkManager)
