@@ -19,8 +19,11 @@ var _ apply.Links = (*links.Manager)(nil)
 // A conformance scenario: the same host made in a network namespace (by
 // script) and in a Fake (by seed), the same EnsureBridge on both.
 type conformance struct {
-	name   string
-	script string // after the uplink: veth "uplink" (52:54:00:aa:00:01, up) whose peer "peer0" is up
+	name string
+	// script runs after the uplink is made: veth "uplink" (52:54:00:aa:00:01,
+	// up, accept_ra 0: the RA role, which the Fake does not hold, is
+	// slaac_linux_test.go's) whose peer "peer0" is up.
+	script string
 	seed   func(f *links.Fake)
 	b      desired.Bridge
 }
@@ -30,7 +33,8 @@ type conformance struct {
 const uplinkScript = `
 	ip link add uplink address 52:54:00:aa:00:01 type veth peer name peer0
 	ip link set uplink up
-	ip link set peer0 up`
+	ip link set peer0 up
+	sysctl -qw net.ipv6.conf.uplink.accept_ra=0`
 
 const static = `
 	ip addr add 10.77.0.2/24 dev uplink

@@ -31,7 +31,8 @@ func (r *run) record(kind change.Kind, object, before, after string) {
 
 // EnsureBridge makes bridge b exist with its settings and, when b has an
 // uplink, enslaves it and (b.MoveAddresses) moves the uplink's addresses
-// and routes to the bridge. It is idempotent: it reads a Snapshot, lets
+// and routes to the bridge, and its router-advertisement role (SLAAC:
+// accept_ra, what it learnt, see slaac_linux.go). It is idempotent: it reads a Snapshot, lets
 // Plan decide, and executes the steps, pushing the undo of every change on
 // rv; it returns the changes made (none when the host already matches).
 // Plan's refusals come before any change. On error the changes made so
@@ -106,6 +107,8 @@ func (m *Manager) exec(ctx context.Context, r *run, st Step) error {
 		err = m.moveRule(r, r.raw.rules[st.Rule.ID])
 	case OpVerify:
 		err = m.verifyMoved(r)
+	case OpTakeRA:
+		err = m.takeRA(r, r.b.IPv6Forward) // slaac_linux.go
 	case OpProbe:
 		err = m.probe(ctx, r, parseIPs(st.Probe), r.b.ProbeTimeout)
 	case OpAlias:

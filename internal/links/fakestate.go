@@ -320,6 +320,9 @@ func (r *fakeRun) apply(st Step) error {
 		if err := leftoverError(r.b.Name, r.up().Name, leftover(r.b, f.Snapshot(r.b))); err != nil {
 			return err
 		}
+	case OpTakeRA:
+		// The RA role lives in sysctls and in what the kernel learnt,
+		// which the Fake does not hold.
 	case OpProbe:
 		for _, ip := range st.Probe {
 			r.record(change.UplinkProbed, ip, "", "answered on "+r.b.Name+" (in memory)")

@@ -35,6 +35,9 @@ type Manager struct {
 	// netns is the inode of the Manager's network namespace, to tell the
 	// DHCP clients of its links from those of other namespaces (0: any).
 	netns uint64
+	// ns is the namespace NewAt was given (closed: the process's own), for
+	// the per-link IPv6 settings under /proc/sys (inNS).
+	ns netns.NsHandle
 	// hook, when set (tests only), runs before every change and fails it by
 	// returning an error.
 	hook func(step, object string) error
@@ -74,6 +77,7 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 	}
 	m.wireless = m.nl80211Wireless
 	m.netns = dhcp.NSInode(ns)
+	m.ns = ns
 	return m, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -103,7 +104,15 @@ func routeFor(rt netlink.Route, link int) netlink.Route {
 func (m *Manager) addRoute(r *run, rt netlink.Route) error {
 	br, brName := r.br.Attrs().Index, r.b.Name
 	c := routeFor(rt, br)
-	if err := m.h.RouteAppend(cp(c)); err != nil {
+	err := m.h.RouteAppend(cp(c))
+	if errors.Is(err, unix.EEXIST) {
+		// The kernel made it on the bridge itself with an address added
+		// just before (the prefix route of an IPv6 address with a
+		// lifetime, which Plan moves as it does not outlive the address
+		// on the uplink): there, and nothing of ours to undo.
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("adding route %q on bridge %q: %w", routeString(rt), brName, err)
 	}
 	r.rv.Add(func() error {
@@ -153,4 +162,19 @@ func siblings(rt netlink.Route) []netlink.Route {
 		out = append(out, c)
 	}
 	return out
+}
+
+// addOrderNL is addOrder for addresses as netlink reads them (the RA
+// role's, slaac_linux.go).
+func addOrderNL(addrs []netlink.Addr) []netlink.Addr {
+	var v4, v6 []netlink.Addr
+	for _, a := range addrs {
+		if a.IP.To4() != nil {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	slices.Reverse(v6)
+	return append(v4, v6...)
 }

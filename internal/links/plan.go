@@ -44,6 +44,11 @@ func Plan(b desired.Bridge, s Snapshot) ([]Step, error) {
 	p.enslaveSteps()
 	p.mtuStep()
 	p.moveSteps(mv)
+	if up != nil && b.MoveAddresses {
+		// The RA role: its sysctls and what the uplink learnt are read,
+		// compared and moved by the kernel path itself (Manager.takeRA).
+		p.add(Step{Op: OpTakeRA, Object: b.Name, Link: b.Name})
+	}
 	if !mv.empty() && len(mv.probe) > 0 {
 		p.add(Step{Op: OpProbe, Object: strings.Join(mv.probe, ", "), Link: b.Name, Probe: mv.probe})
 	}

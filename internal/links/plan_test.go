@@ -58,6 +58,7 @@ del-route eth0: default via 10.77.0.1 metric 100
 del-addr eth0: 2001:db8:77::2/64
 del-addr eth0: 10.77.0.2/24
 verify eth0
+take-ra br0
 probe br0: 10.77.0.1
 `,
 	}, {
@@ -68,7 +69,7 @@ probe br0: 10.77.0.1
 			s.Uplinks[0].Master, s.Uplinks[0].MasterKind = "br0", "bridge"
 			s.Addrs, s.Routes, s.Neighs, s.Detail = []Addr{ll6}, nil, nil, false
 		},
-		want: "",
+		want: "take-ra br0\n",
 	}, {
 		name: "NetworkManager's noprefixroute address: its proto kernel prefix route moves first",
 		b:    desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true, Manager: "kernel", ProbeTimeout: -1},
@@ -88,6 +89,7 @@ del-route eth0: default via 10.88.0.1 src 10.88.0.104 metric 100
 del-route eth0: 10.88.0.0/24 src 10.88.0.104 metric 100
 del-addr eth0: 10.88.0.104/24
 verify eth0
+take-ra br0
 `,
 	}, {
 		name: "policy routing, multipath leg, permanent neighbour, rule",
@@ -113,6 +115,7 @@ del-route eth0: default via 10.2.0.1 table 100
 del-neigh eth0: 10.77.0.9 lladdr 52:54:00:00:00:09
 del-addr eth0: 10.77.0.2/24
 verify eth0
+take-ra br0
 probe br0: 10.77.0.254
 `,
 	}, {

@@ -61,7 +61,12 @@ func (p *planner) movable() ([]Addr, []Route) {
 		if a.movable() {
 			addrs = append(addrs, a)
 		}
-		if a.Flags&ifaNoPrefixRoute == 0 {
+		// Not the prefix of an IPv6 address with a lifetime (a DHCPv6
+		// lease moved by manager: kernel): its prefix route outlives the
+		// address on the uplink, so it moves like any route. (A SLAAC
+		// address's moves with the RA role, slaac_linux.go.)
+		lease := a.IPv6 && a.Flags&ifaPermanent == 0 && !a.SLAAC
+		if a.Flags&ifaNoPrefixRoute == 0 && !lease {
 			remade[a.network()] = true
 		}
 	}
@@ -80,7 +85,8 @@ func (p *planner) movable() ([]Addr, []Route) {
 // much the host's as the main table's), except those the kernel
 // re-makes itself with the addresses on the bridge (remade: the prefix
 // routes of addresses without noprefixroute, and fe80::/64) and those
-// learnt from router advertisements (proto ra). A `proto kernel` route
+// learnt from router advertisements (proto ra), which move with the RA
+// role (OpTakeRA, slaac_linux.go). A `proto kernel` route
 // the kernel will not re-make moves like any other: NetworkManager adds
 // its addresses with noprefixroute and installs their prefix routes itself,
 // as proto kernel with its own metric.

@@ -111,8 +111,8 @@ type Addr struct {
 
 // movable reports whether the address moves to the bridge: every IPv4
 // address, and the global IPv6 ones but the temporary (privacy) ones and
-// those the kernel made from router advertisements (SLAAC): the kernel
-// re-makes those on the bridge, which takes over the advertisements.
+// those the kernel made from router advertisements (SLAAC): those move
+// with the RA role, keeping their lifetimes (OpTakeRA, slaac_linux.go).
 // Link-local addresses belong to the link.
 func (a Addr) movable() bool {
 	if !a.IPv6 {

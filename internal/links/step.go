@@ -28,6 +28,7 @@ const (
 	OpDelNeigh  Op = "del-neigh" // delete a permanent neighbour from the uplink
 	OpDelAddr   Op = "del-addr"  // delete Addr from the uplink
 	OpVerify    Op = "verify"    // read the uplink back: nothing movable may be left
+	OpTakeRA    Op = "take-ra"   // the bridge takes over the uplink's router advertisements (SLAAC)
 	OpProbe     Op = "probe"     // resolve the gateways (Probe) on the bridge
 	OpAlias     Op = "alias"     // mark a bridge someone else made with ManagedAlias
 	OpNotice    Op = "notice"    // the ForeignBridge notice of this run's changes
@@ -124,7 +125,7 @@ func (s Step) String() string {
 		fmt.Fprintf(&b, ": %q -> %q", s.FromAlias, s.Alias)
 	case OpAttach:
 		fmt.Fprintf(&b, ": %q -> %q", s.Change.Before, s.Change.After)
-	case OpUp, OpEnslave, OpVerify, OpAlias:
+	case OpUp, OpEnslave, OpVerify, OpAlias, OpTakeRA:
 	default:
 		b.WriteString(": " + s.Object)
 	}
