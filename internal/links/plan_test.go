@@ -284,3 +284,30 @@ func TestNeedDetail(t *testing.T) {
 		t.Error("a route left on the uplink does not read the detail")
 	}
 }
+
+// TestPlanDHCPv6LeasePrefixRoute: under manager: kernel a DHCPv6 lease
+// moves as a static address, and its prefix route with it (the kernel
+// keeps that route on the uplink after the address left: it is not
+// re-made there), then the bridge takes the RA role.
+func TestPlanDHCPv6LeasePrefixRoute(t *testing.T) {
+	s := Snapshot{Uplinks: []Link{eth0}, Detail: true,
+		Addrs:  []Addr{{Prefix: "2001:db8:1::99/128", IPv6: true, ValidLft: 3600, PreferredLft: 3600}},
+		Routes: []Route{{Leg: -1, IPv6: true, Dst: "2001:db8:1::99/128", Metric: 256, Table: tableMain, Protocol: protoKernel, LinkIndex: 2}}}
+	b := desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true, Manager: "kernel", ProbeTimeout: -1}
+	got, err := Plan(b, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01
+enslave eth0
+add-addr br0: 2001:db8:1::99/128
+add-route br0: 2001:db8:1::99/128 metric 256
+del-route eth0: 2001:db8:1::99/128 metric 256
+del-addr eth0: 2001:db8:1::99/128
+verify eth0
+take-ra br0
+`
+	if steps(got) != want {
+		t.Errorf("steps:\n%s\nwant:\n%s", steps(got), want)
+	}
+}
