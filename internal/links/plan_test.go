@@ -36,18 +36,18 @@ func steps(ss []Step) string {
 	return b.String()
 }
 
-// TestPlan compares the steps of each plan with the text they must have.
-func TestPlan(t *testing.T) {
-	up := desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true}
-	for _, tc := range []struct {
-		name string
-		b    desired.Bridge
-		s    func(*Snapshot)
-		want string
-	}{{
-		name: "new bridge on a static host: create, enslave, move in the measured order, probe the resolved gateway",
-		b:    up,
-		want: `create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01
+var upBr0 = desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true}
+
+// planCases are plans over staticHost() changed by s, with their steps.
+var planCases = []struct {
+	name string
+	b    desired.Bridge
+	s    func(*Snapshot)
+	want string
+}{{
+	name: "new bridge on a static host: create, enslave, move in the measured order, probe the resolved gateway",
+	b:    upBr0,
+	want: `create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01
 enslave eth0
 add-addr br0: 10.77.0.2/24
 add-addr br0: 2001:db8:77::2/64
@@ -61,26 +61,26 @@ verify eth0
 take-ra br0
 probe br0: 10.77.0.1
 `,
-	}, {
-		name: "ready bridge: nothing",
-		b:    up,
-		s: func(s *Snapshot) {
-			s.Bridge = &br0
-			s.Uplinks[0].Master, s.Uplinks[0].MasterKind = "br0", "bridge"
-			s.Addrs, s.Routes, s.Neighs, s.Detail = []Addr{ll6}, nil, nil, false
-		},
-		want: "take-ra br0\n",
-	}, {
-		name: "NetworkManager's noprefixroute address: its proto kernel prefix route moves first",
-		b:    desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true, Manager: "kernel", ProbeTimeout: -1},
-		s: func(s *Snapshot) {
-			s.Addrs = []Addr{{Prefix: "10.88.0.104/24", Flags: ifaNoPrefixRoute, ValidLft: 120, PreferredLft: 120}}
-			s.Routes = []Route{
-				{ID: 0, Leg: -1, Gw: "10.88.0.1", Src: "10.88.0.104", Metric: 100, Table: tableMain, Protocol: 16, LinkIndex: 2},
-				{ID: 1, Leg: -1, Dst: "10.88.0.0/24", Src: "10.88.0.104", Metric: 100, Table: tableMain, Protocol: protoKernel, LinkIndex: 2},
-			}
-		},
-		want: `create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01
+}, {
+	name: "ready bridge: nothing",
+	b:    upBr0,
+	s: func(s *Snapshot) {
+		s.Bridge = &br0
+		s.Uplinks[0].Master, s.Uplinks[0].MasterKind = "br0", "bridge"
+		s.Addrs, s.Routes, s.Neighs, s.Detail = []Addr{ll6}, nil, nil, false
+	},
+	want: "take-ra br0\n",
+}, {
+	name: "NetworkManager's noprefixroute address: its proto kernel prefix route moves first",
+	b:    desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true, Manager: "kernel", ProbeTimeout: -1},
+	s: func(s *Snapshot) {
+		s.Addrs = []Addr{{Prefix: "10.88.0.104/24", Flags: ifaNoPrefixRoute, ValidLft: 120, PreferredLft: 120}}
+		s.Routes = []Route{
+			{ID: 0, Leg: -1, Gw: "10.88.0.1", Src: "10.88.0.104", Metric: 100, Table: tableMain, Protocol: 16, LinkIndex: 2},
+			{ID: 1, Leg: -1, Dst: "10.88.0.0/24", Src: "10.88.0.104", Metric: 100, Table: tableMain, Protocol: protoKernel, LinkIndex: 2},
+		}
+	},
+	want: `create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01
 enslave eth0
 add-addr br0: 10.88.0.104/24
 add-route br0: 10.88.0.0/24 src 10.88.0.104 metric 100
@@ -91,20 +91,20 @@ del-addr eth0: 10.88.0.104/24
 verify eth0
 take-ra br0
 `,
-	}, {
-		name: "policy routing, multipath leg, permanent neighbour, rule",
-		b:    desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true, ProbeTarget: "10.77.0.254"},
-		s: func(s *Snapshot) {
-			s.Addrs = []Addr{static4}
-			s.Routes = []Route{
-				{ID: 0, Leg: -1, Gw: "10.2.0.1", Table: 100, Protocol: protoBoot, LinkIndex: 2},
-				{ID: 1, Leg: -1, Dst: "10.9.0.0/24", Table: tableMain, Protocol: protoBoot,
-					Legs: []Leg{{LinkIndex: 2, Link: "eth0", Gw: "10.77.0.1"}, {LinkIndex: 3, Link: "eth1", Gw: "10.66.0.1"}}},
-			}
-			s.Neighs = []Neigh{{ID: 0, IP: "10.77.0.9", MAC: "52:54:00:00:00:09", Permanent: true, Resolved: true}}
-			s.Rules = []Rule{{ID: 4, Priority: 100, Iif: "eth0", Table: 100}}
-		},
-		want: `create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01
+}, {
+	name: "policy routing, multipath leg, permanent neighbour, rule",
+	b:    desired.Bridge{Name: "br0", Uplink: "eth0", MoveAddresses: true, ProbeTarget: "10.77.0.254"},
+	s: func(s *Snapshot) {
+		s.Addrs = []Addr{static4}
+		s.Routes = []Route{
+			{ID: 0, Leg: -1, Gw: "10.2.0.1", Table: 100, Protocol: protoBoot, LinkIndex: 2},
+			{ID: 1, Leg: -1, Dst: "10.9.0.0/24", Table: tableMain, Protocol: protoBoot,
+				Legs: []Leg{{LinkIndex: 2, Link: "eth0", Gw: "10.77.0.1"}, {LinkIndex: 3, Link: "eth1", Gw: "10.66.0.1"}}},
+		}
+		s.Neighs = []Neigh{{ID: 0, IP: "10.77.0.9", MAC: "52:54:00:00:00:09", Permanent: true, Resolved: true}}
+		s.Rules = []Rule{{ID: 4, Priority: 100, Iif: "eth0", Table: 100}}
+	},
+	want: `create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01
 enslave eth0
 add-addr br0: 10.77.0.2/24
 add-route br0: default via 10.2.0.1 table 100
@@ -118,15 +118,15 @@ verify eth0
 take-ra br0
 probe br0: 10.77.0.254
 `,
-	}, {
-		name: "someone else's bridge: STP off before the delay, MAC pinned, up, MTU, alias, notice",
-		b:    desired.Bridge{Name: "br0", Uplink: "eth0", MTU: 9000},
-		s: func(s *Snapshot) {
-			s.Bridge = &Link{Index: 9, Name: "br0", Kind: "bridge", MAC: "02:00:00:00:00:99", MTU: 1500, STP: true, DelayCS: 1500, PinKnown: true}
-			s.Ports = []Link{{Name: "veth9", Kind: "veth"}, {Name: "vnet0", Kind: "tuntap"}}
-			s.Addrs, s.Routes = nil, nil
-		},
-		want: `set-opts br0: stp on -> stp off
+}, {
+	name: "someone else's bridge: STP off before the delay, MAC pinned, up, MTU, alias, notice",
+	b:    desired.Bridge{Name: "br0", Uplink: "eth0", MTU: 9000},
+	s: func(s *Snapshot) {
+		s.Bridge = &Link{Index: 9, Name: "br0", Kind: "bridge", MAC: "02:00:00:00:00:99", MTU: 1500, STP: true, DelayCS: 1500, PinKnown: true}
+		s.Ports = []Link{{Name: "veth9", Kind: "veth"}, {Name: "vnet0", Kind: "tuntap"}}
+		s.Addrs, s.Routes = nil, nil
+	},
+	want: `set-opts br0: stp on -> stp off
 set-opts br0: forward_delay 15 -> forward_delay 0
 pin-mac br0: mac 02:00:00:00:00:99 -> mac 52:54:00:aa:00:01 (pinned)
 up br0
@@ -135,12 +135,16 @@ mtu br0: 9000 (keep)
 alias br0
 notice br0: others veth9 (veth)
 `,
-	}, {
-		name: "move_addresses false on an uplink without addresses, down",
-		b:    desired.Bridge{Name: "br0", UplinkMAC: "52:54:00:AA:00:01"},
-		s:    func(s *Snapshot) { s.Addrs, s.Uplinks[0].Up = []Addr{ll6}, false },
-		want: "create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01\nenslave eth0\nup eth0\n",
-	}} {
+}, {
+	name: "move_addresses false on an uplink without addresses, down",
+	b:    desired.Bridge{Name: "br0", UplinkMAC: "52:54:00:AA:00:01"},
+	s:    func(s *Snapshot) { s.Addrs, s.Uplinks[0].Up = []Addr{ll6}, false },
+	want: "create br0: stp off, forward_delay 0, mac 52:54:00:aa:00:01\nenslave eth0\nup eth0\n",
+}}
+
+// TestPlan compares the steps of each plan with the text they must have.
+func TestPlan(t *testing.T) {
+	for _, tc := range planCases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := staticHost()
 			if tc.s != nil {
