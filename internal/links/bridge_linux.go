@@ -1,7 +1,6 @@
 package links
 
 import (
-	"bytes"
 	"crypto/rand"
 	"fmt"
 	"net"
@@ -10,28 +9,21 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/vishvananda/netlink"
 )
 
-// createBridge creates r.b in one RTM_NEWLINK with its STP state, forward
-// delay, admin up, and its MAC given explicitly: the uplink's MAC (the host
-// address keeps its MAC, so the neighbours' ARP and ND caches stay right)
-// or, without uplink, a random locally administered one. A MAC given at
-// creation is NET_ADDR_SET, so the kernel never re-derives it from ports.
-// The MTU is set afterwards by ensureMTU (see there).
-func (m *Manager) createBridge(r *run) error {
-	mac := net.HardwareAddr(nil)
-	if r.up != nil {
-		mac = r.up.Attrs().HardwareAddr
-	} else {
+// createBridge creates the bridge in one RTM_NEWLINK with its STP state,
+// forward delay, admin up, and its MAC given explicitly: the uplink's MAC
+// (the host address keeps its MAC, so the neighbours' ARP and ND caches
+// stay right) or, without uplink, a random locally administered one. A
+// MAC given at creation is NET_ADDR_SET, so the kernel never re-derives it
+// from ports. The MTU is set afterwards by ensureMTU (see there).
+func (m *Manager) createBridge(r *run, st Step) error {
+	mac, err := net.ParseMAC(st.MAC)
+	if err != nil {
 		mac = randomMAC()
 	}
-	spec := newBridge{name: r.b.Name, mac: mac, up: true,
-		opts: bridgeOpts{stp: r.b.STP, delayCS: uint32(r.b.ForwardDelay) * userHZ}}
-	if err := m.step("bridge-create", r.b.Name); err != nil {
-		return err
-	}
+	spec := newBridge{name: r.b.Name, mac: mac, up: true, opts: bridgeOpts{stp: st.STP, delayCS: st.DelayCS}}
 	if err := m.addBridge(spec); err != nil {
 		return fmt.Errorf("creating bridge %q: %w", r.b.Name, err)
 	}
@@ -47,8 +39,7 @@ func (m *Manager) createBridge(r *run) error {
 		return m.wrap(fmt.Sprintf("deleting bridge %q", name), err)
 	})
 	r.new = true
-	r.record(change.BridgeCreated, name, "", fmt.Sprintf("stp %s, forward_delay %d, mac %s, up",
-		onOffText(r.b.STP), r.b.ForwardDelay, mac))
+	r.cs = append(r.cs, createdChange(st, mac.String()))
 	if err := m.reread(r); err != nil {
 		return err
 	}
@@ -78,40 +69,6 @@ func (m *Manager) reread(r *run) error {
 	return nil
 }
 
-// reapplyBridge re-applies STP, forward delay, the pinned MAC and admin up
-// on an existing bridge, each only when it differs.
-func (m *Manager) reapplyBridge(r *run) error {
-	idx, name := r.br.Attrs().Index, r.b.Name
-	cur, err := m.bridgeOptsOf(idx)
-	if err != nil {
-		return fmt.Errorf("reading STP and forward delay of bridge %q: %w", name, err)
-	}
-	want := bridgeOpts{stp: r.b.STP, delayCS: uint32(r.b.ForwardDelay) * userHZ}
-	// The kernel refuses a delay outside 2..30 s while STP is on, so STP
-	// goes off before the delay changes, and the delay changes before STP
-	// goes on (one message applies the delay first).
-	if cur.stp && !want.stp {
-		if err := m.setOpt(r, cur, bridgeOpts{stp: false, delayCS: cur.delayCS}); err != nil {
-			return err
-		}
-		cur.stp = false
-	}
-	if cur != want {
-		if err := m.setOpt(r, cur, want); err != nil {
-			return err
-		}
-	}
-	if err := m.pinMAC(r); err != nil {
-		return err
-	}
-	if r.br.Attrs().Flags&net.FlagUp == 0 {
-		if err := m.setUp(r, r.br, change.BridgeUpdated); err != nil {
-			return err
-		}
-	}
-	return m.reread(r)
-}
-
 // setOpt changes STP and/or the delay from cur to want, with its undo.
 func (m *Manager) setOpt(r *run, cur, want bridgeOpts) error {
 	name, idx := r.b.Name, r.br.Attrs().Index
@@ -128,14 +85,11 @@ func (m *Manager) setOpt(r *run, cur, want bridgeOpts) error {
 		before = append(before, "stp "+onOffText(cur.stp))
 		after = append(after, "stp "+onOffText(want.stp))
 	}
-	if err := m.step("bridge-update", name); err != nil {
-		return err
-	}
 	if err := m.setBridgeOpts(idx, delay, stp); err != nil {
 		return fmt.Errorf("setting %s on bridge %q: %w", strings.Join(after, ", "), name, err)
 	}
 	r.rv.Add(func() error {
-		// STP goes off before the old delay comes back (see reapplyBridge).
+		// STP goes off before the old delay comes back (see bridgeSteps).
 		old := cur
 		if want.stp && !old.stp {
 			if err := m.setBridgeOpts(idx, nil, &old.stp); err != nil {
@@ -144,33 +98,18 @@ func (m *Manager) setOpt(r *run, cur, want bridgeOpts) error {
 		}
 		return m.wrap("restoring STP and forward delay of bridge "+name, m.setBridgeOpts(idx, &old.delayCS, &old.stp))
 	})
-	r.record(change.BridgeUpdated, name, strings.Join(before, ", "), strings.Join(after, ", "))
 	return nil
 }
 
-// pinMAC makes the bridge's MAC the uplink's (or, without uplink, its
-// current one) and NET_ADDR_SET, so the kernel stops re-deriving it from
-// the lowest port MAC each time a port comes or goes.
-func (m *Manager) pinMAC(r *run) error {
+// pinMAC makes the bridge's MAC the step's (the uplink's or its own) and
+// NET_ADDR_SET, so the kernel stops re-deriving it from the lowest port
+// MAC each time a port comes or goes.
+func (m *Manager) pinMAC(r *run, st Step) error {
+	want, err := net.ParseMAC(st.MAC)
+	if err != nil {
+		return fmt.Errorf("bridge %q: MAC %q: %w", r.b.Name, st.MAC, err)
+	}
 	cur := r.br.Attrs().HardwareAddr
-	want := cur
-	if r.up != nil {
-		want = r.up.Attrs().HardwareAddr
-	}
-	before := "mac " + cur.String()
-	if bytes.Equal(cur, want) {
-		// netlink does not report addr_assign_type; sysfs does, when there
-		// is one for this namespace. Unknown: leave it (re-setting the same
-		// MAC flushes the bridge's neighbour entries every time).
-		set, known := m.macSet(r.br)
-		if !known || set {
-			return nil
-		}
-		before += " (not pinned: follows the ports)"
-	}
-	if err := m.step("bridge-update", r.b.Name); err != nil {
-		return err
-	}
 	if err := m.h.LinkSetHardwareAddr(r.br, want); err != nil {
 		return fmt.Errorf("setting the MAC of bridge %q to %s: %w", r.b.Name, want, err)
 	}
@@ -178,7 +117,6 @@ func (m *Manager) pinMAC(r *run) error {
 	r.rv.Add(func() error {
 		return m.wrap("restoring the MAC of bridge "+r.b.Name, m.h.LinkSetHardwareAddr(br, cur))
 	})
-	r.record(change.BridgeUpdated, r.b.Name, before, "mac "+want.String()+" (pinned)")
 	return nil
 }
 
@@ -210,16 +148,12 @@ func (m *Manager) macSet(l netlink.Link) (set, known bool) {
 }
 
 // setUp brings l up, with its undo.
-func (m *Manager) setUp(r *run, l netlink.Link, kind change.Kind) error {
+func (m *Manager) setUp(r *run, l netlink.Link) error {
 	name := l.Attrs().Name
-	if err := m.step("link-up", name); err != nil {
-		return err
-	}
 	if err := m.h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("setting %q up: %w", name, err)
 	}
 	r.rv.Add(func() error { return m.wrap(fmt.Sprintf("setting %q down again", name), m.h.LinkSetDown(l)) })
-	r.record(kind, name, "down", "up")
 	return nil
 }
 
@@ -235,17 +169,15 @@ func (m *Manager) setUp(r *run, l netlink.Link, kind change.Kind) error {
 // are not carrying VM traffic yet; otherwise the first 1500 tap would
 // bring a `mtu: 9000` bridge down to 1500. Netlink does not report the
 // flag, so a bridge whose MTU is already right and whose uplink was
-// already in it is left alone: steady runs change nothing.
-func (m *Manager) ensureMTU(r *run) error {
-	if r.b.MTU == 0 {
-		return nil
-	}
+// already in it is left alone (Plan gives no step, or st.Keep is false):
+// steady runs change nothing.
+func (m *Manager) ensureMTU(r *run, st Step) error {
 	if err := m.reread(r); err != nil {
 		return err
 	}
 	old := r.br.Attrs().MTU
 	if old == r.b.MTU {
-		if !r.new && !r.enslaved {
+		if !st.Keep {
 			return nil
 		}
 		return m.keepMTU(r)
@@ -260,7 +192,7 @@ func (m *Manager) ensureMTU(r *run) error {
 		br := r.br
 		r.rv.Add(func() error { return m.wrap("restoring the MTU of bridge "+r.b.Name, m.h.LinkSetMTU(br, old)) })
 	}
-	r.record(change.BridgeUpdated, r.b.Name, fmt.Sprintf("mtu %d", old), fmt.Sprintf("mtu %d", r.b.MTU))
+	r.cs = append(r.cs, mtuChange(st, old))
 	return nil
 }
 

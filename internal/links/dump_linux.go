@@ -148,17 +148,6 @@ func (m *Manager) addrs(l netlink.Link, keep func(netlink.Addr) bool) ([]netlink
 	return slices.DeleteFunc(as, func(a netlink.Addr) bool { return !keep(a) }), nil
 }
 
-// routes lists the IPv4 and IPv6 routes through the link with index oif
-// that keep says to. siblings splits IPv6 multipath routes, and keep
-// decides per nexthop.
-func (m *Manager) routes(oif int, keep func(netlink.Route) bool) ([]netlink.Route, error) {
-	raw, err := m.routesVia(oif)
-	if err != nil {
-		return nil, err
-	}
-	return splitRoutes(raw, keep), nil
-}
-
 // routesVia lists the IPv4 and IPv6 routes of every table that use the
 // link with index oif, as the kernel sends them (routeDump).
 func (m *Manager) routesVia(oif int) ([]netlink.Route, error) {
@@ -171,20 +160,6 @@ func (m *Manager) routesVia(oif int) ([]netlink.Route, error) {
 		out = append(out, rs...)
 	}
 	return out, nil
-}
-
-// splitRoutes splits IPv6 multipath routes of raw into their siblings and
-// keeps those keep says to.
-func splitRoutes(raw []netlink.Route, keep func(netlink.Route) bool) []netlink.Route {
-	var out []netlink.Route
-	for _, rt := range raw {
-		for _, one := range siblings(rt) {
-			if keep(one) {
-				out = append(out, one)
-			}
-		}
-	}
-	return out
 }
 
 // routeDump lists the routes of every table of family fam that use the

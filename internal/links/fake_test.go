@@ -193,7 +193,7 @@ func TestFakeRefusals(t *testing.T) {
 		{"wireless", func(f *Fake) { f.AddLink("wlan0", "wireless", "02:00:00:00:00:96", "") },
 			desired.Bridge{Name: "br0", Uplink: "wlan0"}, ErrUplinkWireless, wirelessAdvice},
 		{"ambiguous MAC", func(f *Fake) { f.AddLink("eth2", "device", "52:54:00:aa:00:01", "") },
-			desired.Bridge{Name: "br0", UplinkMAC: "52:54:00:aa:00:01"}, ErrUplinkAmbiguous, "eth0, eth2"},
+			desired.Bridge{Name: "br0", UplinkMAC: "52:54:00:aa:00:01"}, ErrUplinkAmbiguous, "eth0 (device), eth2 (device)"},
 		{"uplink is a bridge", func(f *Fake) { f.AddLink("br-other", "bridge", "02:00:00:00:00:98", "") },
 			desired.Bridge{Name: "br0", Uplink: "br-other"}, ErrUplinkBusy, "itself a bridge"},
 	} {

@@ -3,10 +3,15 @@
 // addresses and routes from the uplink to the bridge without breaking the
 // host's connectivity, and keeps VM taps in their bridges with an alias.
 //
-// Manager (Linux) does it over rtnetlink in one network namespace; Fake does
-// the same on a model kept in memory, for the unit tests of its consumers.
-// Both follow the same rules and refuse the same things, and every refusal
-// wraps one of the Err* values below so callers classify with errors.Is.
+// Every decision about a bridge and its uplink is made once, by the pure
+// Plan over a Snapshot of the namespace (links, the uplink's addresses
+// with their lifetimes, routes of every table, rules, neighbours, the
+// owner); it returns plain Steps. Manager (Linux) reads the Snapshot from
+// rtnetlink in one network namespace and executes the steps there; Fake
+// holds a namespace's state in memory, for the unit tests of its
+// consumers, and applies the same steps to it. So both refuse the same
+// things with the same messages, and every refusal wraps one of the Err*
+// values below so callers classify with errors.Is.
 package links
 
 import (
@@ -209,6 +214,20 @@ func checkTap(p desired.Port, what, mac string) error {
 			p.Tap, p.MAC, p.Bridge, mac, want, p.Tap, p.Tap, p.Tap, p.Tap, ErrNotTap)
 	}
 	return nil
+}
+
+// tapMissingError refuses a port whose tap does not exist.
+func tapMissingError(p desired.Port) error {
+	if p.Tap == "" {
+		return fmt.Errorf("port %s of bridge %q names no tap: %w", p.MAC, p.Bridge, ErrTapMissing)
+	}
+	return fmt.Errorf("tap %q of bridge %q: no link named %q in this network namespace "+
+		"(the VM's NIC is not plugged yet, or it is already gone): %w", p.Tap, p.Bridge, p.Tap, ErrTapMissing)
+}
+
+// bridgeMissingError refuses a port whose bridge does not exist.
+func bridgeMissingError(p desired.Port) error {
+	return fmt.Errorf("tap %q: bridge %q does not exist: %w", p.Tap, p.Bridge, ErrBridgeMissing)
 }
 
 // KindText describes a link kind as netlink names it ("device" for a NIC,

@@ -101,132 +101,6 @@ func (m *Manager) step(step, object string) error {
 	return m.hook(step, object)
 }
 
-// run is one EnsureBridge call: the bridge's spec, the undo stack and the
-// changes made so far.
-type run struct {
-	b   desired.Bridge
-	rv  *revert.Reverter
-	cs  []change.Change
-	br  netlink.Link // the bridge, re-read after each change that matters
-	up  netlink.Link // the uplink, nil when the bridge has none
-	new bool         // the bridge was created by this run
-	// enslaved: this run put the uplink into the bridge.
-	enslaved bool
-	// foreign: the bridge existed without ManagedAlias.
-	foreign bool
-}
-
-func (r *run) record(kind change.Kind, object, before, after string) {
-	r.cs = append(r.cs, change.Change{Kind: kind, Object: object, Before: before, After: after})
-}
-
-// EnsureBridge makes bridge b exist with its settings and, when b has an
-// uplink, enslaves it and (b.MoveAddresses) moves the uplink's addresses
-// and routes to the bridge, and its router-advertisement role (SLAAC:
-// accept_ra, what it learnt, see slaac_linux.go). It is idempotent: it reads, compares and
-// changes only the difference, pushes the undo of every change on rv, and
-// returns the changes made (none when the host already matches). It refuses,
-// before changing anything, a non-bridge link named like the bridge, a
-// missing, busy, ambiguous or wireless uplink. On error the changes made so
-// far are returned with it; rv.Fail() takes them back. A ctx that has
-// ended starts nothing (a *deadline.Error); netlink requests themselves do
-// not wait.
-func (m *Manager) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, error) {
-	if err := deadline.Ended(ctx, "making bridge %q", b.Name); err != nil {
-		return nil, err
-	}
-	if rv == nil {
-		rv = &revert.Reverter{}
-	}
-	r := &run{b: b, rv: rv}
-	br, err := m.existingBridge(b.Name)
-	if err != nil {
-		return nil, err
-	}
-	if r.up, err = m.resolveUplink(b, br); err != nil {
-		return nil, err
-	}
-	var plan *movePlan
-	if r.up != nil && b.MoveAddresses {
-		brIndex := 0
-		if br != nil {
-			brIndex = br.Attrs().Index
-		}
-		if plan, err = m.planMove(b, r.up, brIndex); err != nil {
-			return nil, err
-		}
-	}
-	if err := m.checkStaysAddressed(b, r.up, br); err != nil {
-		return nil, err
-	}
-	if br == nil {
-		err = m.createBridge(r)
-	} else {
-		r.br, r.foreign = br, br.Attrs().Alias != ManagedAlias
-		err = m.reapplyBridge(r)
-	}
-	if err == nil && r.up != nil {
-		err = m.enslave(r)
-	}
-	if err == nil {
-		err = m.ensureMTU(r)
-	}
-	if err == nil && plan != nil {
-		err = m.moveAddresses(r, plan)
-	}
-	if err == nil && plan != nil {
-		err = m.takeRA(r, b.IPv6Forward) // slaac_linux.go
-	}
-	if err == nil && plan != nil && !plan.empty() && len(plan.probe) > 0 {
-		err = m.probe(ctx, r, plan.probe, b.ProbeTimeout)
-	}
-	if err == nil && r.foreign {
-		err = m.takeOver(r)
-	}
-	return r.cs, err
-}
-
-// takeOver marks a bridge someone else made as managed (ManagedAlias),
-// unless it carries an alias of its own, and adds the ForeignBridge notice
-// of this run's changes on it.
-func (m *Manager) takeOver(r *run) error {
-	if r.br.Attrs().Alias == "" {
-		if err := m.step("alias-set", r.b.Name); err != nil {
-			return err
-		}
-		if err := m.h.LinkSetAlias(r.br, ManagedAlias); err != nil {
-			return fmt.Errorf("setting the alias of bridge %q: %w", r.b.Name, err)
-		}
-		br := r.br
-		r.rv.Add(func() error { return m.wrap("restoring the alias of bridge "+r.b.Name, m.h.LinkSetAlias(br, "")) })
-		r.record(change.AliasSet, r.b.Name, "", ManagedAlias)
-	}
-	if len(r.cs) == 0 {
-		return nil
-	}
-	return m.noteForeign(r)
-}
-
-// noteForeign adds the ForeignBridge notice of this run's changes on a
-// bridge virtbridge did not create, naming its ports that are neither its
-// uplink nor taps (tun/tap devices: what libvirt gives a VM NIC).
-func (m *Manager) noteForeign(r *run) error {
-	ports, err := m.ports(r.br)
-	if err != nil {
-		return err
-	}
-	var others []string
-	for _, p := range ports {
-		if p.Type() != "tuntap" && (r.up == nil || p.Attrs().Index != r.up.Attrs().Index) {
-			others = append(others, fmt.Sprintf("%s (%s)", p.Attrs().Name, p.Type()))
-		}
-	}
-	if c, ok := foreignNotice(r.b.Name, r.cs, others); ok {
-		r.cs = append(r.cs, c)
-	}
-	return nil
-}
-
 // existingBridge returns the bridge named name, nil if there is no link of
 // that name, and an ErrNotBridge error if the link is something else.
 func (m *Manager) existingBridge(name string) (netlink.Link, error) {
@@ -238,9 +112,7 @@ func (m *Manager) existingBridge(name string) (netlink.Link, error) {
 		return nil, fmt.Errorf("reading link %q: %w", name, err)
 	}
 	if l.Type() != "bridge" {
-		return nil, fmt.Errorf("bridge %q: a link of that name exists and is a %s, not a bridge; "+
-			"rename or delete it (ip link del %s) or give the bridge another name in the configuration: %w",
-			name, l.Type(), name, ErrNotBridge)
+		return nil, notBridgeError(name, l.Type())
 	}
 	return l, nil
 }
@@ -280,60 +152,58 @@ func (m *Manager) EnsurePort(ctx context.Context, p desired.Port, alias string, 
 	if rv == nil {
 		rv = &revert.Reverter{}
 	}
-	if p.Tap == "" {
-		return nil, fmt.Errorf("port %s of bridge %q names no tap: %w", p.MAC, p.Bridge, ErrTapMissing)
+	var tapL, brL netlink.Link
+	var tap, br *Link
+	if p.Tap != "" {
+		l, err := m.h.LinkByName(p.Tap)
+		if err != nil && !isNotFound(err) {
+			return nil, fmt.Errorf("reading tap %q: %w", p.Tap, err)
+		}
+		tapL = l
 	}
-	tap, err := m.h.LinkByName(p.Tap)
-	if isNotFound(err) {
-		return nil, fmt.Errorf("tap %q of bridge %q: no link named %q in this network namespace "+
-			"(the VM's NIC is not plugged yet, or it is already gone): %w", p.Tap, p.Bridge, p.Tap, ErrTapMissing)
+	if tapL != nil {
+		l, err := m.h.LinkByName(p.Bridge)
+		if err != nil && !isNotFound(err) {
+			return nil, fmt.Errorf("reading link %q: %w", p.Bridge, err)
+		}
+		if brL = l; l != nil {
+			br = cp(m.linkValue(l, "", nil))
+		}
+		tap = cp(m.linkValue(tapL, p.Bridge, brL))
 	}
+	steps, err := PlanPort(p, alias, tap, br)
 	if err != nil {
-		return nil, fmt.Errorf("reading tap %q: %w", p.Tap, err)
-	}
-	if err := checkTap(p, tapKind(tap), tap.Attrs().HardwareAddr.String()); err != nil {
 		return nil, err
-	}
-	br, err := m.existingBridge(p.Bridge)
-	if err != nil {
-		return nil, err
-	}
-	if br == nil {
-		return nil, fmt.Errorf("tap %q: bridge %q does not exist: %w", p.Tap, p.Bridge, ErrBridgeMissing)
 	}
 	var cs []change.Change
-	if old := tap.Attrs().MasterIndex; old != br.Attrs().Index {
-		before := ""
-		if old != 0 {
-			before = m.linkName(old)
-		}
-		if err := m.step("port-attach", p.Tap); err != nil {
+	for _, st := range steps {
+		if err := m.step(st.Op.Hook(), st.Object); err != nil {
 			return cs, err
 		}
-		if err := m.h.LinkSetMaster(tap, br); err != nil {
-			return cs, fmt.Errorf("attaching tap %q to bridge %q: %w", p.Tap, p.Bridge, err)
-		}
-		rv.Add(func() error { return m.restoreMaster(tap, old) })
-		cs = append(cs, change.Change{Kind: change.PortAttached, Object: p.Tap, Before: before, After: p.Bridge})
-	}
-	if old := tap.Attrs().Alias; old != alias {
-		if err := m.step("alias-set", p.Tap); err != nil {
+		if err := m.execPort(st, tapL, brL, rv); err != nil {
 			return cs, err
 		}
-		if err := m.h.LinkSetAlias(tap, alias); err != nil {
-			return cs, fmt.Errorf("setting the alias of tap %q to %q: %w", p.Tap, alias, err)
-		}
-		rv.Add(func() error { return m.wrap("restoring the alias of "+p.Tap, m.h.LinkSetAlias(tap, old)) })
-		cs = append(cs, change.Change{Kind: change.AliasSet, Object: p.Tap, Before: old, After: alias})
+		cs = append(cs, *st.Change)
 	}
 	return cs, nil
 }
 
-// tapKind is "tap" for a tun/tap device in tap mode, else what the link
-// is, for checkTap.
-func tapKind(l netlink.Link) string {
-	t, ok := l.(*netlink.Tuntap)
-	return tapWhat(l.Type(), ok && t.Mode == netlink.TUNTAP_MODE_TAP)
+// execPort executes one step of PlanPort, with its undo on rv.
+func (m *Manager) execPort(st Step, tap, br netlink.Link, rv *revert.Reverter) error {
+	name := tap.Attrs().Name
+	switch st.Op {
+	case OpAttach:
+		if err := m.h.LinkSetMaster(tap, br); err != nil {
+			return fmt.Errorf("attaching tap %q to bridge %q: %w", name, br.Attrs().Name, err)
+		}
+		rv.Add(func() error { return m.restoreMaster(tap, st.FromMaster) })
+	case OpTapAlias:
+		if err := m.h.LinkSetAlias(tap, st.Alias); err != nil {
+			return fmt.Errorf("setting the alias of tap %q to %q: %w", name, st.Alias, err)
+		}
+		rv.Add(func() error { return m.wrap("restoring the alias of "+name, m.h.LinkSetAlias(tap, st.FromAlias)) })
+	}
+	return nil
 }
 
 func (m *Manager) restoreMaster(l netlink.Link, master int) error {
@@ -366,17 +236,4 @@ func (m *Manager) links() ([]netlink.Link, error) {
 	}
 	slices.SortFunc(ls, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
 	return ls, nil
-}
-
-// checkStaysAddressed refuses to enslave an uplink that is not yet a port
-// of br and holds addresses that b says not to move (addressedError).
-func (m *Manager) checkStaysAddressed(b desired.Bridge, up, br netlink.Link) error {
-	if up == nil || b.MoveAddresses || br != nil && up.Attrs().MasterIndex == br.Attrs().Index {
-		return nil
-	}
-	as, err := m.addrStrings(up)
-	if err != nil || len(as) == 0 {
-		return err
-	}
-	return addressedError(b.Name, up.Attrs().Name, as)
 }

@@ -15,30 +15,6 @@ import (
 // bridge with the addresses: added on the bridge before the uplink's
 // copies are deleted, each step with its undo.
 
-// permanentNeighs lists l's permanent IPv4 and IPv6 neighbour entries,
-// retrying a dump the kernel interrupted.
-func (m *Manager) permanentNeighs(l netlink.Link) ([]netlink.Neigh, error) {
-	var out []netlink.Neigh
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		var ns []netlink.Neigh
-		var err error
-		for range 5 {
-			if ns, err = m.neighDump(l.Attrs().Index, fam); !errors.Is(err, netlink.ErrDumpInterrupted) {
-				break
-			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("listing the neighbour entries of %q: %w", l.Attrs().Name, err)
-		}
-		for _, n := range ns {
-			if n.LinkIndex == l.Attrs().Index && n.State&netlink.NUD_PERMANENT != 0 && n.IP != nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out, nil
-}
-
 // neighDump lists the neighbour entries of family fam on the link with
 // index. With strict dump checking (setStrict) the kernel refuses a link
 // index in the request's header (netlink's NeighList puts it there) and
@@ -62,9 +38,7 @@ func (m *Manager) neighDump(index, fam int) ([]netlink.Neigh, error) {
 	return out, nil
 }
 
-func neighString(n netlink.Neigh) string {
-	return fmt.Sprintf("%s lladdr %s", n.IP, n.HardwareAddr)
-}
+func neighString(n netlink.Neigh) string { return neighValues([]netlink.Neigh{n})[0].String() }
 
 // neighOn is a copy of n to add on, or delete from, the link with index.
 func neighOn(n netlink.Neigh, index int) *netlink.Neigh {
@@ -74,9 +48,6 @@ func neighOn(n netlink.Neigh, index int) *netlink.Neigh {
 
 // addNeigh adds n on the bridge; one already there is left alone.
 func (m *Manager) addNeigh(r *run, n netlink.Neigh) error {
-	if err := m.step("neigh-add", neighString(n)); err != nil {
-		return err
-	}
 	c := neighOn(n, r.br.Attrs().Index)
 	err := m.h.NeighAdd(c)
 	if errors.Is(err, unix.EEXIST) {
@@ -98,9 +69,6 @@ func (m *Manager) addNeigh(r *run, n netlink.Neigh) error {
 // delNeigh deletes n from the uplink.
 func (m *Manager) delNeigh(r *run, n netlink.Neigh) error {
 	upName := r.up.Attrs().Name
-	if err := m.step("neigh-del", neighString(n)); err != nil {
-		return err
-	}
 	c := neighOn(n, n.LinkIndex)
 	if err := m.h.NeighDel(c); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("deleting neighbour %s from %q: %w", neighString(n), upName, err)

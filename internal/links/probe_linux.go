@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtbridge/virtbridge/internal/change"
-	"github.com/virtbridge/virtbridge/internal/desired"
 )
 
 // The probe: after the uplink's addresses and routes moved to the bridge,
@@ -22,82 +21,13 @@ import (
 // the kernel does); the gateway answered when the entry is REACHABLE.
 // Nothing is sent from a socket, so no thread enters the namespace.
 //
-// Which gateways: the configured probe target, or else the gateways of the
-// default routes (main table) that moved which the host had resolved on
-// the uplink before the move (a neighbour entry with a link-layer
-// address): a gateway the host had never reached proves nothing either
-// way, and is not probed. IPv4 ones when there are any, else IPv6 ones.
-// A handoff with nothing to move is never probed.
+// Which gateways Plan decides (probeTargets): the configured probe target,
+// or else the resolved gateways of the moved default routes. A handoff
+// with nothing to move is never probed.
 
 // DefaultProbeTimeout is how long the probe waits for each gateway when
 // the configuration says nothing.
 const DefaultProbeTimeout = 3 * time.Second
-
-// probeTargets returns what to probe after moving routes off up, read
-// before the move: b's probe target, or the resolved gateways of the
-// moved default routes. A negative b.ProbeTimeout probes nothing.
-func (m *Manager) probeTargets(b desired.Bridge, up netlink.Link, routes []netlink.Route) ([]net.IP, error) {
-	if b.ProbeTimeout < 0 {
-		return nil, nil
-	}
-	if b.ProbeTarget != "" {
-		ip := net.ParseIP(b.ProbeTarget)
-		if ip == nil {
-			return nil, fmt.Errorf("probe_target %q of bridge %q is no IP address", b.ProbeTarget, b.Name)
-		}
-		return []net.IP{ip}, nil
-	}
-	var out []net.IP
-	for _, rt := range routes {
-		if rt.Gw == nil || rt.Table != unix.RT_TABLE_MAIN || !isDefault(rt) || containsIP(out, rt.Gw) {
-			continue
-		}
-		fam := netlink.FAMILY_V4
-		if rt.Gw.To4() == nil {
-			fam = netlink.FAMILY_V6
-		}
-		ns, err := m.neighDump(up.Attrs().Index, fam)
-		if err != nil {
-			return nil, fmt.Errorf("listing the neighbour entries of %q: %w", up.Attrs().Name, err)
-		}
-		for _, n := range ns {
-			if n.IP.Equal(rt.Gw) && n.HardwareAddr != nil && n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED) == 0 {
-				out = append(out, rt.Gw)
-			}
-		}
-	}
-	// IPv4 gateways answer at once; an IPv6 one only after the bridge's
-	// link-local address passed duplicate address detection (~2 s here),
-	// which the hook's deadline cannot afford: IPv6 is probed only on a
-	// host without IPv4 gateway to probe.
-	var v4 []net.IP
-	for _, ip := range out {
-		if ip.To4() != nil {
-			v4 = append(v4, ip)
-		}
-	}
-	if len(v4) > 0 {
-		return v4, nil
-	}
-	return out, nil
-}
-
-func isDefault(rt netlink.Route) bool {
-	if rt.Dst == nil {
-		return true
-	}
-	ones, _ := rt.Dst.Mask.Size()
-	return ones == 0
-}
-
-func containsIP(ips []net.IP, ip net.IP) bool {
-	for _, x := range ips {
-		if x.Equal(ip) {
-			return true
-		}
-	}
-	return false
-}
 
 // probe asks the kernel to resolve each target on the bridge and waits
 // until it answers, for timeout each at most and never past ctx's

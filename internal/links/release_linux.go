@@ -73,13 +73,20 @@ func (m *Manager) ReleaseBridge(ctx context.Context, b desired.Bridge, rv *rever
 	// The move, backwards: from the bridge ("up" of the run) to the
 	// uplink ("br"), as a kernel-managed bridge named like the uplink.
 	back := desired.Bridge{Name: up.Attrs().Name, Uplink: b.Name, MoveAddresses: true, Manager: "kernel", ProbeTimeout: -1}
-	plan, err := m.planMove(back, br, up.Attrs().Index)
+	s := Snapshot{Bridge: cp(m.linkValue(up, "", nil)), Uplinks: []Link{m.linkValue(br, "", nil)}}
+	rw := &raw{bridge: up, up: br}
+	if err := m.readUplink(&s, rw, back, up); err != nil {
+		return nil, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)
+	}
+	plan, err := planRelease(back, s)
 	if err != nil {
 		return nil, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)
 	}
-	r := &run{b: back, rv: rv, up: br, br: up}
-	if err := m.moveAddresses(r, plan); err != nil {
-		return r.cs, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)
+	r := &run{b: back, rv: rv, up: br, br: up, raw: rw}
+	for _, st := range plan {
+		if err := m.exec(ctx, r, st); err != nil {
+			return r.cs, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)
+		}
 	}
 	if err := m.takeRA(r, false); err != nil { // the RA role back to the uplink (slaac_linux.go)
 		return r.cs, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)

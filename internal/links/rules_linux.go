@@ -6,8 +6,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/virtbridge/virtbridge/internal/change"
 )
 
 // Policy-routing rules naming the uplink (`ip rule add iif eth0 ...`,
@@ -60,49 +58,34 @@ func ruleOn(rule netlink.Rule, from, to string) netlink.Rule {
 	return c
 }
 
-func ruleString(r netlink.Rule) string {
-	s := fmt.Sprintf("pref %d", r.Priority)
-	if r.IifName != "" {
-		s += " iif " + r.IifName
-	}
-	if r.OifName != "" {
-		s += " oif " + r.OifName
-	}
-	return s + fmt.Sprintf(" lookup %d", r.Table)
-}
+func ruleString(r netlink.Rule) string { return ruleValues([]netlink.Rule{r})[0].String() }
 
-// moveRules makes each rule of rules name the bridge instead of the
-// uplink.
-func (m *Manager) moveRules(r *run, rules []netlink.Rule) error {
+// moveRule makes rule name the bridge instead of the uplink: a copy
+// naming the bridge first, then the original goes.
+func (m *Manager) moveRule(r *run, rule netlink.Rule) error {
 	up, br := r.up.Attrs().Name, r.b.Name
-	for _, rule := range rules {
-		what := ruleString(rule)
-		if err := m.step("rule-move", what); err != nil {
-			return err
-		}
-		c := ruleOn(rule, up, br)
-		if err := m.h.RuleAdd(&c); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("adding rule %q for bridge %q: %w", ruleString(c), br, err)
-		}
-		r.rv.Add(func() error {
-			err := m.h.RuleDel(&c)
-			if errors.Is(err, unix.ENOENT) {
-				return nil
-			}
-			return m.wrap(fmt.Sprintf("deleting rule %q", ruleString(c)), err)
-		})
-		orig := rule
-		if err := m.h.RuleDel(&orig); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("deleting rule %q: %w", what, err)
-		}
-		r.rv.Add(func() error {
-			err := m.h.RuleAdd(&orig)
-			if errors.Is(err, unix.EEXIST) {
-				return nil
-			}
-			return m.wrap(fmt.Sprintf("adding rule %q back", what), err)
-		})
-		r.record(change.RuleMoved, what, up, br)
+	what := ruleString(rule)
+	c := ruleOn(rule, up, br)
+	if err := m.h.RuleAdd(&c); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("adding rule %q for bridge %q: %w", ruleString(c), br, err)
 	}
+	r.rv.Add(func() error {
+		err := m.h.RuleDel(&c)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return m.wrap(fmt.Sprintf("deleting rule %q", ruleString(c)), err)
+	})
+	orig := rule
+	if err := m.h.RuleDel(&orig); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("deleting rule %q: %w", what, err)
+	}
+	r.rv.Add(func() error {
+		err := m.h.RuleAdd(&orig)
+		if errors.Is(err, unix.EEXIST) {
+			return nil
+		}
+		return m.wrap(fmt.Sprintf("adding rule %q back", what), err)
+	})
 	return nil
 }

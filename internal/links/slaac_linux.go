@@ -221,7 +221,7 @@ func (m *Manager) moveRAState(r *run, s raState) error {
 	if err != nil {
 		return err
 	}
-	for _, a := range addOrder(s.addrs) {
+	for _, a := range addOrderNL(s.addrs) {
 		if slices.ContainsFunc(have.addrs, func(b netlink.Addr) bool { return b.IP.Equal(a.IP) }) {
 			continue
 		}
@@ -255,7 +255,10 @@ func (m *Manager) moveRAState(r *run, s raState) error {
 		}
 	}
 	for _, a := range s.addrs {
-		if err := m.delAddr(r, r.up, a, upName); err != nil {
+		if err := m.step("address-del", addrString(a)); err != nil {
+			return err
+		}
+		if err := m.delAddr(r, a); err != nil {
 			return err
 		}
 		r.record(change.AddressMoved, addrString(a)+" (SLAAC)", upName, brName)
