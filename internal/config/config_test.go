@@ -185,7 +185,7 @@ func TestBadConfigs(t *testing.T) {
 		"bad probe target":     {"bridges:\n  br0:\n    probe_target: gw\n", `c.yaml:3: probe_target of bridge "br0": want an IP address, like 192.0.2.1 (got "gw")`},
 		"bad probe timeout":    {"bridges:\n  br0:\n    probe_timeout: 5m\n", `c.yaml:3: probe_timeout of bridge "br0": want 0 (no probe) or a duration between 100ms and 60s, like 3s (got "5m")`},
 		"bad manager":          {"bridges:\n  br0:\n    manager: ifupdown\n", `c.yaml:3: manager must be one of auto, networkmanager, networkd, kernel, virtbridged, not "ifupdown"`},
-		"virtbridged on demand": {"bridges:\n  br0:\n    manager: virtbridged\n    create: on_demand\n", `c.yaml:2: bridge "br0": manager: virtbridged has virtbridged keep the uplink's lease on the bridge it makes at start; it needs create: at_start and move_addresses: true`},
+		"keeper on demand":     {"bridges:\n  br0:\n    manager: virtbridged\n    create: on_demand\n", `c.yaml:2: bridge "br0": manager: virtbridged has virtbridged keep the uplink's lease on the bridge it makes at start; it needs create: at_start and move_addresses: true`},
 		"unknown nested key":   {"firewall:\n  backend: none\n  chain: MINE\n", `c.yaml:3: unknown key "chain" in firewall`},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -198,7 +198,26 @@ func TestDynamicAddressRefused(t *testing.T) {
 	}
 	requireSame(t, "refusal", before, dump(t, l.host))
 
+	// manager: virtbridged outside virtbridged (the hook, the CLI): refused,
+	// saying virtbridged must run; in virtbridged (KeepsLeases) moved.
 	b := upBridge()
+	b.Manager = "virtbridged"
+	_, err = l.m.EnsureBridge(context.Background(), b, &rv)
+	if !errors.Is(err, ErrDynamicAddress) || !strings.Contains(err.Error(), "start virtbridged (systemctl start virtbridged") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("dhclient (pid %d)", pid)) {
+		t.Fatalf("EnsureBridge(manager virtbridged, not in virtbridged) = %v; want the refusal saying virtbridged must run", err)
+	}
+	requireSame(t, "refusal of manager: virtbridged", before, dump(t, l.host))
+	l.m.KeepsLeases = true
+	if _, err := l.m.EnsureBridge(context.Background(), b, &rv); err != nil {
+		t.Fatalf("EnsureBridge(manager virtbridged, in virtbridged) = %v", err)
+	}
+	if err := rv.Fail(); err != nil {
+		t.Fatalf("undo: %v", err)
+	}
+	requireSame(t, "undo", before, dump(t, l.host))
+	l.m.KeepsLeases = false
+
 	b.Manager = "kernel"
 	if _, err := l.m.EnsureBridge(context.Background(), b, &rv); err != nil {
 		t.Fatalf("EnsureBridge(manager kernel) = %v", err)

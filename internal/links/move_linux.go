@@ -234,10 +234,12 @@ func (m *Manager) planMove(b desired.Bridge, up netlink.Link, brIndex int) (*mov
 }
 
 // checkDynamic refuses to move a lease (dynamicAddr) of the uplink unless
-// b's manager is "kernel": naming the address, its lifetime, the DHCP
-// client holding it and the fixes (dhcp.Refusal).
+// b's manager is "kernel", or "virtbridged" in virtbridged (KeepsLeases),
+// which keeps the lease on the bridge: naming the address, its lifetime,
+// the DHCP client holding it and the fixes (dhcp.Refusal), or, for
+// "virtbridged" elsewhere, that virtbridged must run.
 func (m *Manager) checkDynamic(b desired.Bridge, up netlink.Link, addrs []netlink.Addr) error {
-	if b.Manager == "kernel" {
+	if b.Manager == "kernel" || b.Manager == "virtbridged" && m.KeepsLeases {
 		return nil
 	}
 	var leases []dhcp.Lease
@@ -250,6 +252,12 @@ func (m *Manager) checkDynamic(b desired.Bridge, up netlink.Link, addrs []netlin
 		return nil
 	}
 	clients := dhcp.Clients("/proc", up.Attrs().Name, m.netns)
+	if b.Manager == "virtbridged" {
+		return fmt.Errorf("bridge %q has manager: virtbridged: virtbridged keeps the lease of uplink %q on the bridge, "+
+			"but it has not made the bridge: %s; start virtbridged (systemctl start virtbridged; "+
+			"if it runs, see why it failed: journalctl -u virtbridged), then start the VM again: %w",
+			b.Name, up.Attrs().Name, dhcp.Describe(up.Attrs().Name, leases, clients).Detail, ErrDynamicAddress)
+	}
 	return fmt.Errorf("%s: %w", dhcp.Refusal(b.Name, up.Attrs().Name, leases, clients), ErrDynamicAddress)
 }
 
