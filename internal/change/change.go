@@ -32,9 +32,9 @@ const (
 	// (taken over and confirmed, or newly got); LeaseRenewed: it renewed
 	// it, the address's lifetime with it; LeaseLost: the lease ended (After:
 	// why) and its address left the bridge.
-	LeaseKept    Kind = "lease-kept"
-	LeaseRenewed Kind = "lease-renewed"
-	LeaseLost    Kind = "lease-lost"
+	LeaseKept     Kind = "lease-kept"
+	LeaseRenewed  Kind = "lease-renewed"
+	LeaseLost     Kind = "lease-lost"
 	SysctlChanged Kind = "sysctl-changed"
 	RuleAdded     Kind = "rule-added"
 	RuleRemoved   Kind = "rule-removed"

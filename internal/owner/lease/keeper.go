@@ -49,6 +49,7 @@ type Status struct {
 	RenewAt  time.Time `json:"renew_at,omitzero"`
 	RebindAt time.Time `json:"rebind_at,omitzero"`
 	PID      int       `json:"pid,omitempty"`
+	ClientID string    `json:"client_id,omitempty"` // hex
 }
 
 // Keeper keeps one bridge's lease. Fill every field but Now and Wait.
