@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/virtbridge/virtbridge/internal/doctor"
 	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/owner"
 	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 	"github.com/virtbridge/virtbridge/internal/owner/handoff"
+	"github.com/virtbridge/virtbridge/internal/owner/lease"
+	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
 // managerOwners detects, read-only, NetworkManager or systemd-networkd
@@ -59,6 +62,17 @@ func uplinkOwner(ctx context.Context, link, mac string) (owner.Owner, error) {
 		}
 	}
 	return dhcp.Detect(ctx, link)
+}
+
+// keeperOwner tells, read-only, whether virtbridged keeps the lease of
+// bridge (manager: virtbridged): its status under the run directory,
+// written by a virtbridged that still runs.
+func keeperOwner(bridge, uplink string) (owner.Owner, bool) {
+	s, ok, err := lease.ReadStatus(paths.RunDir(), bridge)
+	if err != nil || !ok {
+		return owner.Owner{}, false
+	}
+	return owner.Owner{Kind: owner.Virtbridged, Uplink: uplink, Detail: s.Describe(time.Now())}, true
 }
 
 // ownerText is an owner in one line: "dhcp-client: dynamic address ...".
