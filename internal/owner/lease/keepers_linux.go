@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 )
 
 // Manager is the desired.Bridge.Manager value of the opt-in.
@@ -143,8 +145,11 @@ func (k *Keepers) start(ctx context.Context, b desired.Bridge, t Takeover) error
 }
 
 // fromBridge is the takeover of a bridge made earlier (virtbridged
-// restarted): its first global IPv4 address, with the lifetime it has
-// (unknownLife when permanent), the client identifier of the last status.
+// restarted): its first global IPv4 address with a lifetime, or a
+// permanent one that the last status names (given unknownLife), the
+// client identifier of that status, and the DHCP clients bound to the
+// uplink again. A permanent address no status names is a static one:
+// nothing to keep (a NAK would take it away).
 func (k *Keepers) fromBridge(b desired.Bridge) (Takeover, bool) {
 	up := uplinkOf(b)
 	br, err := netlink.LinkByName(b.Name)
@@ -160,13 +165,18 @@ func (k *Keepers) fromBridge(b desired.Bridge) (Takeover, bool) {
 		if !ok || !p.Addr().IsGlobalUnicast() {
 			continue
 		}
+		last, known, _ := readAny(k.RunDir, b.Name)
 		life := time.Duration(a.ValidLft) * time.Second
 		if a.ValidLft <= 0 || a.ValidLft == int(^uint32(0)) {
+			if !known || last.Addr != p.String() {
+				continue
+			}
 			life = unknownLife
 		}
-		t := Takeover{Uplink: up, MAC: br.Attrs().HardwareAddr, Lease: Lease{Addr: p, Start: time.Now(), Duration: life}}
-		if s, ok, _ := readAny(k.RunDir, b.Name); ok {
-			t.ClientID, _ = hex.DecodeString(s.ClientID)
+		t := Takeover{Uplink: up, MAC: br.Attrs().HardwareAddr, Lease: Lease{Addr: p, Start: time.Now(), Duration: life},
+			Clients: dhcp.Processes("/proc", up, dhcp.NSInode(netns.None()))}
+		if known {
+			t.ClientID, _ = hex.DecodeString(last.ClientID)
 		}
 		return t, true
 	}

@@ -15,9 +15,15 @@ import (
 )
 
 // Client is the Transport over nclient4: a raw packet socket on the
-// bridge (the bridge carries the uplink's MAC), so it works whatever
-// address the bridge holds.
-type Client struct{ c *nclient4.Client }
+// bridge (the bridge carries the uplink's MAC) for the broadcasts, which
+// works whatever address the bridge holds; a renewal, unicast to the
+// server, goes through a UDP socket bound to the leased address instead:
+// sent from the raw socket it would leave from 0.0.0.0, which the server's
+// kernel drops as a martian source.
+type Client struct {
+	c   *nclient4.Client
+	mac net.HardwareAddr
+}
 
 var _ Transport = (*Client)(nil)
 
@@ -27,17 +33,27 @@ func Dial(link string, mac net.HardwareAddr) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening a DHCP client on %q: %w", link, err)
 	}
-	return &Client{c: c}, nil
+	return &Client{c: c, mac: mac}, nil
 }
 
 // Exchange sends req to server to (invalid: broadcast) and waits for the
 // ACK or NAK answering it.
 func (c *Client) Exchange(ctx context.Context, req *dhcpv4.DHCPv4, to netip.Addr) (*dhcpv4.DHCPv4, error) {
-	dst := &net.UDPAddr{IP: net.IPv4bcast, Port: nclient4.ServerPort}
-	if to.IsValid() {
-		dst.IP = net.IP(to.AsSlice())
+	match := nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)
+	if !to.IsValid() {
+		return c.c.SendAndRead(ctx, &net.UDPAddr{IP: net.IPv4bcast, Port: nclient4.ServerPort}, req, match)
 	}
-	return c.c.SendAndRead(ctx, dst, req, nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak))
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: req.ClientIPAddr, Port: nclient4.ClientPort})
+	if err != nil {
+		return nil, fmt.Errorf("opening a DHCP socket on %s: %w", req.ClientIPAddr, err)
+	}
+	u, err := nclient4.NewWithConn(conn, c.mac, nclient4.WithTimeout(2*time.Second), nclient4.WithRetry(3))
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	defer u.Close()
+	return u.SendAndRead(ctx, &net.UDPAddr{IP: net.IP(to.AsSlice()), Port: nclient4.ServerPort}, req, match)
 }
 
 // Acquire gets a new lease (DISCOVER, OFFER, REQUEST, ACK).
