@@ -56,8 +56,10 @@ type Lease struct {
 // Expiry is when the lease ends.
 func (l Lease) Expiry() time.Time { return l.Start.Add(l.Duration) }
 
-// RenewAt is T1's time; RebindAt is T2's.
-func (l Lease) RenewAt() time.Time  { return l.Start.Add(l.T1) }
+// RenewAt is when T1 comes: the client renews from then.
+func (l Lease) RenewAt() time.Time { return l.Start.Add(l.T1) }
+
+// RebindAt is when T2 comes: the client rebinds from then.
 func (l Lease) RebindAt() time.Time { return l.Start.Add(l.T2) }
 
 // Remaining is what is left of the lease at now, never negative.

@@ -3,8 +3,9 @@
 // private mount and UTS namespace in which /run, the managers' state and
 // configuration directories are private tmpfs and /sys is read-only (so
 // NetworkManager and systemd-networkd treat udev as absent and manage the
-// veths), a private D-Bus system bus, NetworkManager 1.42 or
-// systemd-networkd 252, and an upstream namespace serving DHCP with dnsmasq
+// veths), a private D-Bus system bus, NetworkManager 1.42,
+// systemd-networkd 252 or a bare ISC dhclient (Dhclient), and an upstream
+// namespace serving DHCP with dnsmasq
 // (2-minute leases) through the veth uplink0 <-> up0.
 //
 // Nothing runs in the machine's own namespaces: every process is started in
