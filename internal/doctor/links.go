@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/links"
 )
 
 // Link is one network interface as the checks see it.
@@ -38,6 +39,10 @@ type Link struct {
 	// STP and ForwardDelay (seconds) are read for bridges only.
 	STP          bool
 	ForwardDelay int
+	// RA is what a bridge does with IPv6 router advertisements
+	// (net.ipv6.conf.NAME.accept_ra, .forwarding) and what it learnt from
+	// them; read for bridges only.
+	RA links.RAState
 }
 
 // Links reads the network interfaces of the namespace under inspection.
@@ -45,12 +50,11 @@ type Links interface {
 	Links() ([]Link, error)
 }
 
-// Managers says whether a network manager manages an interface, which may
-// then undo what virtbridge did.
+// Managers says what NetworkManager and systemd-networkd make of an
+// interface: they may undo what virtbridge did, or fight over it.
 type Managers interface {
-	// ManagedBy names the manager of l and its state ("NetworkManager
-	// (connected)"), or returns "" when none manages it.
-	ManagedBy(l Link) (string, error)
+	// Of reads it; what one manager said is kept when the other fails.
+	Of(l Link) (LinkManagers, error)
 }
 
 func linkByName(ls []Link, name string) (Link, bool) {
