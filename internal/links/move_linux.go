@@ -245,12 +245,14 @@ func (m *Manager) planMove(b desired.Bridge, up netlink.Link, brIndex int) (*mov
 // the DHCP client holding it and the fixes (dhcp.Refusal), or, for
 // "virtbridged" elsewhere, that virtbridged must run.
 func (m *Manager) checkDynamic(b desired.Bridge, up netlink.Link, addrs []netlink.Addr) error {
-	if b.Manager == "kernel" || b.Manager == "virtbridged" && m.KeepsLeases {
+	if b.Manager == "kernel" {
 		return nil
 	}
+	// virtbridged keeps DHCPv4 leases only: a DHCPv6 one stays refused.
+	keeps := b.Manager == "virtbridged" && m.KeepsLeases
 	var leases []dhcp.Lease
 	for _, a := range addrs {
-		if dynamicAddr(a) {
+		if dynamicAddr(a) && !(keeps && a.IP.To4() != nil) {
 			leases = append(leases, dhcp.Lease{Addr: addrString(a), ValidLft: a.ValidLft, PreferredLft: a.PreferedLft})
 		}
 	}
@@ -258,6 +260,12 @@ func (m *Manager) checkDynamic(b desired.Bridge, up netlink.Link, addrs []netlin
 		return nil
 	}
 	clients := dhcp.Clients("/proc", up.Attrs().Name, m.netns)
+	if keeps {
+		return fmt.Errorf("bridge %q has manager: virtbridged, which keeps DHCPv4 leases only, and uplink %q has a %s; "+
+			"moved to the bridge it would expire there: make it static, or let the host's network configuration make "+
+			"the bridge (see `virtbridge doctor`): %w",
+			b.Name, up.Attrs().Name, dhcp.Describe(up.Attrs().Name, leases, clients).Detail, ErrDynamicAddress)
+	}
 	if b.Manager == "virtbridged" {
 		return fmt.Errorf("bridge %q has manager: virtbridged: virtbridged keeps the lease of uplink %q on the bridge, "+
 			"but it has not made the bridge: %s; start virtbridged (systemctl start virtbridged; "+
