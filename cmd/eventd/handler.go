@@ -8,13 +8,18 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/engine"
 	"github.com/virtbridge/virtbridge/internal/eventd"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/journal"
 	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/metrics"
+	"github.com/virtbridge/virtbridge/internal/owner/lease"
+	"github.com/virtbridge/virtbridge/internal/paths"
+	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
 // lockWait stays well under the watchdog interval: the daemon's worker
@@ -32,6 +37,8 @@ type handler struct {
 	// HTTP server's goroutines while Reload swaps eng.Config.
 	cfg   *atomic.Pointer[config.Config]
 	ports *portsCache
+	// keepers keep the leases of the bridges with manager: virtbridged.
+	keepers *lease.Keepers
 }
 
 var (
@@ -42,10 +49,17 @@ var (
 func newHandler(cfg *config.Config, m *metrics.Metrics) (eventd.Handler, func(), error) {
 	eng := engine.ForHost(cfg, lockWait)
 	eng.Source = events.SourceEventd
-	h := handler{eng: eng, log: slog.New(journal.LogHandler("virtbridged", os.Stderr)), m: m,
+	engine.KeepLeases(eng)
+	log := slog.New(journal.LogHandler("virtbridged", os.Stderr))
+	h := handler{eng: eng, log: log, m: m,
 		cfg: new(atomic.Pointer[config.Config]), ports: &portsCache{}}
+	h.keepers = lease.NewKeepers(paths.RunDir(), func(ctx context.Context, cs []change.Change) {
+		if err := eng.Journal.HostChanges(ctx, journal.VM{Op: "lease", Source: string(events.SourceEventd)}, cs); err != nil {
+			log.Warn("journaling", "err", err)
+		}
+	}, log)
 	h.cfg.Store(cfg)
-	return h, func() {}, nil
+	return h, h.keepers.Close, nil
 }
 
 func (h handler) Handle(ctx context.Context, ev events.Event) error {
@@ -87,8 +101,17 @@ func (h handler) CheckFirewall(ctx context.Context) error {
 	return err
 }
 
+// EnsureHost makes the host match the configuration, then keeps the
+// leases of the bridges with manager: virtbridged it made: what their
+// uplinks held is read before the kernel path moves it.
 func (h handler) EnsureHost(ctx context.Context, op string) error {
+	var bs []desired.Bridge
+	for _, d := range policy.AtStart(h.eng.Config) {
+		bs = append(bs, d.Bridges...)
+	}
+	before := h.keepers.Before(bs)
 	res, err := h.eng.EnsureHost(ctx, op)
+	err = errors.Join(err, h.keepers.After(ctx, bs, before))
 	h.report("", res, err)
 	if op != "start" {
 		// Bridges made at start are no repair; made again later, they are.

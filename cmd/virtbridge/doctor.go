@@ -107,6 +107,10 @@ func doctorSources(cfgPath, uri, hooksDir string) doctor.Sources {
 		Links:    doctor.HostLinks{},
 		Managers: &doctor.HostManagers{Dial: systemBusDial()},
 		Owners:   doctorOwners(),
+		Keeper: func(bridge string) (string, bool) {
+			o, ok := keeperOwner(bridge, "")
+			return o.Detail, ok
+		},
 		Sysctls:  sysctl.New(""),
 		Tables:   doctor.HostTables{},
 		Native:   doctor.HostNative{},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/virtbridge/virtbridge/internal/owner"
 	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 	"github.com/virtbridge/virtbridge/internal/owner/handoff"
+	"github.com/virtbridge/virtbridge/internal/owner/lease"
+	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
 // managerOwners detects, read-only, NetworkManager or systemd-networkd
@@ -61,6 +64,17 @@ func uplinkOwner(ctx context.Context, link, mac string) (owner.Owner, error) {
 		}
 	}
 	return dhcp.Detect(ctx, link)
+}
+
+// keeperOwner tells, read-only, whether virtbridged keeps the lease of
+// bridge (manager: virtbridged): its status under the run directory,
+// written by a virtbridged that still runs.
+func keeperOwner(bridge, uplink string) (owner.Owner, bool) {
+	s, ok, err := lease.ReadStatus(paths.RunDir(), bridge)
+	if err != nil || !ok {
+		return owner.Owner{}, false
+	}
+	return owner.Owner{Kind: owner.Virtbridged, Uplink: uplink, Detail: s.Describe(time.Now())}, true
 }
 
 // ownerText is an owner in one line: "dhcp-client: dynamic address ...".

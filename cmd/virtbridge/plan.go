@@ -10,6 +10,7 @@ import (
 	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/events"
 	"github.com/virtbridge/virtbridge/internal/links"
+	"github.com/virtbridge/virtbridge/internal/owner/lease"
 	"github.com/virtbridge/virtbridge/internal/policy"
 )
 
@@ -37,7 +38,9 @@ errors (a start the hook would refuse), and uplink_owners: for each
 bridge with an uplink, who owns the uplink's addresses as read from this
 host ("kernel: static addresses", or "dhcp-client: dynamic address ...
 held by dhclient (pid N)", which the hook refuses to move unless the
-bridge has manager: kernel). Exit status: 0 no errors, 1 the plan has errors, 2 bad input.
+bridge has manager: kernel, or "virtbridged: virtbridged (pid N) keeps
+lease ADDRESS ..., expires ..., renews at ..." for a bridge with manager:
+virtbridged whose lease the running daemon keeps). Exit status: 0 no errors, 1 the plan has errors, 2 bad input.
 
 `)
 		fs.PrintDefaults()
@@ -70,6 +73,10 @@ bridge has manager: kernel). Exit status: 0 no errors, 1 the plan has errors, 2 
 	out := planOutput{Desired: d, UplinkOwners: map[string]string{}}
 	for _, b := range d.Bridges {
 		if b.Uplink == "" && b.UplinkMAC == "" {
+			continue
+		}
+		if o, ok := keeperOwner(b.Name, b.Uplink); ok && b.Manager == lease.Manager {
+			out.UplinkOwners[b.Name] = ownerText(o)
 			continue
 		}
 		o, err := uplinkOwner(context.Background(), b.Uplink, b.UplinkMAC)

@@ -118,6 +118,9 @@ func gatherStatus(cfg *config.Config) ([]statusBridge, error) {
 func statusOwner(b config.Bridge, info links.BridgeInfo, onBridge bool) string {
 	var o owner.Owner
 	var err error
+	if k, ok := keeperOwner(b.Name, b.Uplink); ok && b.Manager == config.ManagerVirtbridged {
+		return ownerText(k)
+	}
 	switch {
 	case onBridge:
 		o, err = uplinkOwner(context.Background(), b.Name, "")

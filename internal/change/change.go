@@ -24,6 +24,17 @@ const (
 	// BridgeDeleted: `virtbridge release` deleted a bridge with no VM tap.
 	BridgeDeleted Kind = "bridge-deleted"
 	AliasSet      Kind = "alias-set"
+	// ClientStopped: virtbridged stopped the DHCP client without a manager
+	// bound to an uplink (Before: the process), to keep its lease itself
+	// (manager: virtbridged).
+	ClientStopped Kind = "dhcp-client-stopped"
+	// LeaseKept: virtbridged's own DHCP client holds the bridge's lease
+	// (taken over and confirmed, or newly got); LeaseRenewed: it renewed
+	// it, the address's lifetime with it; LeaseLost: the lease ended (After:
+	// why) and its address left the bridge.
+	LeaseKept     Kind = "lease-kept"
+	LeaseRenewed  Kind = "lease-renewed"
+	LeaseLost     Kind = "lease-lost"
 	SysctlChanged Kind = "sysctl-changed"
 	RuleAdded     Kind = "rule-added"
 	RuleRemoved   Kind = "rule-removed"

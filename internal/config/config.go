@@ -387,7 +387,7 @@ func (p *parser) bridges(n *yaml.Node) {
 					}
 				},
 				"manager": func(v *yaml.Node) {
-					b.Manager = choose(p, v, "manager", ManagerAuto, ManagerNetworkManager, ManagerNetworkd, ManagerKernel)
+					b.Manager = choose(p, v, "manager", ManagerAuto, ManagerNetworkManager, ManagerNetworkd, ManagerKernel, ManagerVirtbridged)
 				},
 			})
 			if b.Uplink != "" && b.UplinkMAC != nil {
@@ -395,6 +395,10 @@ func (p *parser) bridges(n *yaml.Node) {
 			}
 			if b.STP && b.ForwardDelay < 2 {
 				p.errorf(k, "bridge %q: with stp: true the kernel needs forward_delay between 2 and 30 seconds", b.Name)
+			}
+			if b.Manager == ManagerVirtbridged && (b.Create == CreateOnDemand || !b.MoveAddresses) {
+				p.errorf(k, "bridge %q: manager: virtbridged has virtbridged keep the uplink's lease on the bridge it makes at start; "+
+					"it needs create: at_start and move_addresses: true", b.Name)
 			}
 		}
 		p.cfg.Bridges = append(p.cfg.Bridges, b)

@@ -111,6 +111,7 @@ bridges:
     probe_timeout: 1500ms
   br0:
   br2: {create: at_start, manager: networkd, probe_timeout: 0s}
+  br3: {uplink: eth3, manager: virtbridged}
 unmanaged_bridges: refuse
 on_failure: warn
 sysctl: {ip_forward: leave, ipv6_forward: 1, bridge_nf_call_iptables: 0, bridge_nf_call_ip6tables: true}
@@ -124,7 +125,7 @@ daemon: {firewall_recheck: 5s}
 	for _, b := range cfg.Bridges {
 		names = append(names, b.Name)
 	}
-	if strings.Join(names, ",") != "br0,br1,br2" {
+	if strings.Join(names, ",") != "br0,br1,br2,br3" {
 		t.Fatalf("bridges not sorted: %v", names)
 	}
 	b1, _ := cfg.Bridge("br1")
@@ -138,6 +139,9 @@ daemon: {firewall_recheck: 5s}
 	}
 	if b2, _ := cfg.Bridge("br2"); !b2.AtStart() || b2.Manager != ManagerNetworkd || b2.ProbeTimeout != ProbeOff {
 		t.Fatalf("br2 = %+v, want create: at_start", b2)
+	}
+	if b3, _ := cfg.Bridge("br3"); b3.Manager != ManagerVirtbridged || b3.Manager.String() != "virtbridged" {
+		t.Fatalf("br3 = %+v, want manager: virtbridged", b3)
 	}
 	want := Sysctl{IPForward: Leave, IPv6Forward: On, BridgeNFCallIPTables: Off, BridgeNFCallIP6Tables: On}
 	if cfg.Sysctl != want || cfg.UnmanagedBridges != RefuseUnmanaged || cfg.OnFailure != WarnOnFailure ||
@@ -180,7 +184,8 @@ func TestBadConfigs(t *testing.T) {
 		"bad create":           {"bridges:\n  br0:\n    create: lazily\n", `c.yaml:3: create must be one of at_start, on_demand, not "lazily"`},
 		"bad probe target":     {"bridges:\n  br0:\n    probe_target: gw\n", `c.yaml:3: probe_target of bridge "br0": want an IP address, like 192.0.2.1 (got "gw")`},
 		"bad probe timeout":    {"bridges:\n  br0:\n    probe_timeout: 5m\n", `c.yaml:3: probe_timeout of bridge "br0": want 0 (no probe) or a duration between 100ms and 60s, like 3s (got "5m")`},
-		"bad manager":          {"bridges:\n  br0:\n    manager: ifupdown\n", `c.yaml:3: manager must be one of auto, networkmanager, networkd, kernel, not "ifupdown"`},
+		"bad manager":          {"bridges:\n  br0:\n    manager: ifupdown\n", `c.yaml:3: manager must be one of auto, networkmanager, networkd, kernel, virtbridged, not "ifupdown"`},
+		"keeper on demand":     {"bridges:\n  br0:\n    manager: virtbridged\n    create: on_demand\n", `c.yaml:2: bridge "br0": manager: virtbridged has virtbridged keep the uplink's lease on the bridge it makes at start; it needs create: at_start and move_addresses: true`},
 		"unknown nested key":   {"firewall:\n  backend: none\n  chain: MINE\n", `c.yaml:3: unknown key "chain" in firewall`},
 	} {
 		t.Run(name, func(t *testing.T) {

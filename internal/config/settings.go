@@ -105,6 +105,12 @@ const (
 	// ManagerKernel forces the kernel path: every address moves over
 	// netlink as a static one (without lifetime), dynamic ones included.
 	ManagerKernel
+	// ManagerVirtbridged is the opt-in for an uplink whose lease a DHCP
+	// client without a manager holds: virtbridged moves the address over
+	// the kernel path, stops that client and keeps the lease on the bridge
+	// with a DHCP client of its own (internal/owner/lease). The hook
+	// refuses such a bridge it would have to make itself.
+	ManagerVirtbridged
 )
 
 func (m Manager) String() string {
@@ -115,6 +121,8 @@ func (m Manager) String() string {
 		return "networkd"
 	case ManagerKernel:
 		return "kernel"
+	case ManagerVirtbridged:
+		return "virtbridged"
 	}
 	return "auto"
 }

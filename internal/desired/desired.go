@@ -36,9 +36,11 @@ type Bridge struct {
 	MTU           int    `json:"mtu,omitempty"`
 	MoveAddresses bool   `json:"move_addresses"`
 	// Manager is the configuration's manager: ("auto", "networkmanager",
-	// "networkd", "kernel"; "" means auto). With "kernel" the link backend
-	// moves dynamic addresses as static ones; otherwise it refuses to move
-	// an address with a lifetime (a DHCP lease), which would expire.
+	// "networkd", "kernel", "virtbridged"; "" means auto). With "kernel"
+	// the link backend moves dynamic addresses as static ones; with
+	// "virtbridged" it does so only in virtbridged, which then keeps the
+	// lease on the bridge (links.Manager.KeepsLeases); otherwise it refuses
+	// to move an address with a lifetime (a DHCP lease), which would expire.
 	Manager string `json:"manager,omitempty"`
 	// ProbeTarget is the address probed through the bridge after the
 	// uplink's addresses moved ("": the default routes' gateways the host

@@ -215,7 +215,13 @@ func uplinkLeases(r *Report, s Sources, b config.Bridge, up Link) {
 	}
 	f := Finding{Section: SectionBridges, Check: "uplink-owner", Object: up.Name,
 		Message: fmt.Sprintf("dynamic address %s held by %s, about to be moved to bridge %s", strings.Join(up.Leases, ", "), who, b.Name)}
-	if b.Manager == config.ManagerKernel {
+	if b.Manager == config.ManagerVirtbridged {
+		f.Status = Warn
+		f.Why = "manager: virtbridged: virtbridged moves it to the bridge at its start, stops the client and keeps the lease itself; " +
+			"until it has, VM starts on the bridge are refused"
+		f.Fix = "start virtbridged (systemctl start virtbridged), or restart it if it runs (it makes the bridges at start); " +
+			"if it failed, see why: journalctl -u virtbridged"
+	} else if b.Manager == config.ManagerKernel {
 		f.Status = Warn
 		f.Why = "manager: kernel moves it to the bridge as a static address: the client keeps renewing it on " + up.Name +
 			" (and may put it back there), and the lease may be handed to another host once it ends"
@@ -225,7 +231,8 @@ func uplinkLeases(r *Report, s Sources, b config.Bridge, up Link) {
 		f.Status = Fail
 		f.Why = "moved to the bridge it would expire there (the client renews it on the uplink): virtbridge refuses to make the bridge, and VM starts on it fail"
 		f.Fix = fmt.Sprintf("in /etc/network/interfaces: `iface %s inet manual`, then `auto %s` / `iface %s inet dhcp` with `bridge_ports %s`, "+
-			"`bridge_stp off`, `bridge_fd 0`; or, if the address is in fact fixed, manager: kernel for bridge %s in %s",
+			"`bridge_stp off`, `bridge_fd 0`; or manager: virtbridged for bridge %s in %s (virtbridged keeps the lease on the bridge "+
+			"with a DHCP client of its own); or, if the address is in fact fixed, manager: kernel",
 			up.Name, b.Name, b.Name, up.Name, b.Name, s.ConfigPath)
 	}
 	r.add(f)
@@ -243,6 +250,11 @@ func bridgeLeases(r *Report, s Sources, b config.Bridge, br Link) {
 			renewers = append(renewers, lm.By())
 		}
 	}
+	if s.Keeper != nil && b.Manager == config.ManagerVirtbridged {
+		if how, ok := s.Keeper(b.Name); ok {
+			renewers = append(renewers, how)
+		}
+	}
 	f := Finding{Section: SectionBridges, Check: "bridge-lease", Object: b.Name, Status: OK,
 		Message: fmt.Sprintf("dynamic address %s renewed by %s", strings.Join(br.Leases, ", "), strings.Join(renewers, ", "))}
 	if len(renewers) == 0 {
@@ -252,6 +264,9 @@ func bridgeLeases(r *Report, s Sources, b config.Bridge, br Link) {
 		f.Why = "when its lifetime ends the kernel deletes it, with the default route: the host loses its network"
 		f.Fix = fmt.Sprintf("run the DHCP client on %s (ifupdown: `iface %s inet dhcp` with `bridge_ports`), or make the address static: "+
 			"`ip addr change ADDRESS dev %s valid_lft forever preferred_lft forever`", b.Name, b.Name, b.Name)
+		if b.Manager == config.ManagerVirtbridged {
+			f.Fix = "bridge " + b.Name + " has manager: virtbridged: start virtbridged (systemctl start virtbridged), which keeps its lease"
+		}
 	}
 	r.add(f)
 }

@@ -125,7 +125,11 @@ type Sources struct {
 	Managers Managers
 	// Owners asks NetworkManager and systemd-networkd over D-Bus whether
 	// they own an uplink (nil: not asked, as without a system bus).
-	Owners  Owners
+	Owners Owners
+	// Keeper tells whether a running virtbridged keeps the lease of a
+	// bridge with manager: virtbridged, and how (its status); nil: not
+	// asked.
+	Keeper  func(bridge string) (detail string, ok bool)
 	Sysctls Sysctls
 	Tables  Tables
 	Native  NativeChains

@@ -52,16 +52,25 @@ func linkKind(name string) (string, error) {
 // apply` and `doctor --fix` also put back firewalld settings changed only
 // permanently, which the ruleset generation does not show.
 func VerifyFirewall(e *Engine) {
-	e.OpenHost = func() (*apply.Host, func(), error) { return openHostWith(true) }
+	e.OpenHost = func() (*apply.Host, func(), error) { return openHostWith(true, false) }
 }
 
-func openHost() (*apply.Host, func(), error) { return openHostWith(false) }
+// KeepLeases is for virtbridged, which keeps the lease of a bridge with
+// manager: virtbridged itself (internal/owner/lease): e's link backend
+// moves such a bridge's dynamic address (links.Manager.KeepsLeases), which
+// the hook and the CLI refuse.
+func KeepLeases(e *Engine) {
+	e.OpenHost = func() (*apply.Host, func(), error) { return openHostWith(false, true) }
+}
 
-func openHostWith(verify bool) (*apply.Host, func(), error) {
+func openHost() (*apply.Host, func(), error) { return openHostWith(false, false) }
+
+func openHostWith(verify, keepLeases bool) (*apply.Host, func(), error) {
 	l, err := links.New()
 	if err != nil {
 		return nil, nil, err
 	}
+	l.KeepsLeases = keepLeases
 	owners, closeOwners, err := handoff.ForHost()
 	if err != nil {
 		l.Close()

@@ -45,6 +45,14 @@ started or stopped, NIC hot-plugged or unplugged, which calls no hook) and
 to the kernel's link changes, and for each makes the host match the
 configuration, as the virtbridge qemu hook does at VM start.
 
+For a bridge with manager: virtbridged (an uplink whose lease a DHCP
+client without a manager holds) it moves the address to the bridge, stops
+that client (by pid, journaled) and keeps the lease itself with a DHCP
+client of its own on the bridge: same MAC, same client identifier, same
+address, renewed at T1, rebound at T2, the address's lifetime kept equal to
+the lease's; its state is in /run/virtbridge/lease-BRIDGE.json. On stop it
+leaves the address with its remaining lifetime.
+
 When the connection to libvirtd drops it reconnects (0.5 s to 10 s apart)
 and reconciles every running VM, since events sent meanwhile are lost; it
 keeps running while libvirtd is down. It also reconciles when links change

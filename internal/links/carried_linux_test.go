@@ -198,7 +198,38 @@ func TestDynamicAddressRefused(t *testing.T) {
 	}
 	requireSame(t, "refusal", before, dump(t, l.host))
 
+	// manager: virtbridged outside virtbridged (the hook, the CLI): refused,
+	// saying virtbridged must run; in virtbridged (KeepsLeases) moved.
 	b := upBridge()
+	b.Manager = "virtbridged"
+	_, err = l.m.EnsureBridge(context.Background(), b, &rv)
+	if !errors.Is(err, ErrDynamicAddress) || !strings.Contains(err.Error(), "start virtbridged (systemctl start virtbridged") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("dhclient (pid %d)", pid)) {
+		t.Fatalf("EnsureBridge(manager virtbridged, not in virtbridged) = %v; want the refusal saying virtbridged must run", err)
+	}
+	requireSame(t, "refusal of manager: virtbridged", before, dump(t, l.host))
+	// In virtbridged: the DHCPv4 lease would move (virtbridged keeps it),
+	// the IPv6 one with a lifetime (DHCPv6) is still refused.
+	l.m.KeepsLeases = true
+	_, err = l.m.EnsureBridge(context.Background(), b, &rv)
+	if !errors.Is(err, ErrDynamicAddress) || !strings.Contains(err.Error(), "DHCPv4 leases only") ||
+		!strings.Contains(err.Error(), "2001:db8:77::5/64") || strings.Contains(err.Error(), "10.77.0.2/24") {
+		t.Fatalf("EnsureBridge(manager virtbridged, in virtbridged, a DHCPv6 lease) = %v; want that lease refused alone", err)
+	}
+	requireSame(t, "refusal of a DHCPv6 lease under manager: virtbridged", before, dump(t, l.host))
+	l.host.Run(t, "ip", "-6", "addr", "del", "2001:db8:77::5/64", "dev", "uplink")
+	before6 := dump(t, l.host)
+	if _, err := l.m.EnsureBridge(context.Background(), b, &rv); err != nil {
+		t.Fatalf("EnsureBridge(manager virtbridged, in virtbridged) = %v", err)
+	}
+	if err := rv.Fail(); err != nil {
+		t.Fatalf("undo: %v", err)
+	}
+	requireSame(t, "undo", before6, dump(t, l.host))
+	l.m.KeepsLeases = false
+	l.host.Run(t, "ip", "-6", "addr", "add", "2001:db8:77::5/64", "dev", "uplink", "valid_lft", "300", "preferred_lft", "300", "nodad")
+	before = dump(t, l.host)
+
 	b.Manager = "kernel"
 	if _, err := l.m.EnsureBridge(context.Background(), b, &rv); err != nil {
 		t.Fatalf("EnsureBridge(manager kernel) = %v", err)

@@ -41,6 +41,11 @@ type Manager struct {
 	// hook, when set (tests only), runs before every change and fails it by
 	// returning an error.
 	hook func(step, object string) error
+	// KeepsLeases is set in virtbridged, which keeps the lease of a bridge
+	// with manager: virtbridged itself (internal/owner/lease): only then
+	// does such a bridge's dynamic address move. Elsewhere (the hook, the
+	// CLI) it is refused, saying virtbridged must run.
+	KeepsLeases bool
 }
 
 // New returns a Manager for the calling process's network namespace.

@@ -281,15 +281,41 @@ func needClients(b desired.Bridge, s Snapshot) bool {
 	if b.Manager == "kernel" || !b.MoveAddresses {
 		return false
 	}
-	return len(leases(s.Addrs)) > 0
+	return len(refusedLeases(b, s, s.Addrs)) > 0
 }
 
-func leases(as []Addr) []dhcp.Lease {
+// refusedLeases are the leases among as that may not move: all of them,
+// but under manager: kernel (none) and, in virtbridged (s.KeepsLeases),
+// under manager: virtbridged, which keeps DHCPv4 leases only.
+func refusedLeases(b desired.Bridge, s Snapshot, as []Addr) []dhcp.Lease {
+	if b.Manager == "kernel" {
+		return nil
+	}
+	keeps := b.Manager == "virtbridged" && s.KeepsLeases
 	var out []dhcp.Lease
 	for _, a := range as {
-		if a.movable() && dhcp.IsDynamic(a.IPv6, a.Flags&ifaPermanent != 0, a.SLAAC) {
+		if a.movable() && dhcp.IsDynamic(a.IPv6, a.Flags&ifaPermanent != 0, a.SLAAC) && !(keeps && !a.IPv6) {
 			out = append(out, dhcp.Lease{Addr: a.Prefix, ValidLft: a.ValidLft, PreferredLft: a.PreferredLft})
 		}
 	}
 	return out
+}
+
+// leaseRefusal is the refusal of the leases ls of the uplink up: the bare
+// client's (dhcp.Refusal), or under manager: virtbridged that virtbridged
+// keeps DHCPv4 leases only, or must run to keep this one.
+func leaseRefusal(b desired.Bridge, s Snapshot, up string, ls []dhcp.Lease) error {
+	detail := func() string { return dhcp.Describe(up, ls, s.Clients).Detail }
+	switch {
+	case b.Manager == "virtbridged" && s.KeepsLeases:
+		return fmt.Errorf("bridge %q has manager: virtbridged, which keeps DHCPv4 leases only, and uplink %q has a %s; "+
+			"moved to the bridge it would expire there: make it static, or let the host's network configuration make "+
+			"the bridge (see `virtbridge doctor`): %w", b.Name, up, detail(), ErrDynamicAddress)
+	case b.Manager == "virtbridged":
+		return fmt.Errorf("bridge %q has manager: virtbridged: virtbridged keeps the lease of uplink %q on the bridge, "+
+			"but it has not made the bridge: %s; start virtbridged (systemctl start virtbridged; "+
+			"if it runs, see why it failed: journalctl -u virtbridged), then start the VM again: %w",
+			b.Name, up, detail(), ErrDynamicAddress)
+	}
+	return fmt.Errorf("%s: %w", dhcp.Refusal(b.Name, up, ls, s.Clients), ErrDynamicAddress)
 }

@@ -2,6 +2,7 @@ package links
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -258,6 +259,28 @@ func TestPlanDynamicAddress(t *testing.T) {
 	if _, err := Plan(b, s); err != nil {
 		t.Fatalf("manager: kernel: %v", err)
 	}
+	// manager: virtbridged: refused outside virtbridged (saying it must
+	// run), moved in virtbridged (KeepsLeases), which keeps DHCPv4 leases
+	// only: a DHCPv6 one beside it is still refused, alone.
+	b.Manager = "virtbridged"
+	if _, err := Plan(b, s); !errors.Is(err, ErrDynamicAddress) || !strings.Contains(err.Error(), "start virtbridged (systemctl start virtbridged") {
+		t.Fatalf("manager: virtbridged outside virtbridged: Plan = %v, want the refusal saying virtbridged must run", err)
+	}
+	s.KeepsLeases = true
+	if needClients(b, s) {
+		t.Error("needClients = true for a DHCPv4 lease virtbridged keeps")
+	}
+	if _, err := Plan(b, s); err != nil {
+		t.Fatalf("manager: virtbridged in virtbridged: %v", err)
+	}
+	s6 := s
+	s6.Addrs = append(slices.Clone(s.Addrs), Addr{Prefix: "2001:db8:77::5/64", IPv6: true, ValidLft: 300, PreferredLft: 300})
+	_, err = Plan(b, s6)
+	if !errors.Is(err, ErrDynamicAddress) || !strings.Contains(err.Error(), "DHCPv4 leases only") ||
+		!strings.Contains(err.Error(), "2001:db8:77::5/64") || strings.Contains(err.Error(), "10.77.0.2/24") {
+		t.Fatalf("manager: virtbridged with a DHCPv6 lease: Plan = %v, want that lease refused alone", err)
+	}
+	b.Manager = "kernel"
 	f := NewFake()
 	f.AddLink("eth0", "device", "52:54:00:aa:00:01", "", "10.77.0.2/24 valid_lft 20 preferred_lft 20")
 	if _, err := f.EnsureBridge(t.Context(), b, nil); err != nil {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/desired"
-	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 )
 
 // Moving the host's addresses and routes from the uplink to the bridge.
@@ -143,7 +142,7 @@ func inMultipath(rt Route, rs []Route) bool {
 }
 
 // planMove decides what moves, and refuses, before any change, what
-// cannot: a lease (unless the manager is "kernel"), routes through nexthop
+// cannot: a lease (refusedLeases), routes through nexthop
 // objects on the uplink. An uplink already in the bridge with no address
 // nor route left to move is the steady state (a VM start on a ready
 // bridge): what moves before the addresses leave the uplink (neighbours,
@@ -151,10 +150,8 @@ func inMultipath(rt Route, rs []Route) bool {
 func (p *planner) planMove() (movePlan, error) {
 	b, up := p.b, p.up
 	addrs, routes := p.movable()
-	if b.Manager != "kernel" {
-		if ls := leases(addrs); len(ls) > 0 {
-			return movePlan{}, fmt.Errorf("%s: %w", dhcp.Refusal(b.Name, up.Name, ls, p.s.Clients), ErrDynamicAddress)
-		}
+	if ls := refusedLeases(b, p.s, addrs); len(ls) > 0 {
+		return movePlan{}, leaseRefusal(b, p.s, up.Name, ls)
 	}
 	if len(addrs) == 0 && len(routes) == 0 && p.port() {
 		return movePlan{}, nil

@@ -44,6 +44,10 @@ type Snapshot struct {
 	// Clients name the DHCP clients bound to the uplink (dhclient...),
 	// read only when a dynamic address would be refused (needClients).
 	Clients []string
+	// KeepsLeases: the run is virtbridged's, which keeps the DHCPv4 lease
+	// of a bridge with manager: virtbridged itself (internal/owner/lease;
+	// Manager.KeepsLeases): only then does such a lease move.
+	KeepsLeases bool
 }
 
 // Link is one link of a Snapshot.

@@ -39,7 +39,7 @@ func (r *raw) route(rt Route) netlink.Route {
 // uplink's addresses and routes, kernel-filtered (docs/BENCHMARKS.md); the
 // rest is read only when something may move (needDetail).
 func (m *Manager) snapshot(b desired.Bridge) (Snapshot, *raw, error) {
-	var s Snapshot
+	s := Snapshot{KeepsLeases: m.KeepsLeases}
 	rw := &raw{}
 	br, err := m.h.LinkByName(b.Name)
 	switch {

@@ -20,6 +20,9 @@ const (
 	NetworkManager Kind = "networkmanager"
 	// Networkd: systemd-networkd manages the uplink.
 	Networkd Kind = "networkd"
+	// Virtbridged: virtbridged keeps the bridge's lease with a DHCP client
+	// of its own (manager: virtbridged, internal/owner/lease).
+	Virtbridged Kind = "virtbridged"
 )
 
 // Owner is what detection found for one uplink.

@@ -52,11 +52,30 @@ var clientNames = []string{"dhclient", "dhcpcd", "udhcpc"}
 // processes in the network namespace with that inode count. Each is
 // "dhclient (pid 812)". Unreadable processes are skipped.
 func Clients(procRoot, uplink string, netns uint64) []string {
+	var out []string
+	for _, p := range Processes(procRoot, uplink, netns) {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// Process is a DHCP client process bound to an uplink (Processes).
+type Process struct {
+	Prog string   // dhclient, dhcpcd or udhcpc
+	PID  int      //
+	Args []string // its command line, argv[0] included
+}
+
+func (p Process) String() string { return fmt.Sprintf("%s (pid %d)", p.Prog, p.PID) }
+
+// Processes are the DHCP client processes Clients names, with their pids
+// and command lines.
+func Processes(procRoot, uplink string, netns uint64) []Process {
 	ents, err := os.ReadDir(procRoot)
 	if err != nil {
 		return nil
 	}
-	var out []string
+	var out []Process
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -76,7 +95,7 @@ func Clients(procRoot, uplink string, netns uint64) []string {
 		if netns != 0 && nsInode(filepath.Join(dir, "ns", "net")) != netns {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s (pid %d)", prog, pid))
+		out = append(out, Process{Prog: prog, PID: pid, Args: argv})
 	}
 	return out
 }
@@ -141,10 +160,13 @@ func Refusal(bridge, uplink string, leases []Lease, clients []string) string {
 		"        bridge_ports %s\n"+
 		"        bridge_stp off\n"+
 		"        bridge_fd 0\n"+
-		"then `ifdown %s; ifup %s` from a console; or, if the address is in fact fixed, set manager: kernel "+
-		"for bridge %q in the configuration and virtbridge moves it as a static address (without lifetime; "+
+		"then `ifdown %s; ifup %s` from a console; or set manager: virtbridged for bridge %q in the configuration "+
+		"and run virtbridged (systemctl enable --now virtbridged): at its start it moves the address to the bridge, "+
+		"stops the DHCP client bound to %q and keeps the lease on the bridge with a DHCP client of its own "+
+		"(the uplink's MAC and client identifier, so the same address); or, if the address is in fact fixed, "+
+		"set manager: kernel for bridge %q and virtbridge moves it as a static address (without lifetime; "+
 		"stop the DHCP client first, or it re-adds the address on %q at its next renewal)",
-		uplink, bridge, o.Detail, uplink, uplink, uplink, bridge, bridge, uplink, uplink, bridge, bridge, uplink)
+		uplink, bridge, o.Detail, uplink, uplink, uplink, bridge, bridge, uplink, uplink, bridge, bridge, uplink, bridge, uplink)
 }
 
 // Detect tells whether uplink, in the calling process's network

@@ -46,7 +46,7 @@ func TestDescribeAndRefusal(t *testing.T) {
 	}
 	msg := Refusal("br0", "eth0", leases, []string{"dhclient (pid 812)"})
 	for _, w := range []string{`uplink "eth0" of bridge "br0"`, "10.88.0.104/24 (valid for 20 s more)", "dhclient (pid 812)",
-		"iface eth0 inet manual", "auto br0", "iface br0 inet dhcp", "bridge_ports eth0", "manager: kernel"} {
+		"iface eth0 inet manual", "auto br0", "iface br0 inet dhcp", "bridge_ports eth0", "manager: kernel", "set manager: virtbridged for bridge \"br0\"", "stops the DHCP client bound to \"eth0\""} {
 		if !strings.Contains(msg, w) {
 			t.Errorf("refusal lacks %q:\n%s", w, msg)
 		}

@@ -123,14 +123,15 @@ func initNetns() bool {
 // EnsureBridge hands b over to the manager owning its uplink
 // (apply.Owners): NetworkManager first, then systemd-networkd; with
 // manager: networkmanager or networkd only that one, and a refusal when it
-// does not own the uplink. A bridge with manager: kernel, one whose uplink
+// does not own the uplink. A bridge with manager: kernel or virtbridged
+// (virtbridged keeps its lease, internal/owner/lease), one whose uplink
 // nobody owns, one without an uplink, and one that keeps its addresses off
 // the bridge (move_addresses: false) are the kernel path's (handled
 // false). Detection failures refuse rather than go the kernel
 // path under a manager's feet. The undo pushed on rv gives the uplink back
 // to its owner's own configuration.
 func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
-	if b.Manager == "kernel" || !b.MoveAddresses || (b.Uplink == "" && b.UplinkMAC == "") {
+	if b.Manager == "kernel" || b.Manager == "virtbridged" || !b.MoveAddresses || (b.Uplink == "" && b.UplinkMAC == "") {
 		return nil, false, nil
 	}
 	forced := b.Manager == "networkmanager" || b.Manager == "networkd"

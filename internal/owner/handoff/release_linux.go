@@ -23,7 +23,7 @@ import (
 // it under them), are refused before any change. Nothing is pushed on rv:
 // the manager's release is not undone.
 func (o *Owners) ReleaseBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, []string, bool, error) {
-	if b.Manager == "kernel" {
+	if b.Manager == "kernel" || b.Manager == "virtbridged" {
 		return nil, nil, false, nil
 	}
 	if err := o.managers(); err != nil {

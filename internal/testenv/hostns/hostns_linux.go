@@ -3,8 +3,9 @@
 // private mount and UTS namespace in which /run, the managers' state and
 // configuration directories are private tmpfs and /sys is read-only (so
 // NetworkManager and systemd-networkd treat udev as absent and manage the
-// veths), a private D-Bus system bus, NetworkManager 1.42 or
-// systemd-networkd 252, and an upstream namespace serving DHCP with dnsmasq
+// veths), a private D-Bus system bus, NetworkManager 1.42,
+// systemd-networkd 252 or a bare ISC dhclient (Dhclient), and an upstream
+// namespace serving DHCP with dnsmasq
 // (2-minute leases) through the veth uplink0 <-> up0.
 //
 // Nothing runs in the machine's own namespaces: every process is started in
@@ -34,6 +35,9 @@ type Manager string
 const (
 	NetworkManager Manager = "networkmanager"
 	Networkd       Manager = "networkd"
+	// Dhclient is no manager: ISC dhclient bound to the uplink, as
+	// ifupdown runs it (OwnUplink starts it).
+	Dhclient Manager = "dhclient"
 )
 
 // The upstream network.
@@ -93,6 +97,8 @@ func requireTools(t testing.TB, m Manager) {
 			t.Skipf("skipped: needs systemd-networkd (%s; scripts/deps.sh installs systemd)", networkdPath)
 		}
 		tools = append(tools, "networkctl")
+	case Dhclient:
+		tools = append(tools, "dhclient")
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -124,6 +130,17 @@ func (h *Host) start(t testing.TB, name string, cmd *exec.Cmd) *exec.Cmd {
 	}
 	t.Cleanup(func() { stop(cmd); logf.Close() })
 	return cmd
+}
+
+// Start starts the program at path with args in the host (its network,
+// mount and UTS namespaces), with env added to LC_ALL=C and a PATH, its
+// output in the host's log name (Log), and stops it at the end of the test
+// (SIGTERM to its process group, then SIGKILL) unless it has ended.
+func (h *Host) Start(t testing.TB, name string, env []string, path string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := h.nsenter(path, args...)
+	cmd.Env = env
+	return h.start(t, name, cmd)
 }
 
 // stop ends cmd's process group by its pid: SIGTERM, then SIGKILL after

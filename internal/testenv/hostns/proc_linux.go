@@ -124,6 +124,9 @@ func (m Manager) busName() string {
 // serves D-Bus (NetworkManager: until its start-up is over).
 func (h *Host) StartManager(t testing.TB) {
 	t.Helper()
+	if h.Mgr == Dhclient {
+		return // no daemon: OwnUplink starts dhclient
+	}
 	h.manager = h.startManager(t, h.Mgr)
 }
 

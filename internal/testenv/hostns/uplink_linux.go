@@ -3,7 +3,9 @@ package hostns
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +43,13 @@ func (h *Host) OwnUplink(t testing.TB) string {
 	case Networkd:
 		h.WriteFile(t, NetworkdUplinkFile, NetworkdUplinkNetwork)
 		h.Run(t, "networkctl", "reload")
+	case Dhclient:
+		path, err := exec.LookPath("dhclient")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.manager = h.Start(t, string(Dhclient), nil, path, "-d", "-4", "-v",
+			"-lf", h.DhclientLeases(), "-pf", filepath.Join(h.Dir, "dhclient.pid"), Uplink)
 	}
 	var addr string
 	h.waitFor(t, "the uplink's lease", 60*time.Second, func() bool {
@@ -53,6 +62,29 @@ func (h *Host) OwnUplink(t testing.TB) string {
 	})
 	h.Settle(t)
 	return addr
+}
+
+// DhclientLeases is the lease file of a Dhclient host's dhclient.
+func (h *Host) DhclientLeases() string { return filepath.Join(h.Dir, "dhclient.leases") }
+
+// ClientPID is the pid of the host's dhclient (Dhclient hosts, after
+// OwnUplink), 0 if none was started.
+func (h *Host) ClientPID() int {
+	if h.Mgr != Dhclient || h.manager == nil {
+		return 0
+	}
+	return h.manager.Process.Pid
+}
+
+// DnsmasqLeases is the upstream dnsmasq's lease file: one line per lease,
+// "EXPIRY MAC ADDRESS HOSTNAME CLIENT-ID".
+func (h *Host) DnsmasqLeases(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.Dir, "dnsmasq.leases"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // Settle waits until IPv6 duplicate address detection is over (it ends
