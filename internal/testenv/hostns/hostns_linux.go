@@ -34,6 +34,10 @@ type Manager string
 const (
 	NetworkManager Manager = "networkmanager"
 	Networkd       Manager = "networkd"
+	// DHClient: ISC dhclient without a manager, as ifupdown runs it.
+	DHClient Manager = "dhclient"
+	// Static: nobody; OwnUplink gives the uplink a static address.
+	Static Manager = "static"
 )
 
 // The upstream network.
@@ -93,6 +97,8 @@ func requireTools(t testing.TB, m Manager) {
 			t.Skipf("skipped: needs systemd-networkd (%s; scripts/deps.sh installs systemd)", networkdPath)
 		}
 		tools = append(tools, "networkctl")
+	case DHClient:
+		tools = append(tools, "dhclient")
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {

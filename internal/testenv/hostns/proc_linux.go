@@ -39,6 +39,15 @@ func (h *Host) nsenter(name string, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", a...)
 }
 
+// Command is a command to run in the host's network, mount and UTS
+// namespaces, not started: a program under test (the hook, the daemon).
+// path must be absolute.
+func (h *Host) Command(path string, args ...string) *exec.Cmd { return h.nsenter(path, args...) }
+
+// Pid is the pid of the process holding the host's namespaces, for
+// nsenter -t.
+func (h *Host) Pid() int { return h.holder.Process.Pid }
+
 // Exec runs a command in the host (its namespaces) with LC_ALL=C and
 // returns its combined output. The command is looked up in the machine's
 // PATH.
@@ -129,6 +138,11 @@ func (h *Host) StartManager(t testing.TB) {
 		h.manager = h.start(t, string(h.Mgr), h.nsenter("/usr/sbin/NetworkManager", "--no-daemon", "--debug"))
 	case Networkd:
 		h.manager = h.start(t, string(h.Mgr), h.nsenter(networkdPath))
+	case DHClient:
+		h.startDHClient(t)
+		return
+	default:
+		return
 	}
 	c := h.Bus(t)
 	h.waitFor(t, string(h.Mgr)+" on D-Bus", 30*time.Second, func() bool {
@@ -146,6 +160,18 @@ func (h *Host) StartManager(t testing.TB) {
 			GetProperty("org.freedesktop.NetworkManager.Startup")
 		return err == nil && v.Value() == false
 	})
+}
+
+// startDHClient starts dhclient on the uplink in the foreground, its
+// lease and pid files in the host's Dir, as ifupdown's "inet dhcp" runs it.
+func (h *Host) startDHClient(t testing.TB) {
+	t.Helper()
+	path, err := exec.LookPath("dhclient")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.manager = h.start(t, string(h.Mgr), h.nsenter(path, "-d", "-4",
+		"-lf", filepath.Join(h.Dir, "dhclient.leases"), "-pf", filepath.Join(h.Dir, "dhclient.pid"), Uplink))
 }
 
 // StopManager stops the host's network manager (SIGTERM) and waits for it.

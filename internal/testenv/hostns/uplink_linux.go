@@ -29,9 +29,13 @@ UseHostname=no
 `
 )
 
+// StaticAddr is a Static host's address on the uplink, outside dnsmasq's
+// range.
+const StaticAddr = "10.88.0.2/24"
+
 // OwnUplink gives the uplink to the host's manager, configured for DHCP
-// as the distribution would, and waits for its lease. It returns the
-// leased address (CIDR).
+// as the distribution would, and waits for its lease (a Static host: its
+// address and default route). It returns the address (CIDR).
 func (h *Host) OwnUplink(t testing.TB) string {
 	t.Helper()
 	switch h.Mgr {
@@ -41,6 +45,11 @@ func (h *Host) OwnUplink(t testing.TB) string {
 	case Networkd:
 		h.WriteFile(t, NetworkdUplinkFile, NetworkdUplinkNetwork)
 		h.Run(t, "networkctl", "reload")
+	case DHClient: // dhclient, started with the host, asks for the lease
+	case Static:
+		h.Run(t, "ip", "addr", "add", StaticAddr, "dev", Uplink)
+		h.Run(t, "ip", "link", "set", Uplink, "up")
+		h.Run(t, "ip", "route", "add", "default", "via", Gateway, "dev", Uplink)
 	}
 	var addr string
 	h.waitFor(t, "the uplink's lease", 60*time.Second, func() bool {
