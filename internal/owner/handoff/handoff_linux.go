@@ -29,6 +29,12 @@ import (
 // SystemBus is where the system D-Bus listens.
 const SystemBus = "/run/dbus/system_bus_socket"
 
+// The managers' names on the bus.
+const (
+	nmBus       = "org.freedesktop.NetworkManager"
+	networkdBus = "org.freedesktop.network1"
+)
+
 // Owners hands bridges over to the manager owning their uplink. The zero
 // value is not usable: see ForHost, or fill the fields (tests).
 type Owners struct {
@@ -43,19 +49,24 @@ type Owners struct {
 	// connects to nobody, which keeps the hook's steady prepare free of
 	// D-Bus.
 	Dial func() (*dbus.Conn, error)
-	conn *dbus.Conn
+	// SameNetns, with Dial: a manager is asked only when its process
+	// runs in the caller's network namespace (ForHost sets it).
+	SameNetns bool
+	conn      *dbus.Conn
 }
 
 // ForHost returns Owners for the calling process's namespace over the
 // system bus, connected when first needed; close closes that connection.
 // Without a system bus (no D-Bus socket) no manager can own an uplink:
-// every bridge goes the kernel path.
+// every bridge goes the kernel path. A manager on the bus is asked only
+// when it runs in the caller's network namespace (see managers).
 func ForHost() (o *Owners, close func(), err error) {
 	o = &Owners{NS: netns.None()}
-	if _, err := os.Stat(SystemBus); errors.Is(err, os.ErrNotExist) || !initNetns() {
+	if _, err := os.Stat(SystemBus); errors.Is(err, os.ErrNotExist) {
 		return o, func() {}, nil
 	}
 	o.Dial = func() (*dbus.Conn, error) { return dbus.ConnectSystemBus() }
+	o.SameNetns = true
 	return o, func() {
 		if o.conn != nil {
 			o.conn.Close()
@@ -64,7 +75,9 @@ func ForHost() (o *Owners, close func(), err error) {
 }
 
 // managers connects to the managers' bus when Dial says how and that was
-// not done yet.
+// not done yet. With SameNetns, a manager whose process runs in another
+// network namespace than the caller's is not asked: it answers for links
+// of the same name elsewhere.
 func (o *Owners) managers() error {
 	if o.Dial == nil || o.conn != nil {
 		return nil
@@ -74,7 +87,35 @@ func (o *Owners) managers() error {
 		return fmt.Errorf("connecting to the system D-Bus to ask NetworkManager and systemd-networkd who owns the uplinks: %w", err)
 	}
 	o.conn, o.NM, o.Networkd = conn, nm.New(conn), networkd.New(conn)
+	if o.SameNetns && !inOurNetns(conn, nmBus) {
+		o.NM = nil
+	}
+	if o.SameNetns && !inOurNetns(conn, networkdBus) {
+		o.Networkd = nil
+	}
 	return nil
+}
+
+// inOurNetns reports whether the process owning bus name runs in the
+// caller's network namespace. The system bus is not per namespace: the
+// machine's bus seen from a container or a test lab carries managers of
+// another namespace, and a host namespace with its own mount namespace
+// (its own /run/dbus) carries its own. A name without owner is said ours
+// (the manager's client then finds it absent); a namespace that cannot be
+// read (not root) too, as nothing better can be told.
+func inOurNetns(conn *dbus.Conn, name string) bool {
+	var pid uint32
+	if err := conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, name).Store(&pid); err != nil {
+		return true
+	}
+	var self, other syscall.Stat_t
+	if syscall.Stat("/proc/thread-self/ns/net", &self) != nil {
+		return true
+	}
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &other); err != nil {
+		return errors.Is(err, os.ErrPermission)
+	}
+	return self.Ino == other.Ino && self.Dev == other.Dev
 }
 
 // kernelMade reports whether b is a bridge the kernel path already made
@@ -105,19 +146,6 @@ func (o *Owners) kernelMade(b desired.Bridge) bool {
 		}
 	}
 	return true
-}
-
-// initNetns reports whether the calling process runs in the machine's
-// network namespace (PID 1's). The system bus is not per namespace: in
-// another namespace (a container, a test lab) its managers would answer
-// for links of the same name elsewhere, so they are not asked. When PID
-// 1's namespace cannot be read (not root) the answer is yes.
-func initNetns() bool {
-	var self, init syscall.Stat_t
-	if syscall.Stat("/proc/self/ns/net", &self) != nil || syscall.Stat("/proc/1/ns/net", &init) != nil {
-		return true
-	}
-	return self.Ino == init.Ino && self.Dev == init.Dev
 }
 
 // EnsureBridge hands b over to the manager owning its uplink
