@@ -211,13 +211,14 @@ func (o *Owners) viaNM(ctx context.Context, b desired.Bridge, rv *revert.Reverte
 		}
 		return nil, false, err
 	}
-	probe, err := o.probe(b)
+	probe, seen, err := o.probe(b)
 	if err != nil {
 		return nil, true, err
 	}
 	r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe})
 	if err == nil && len(r.Changes) > 0 {
 		rv.Add(func() error { return o.NM.Release(ctx, b, r) })
+		r.Changes = append(r.Changes, probed(b, "NetworkManager", r.Handoff, r.Probe, seen))
 	}
 	return r.Changes, true, err
 }
@@ -234,7 +235,7 @@ func (o *Owners) viaNetworkd(ctx context.Context, b desired.Bridge, rv *revert.R
 		}
 		return nil, false, err
 	}
-	probe, err := o.probe(b)
+	probe, seen, err := o.probe(b)
 	if err != nil {
 		return nil, true, err
 	}
@@ -242,6 +243,7 @@ func (o *Owners) viaNetworkd(ctx context.Context, b desired.Bridge, rv *revert.R
 	r, err := o.Networkd.Handover(ctx, s)
 	if err == nil && len(r.Changes) > 0 {
 		rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
+		r.Changes = append(r.Changes, probed(b, "systemd-networkd", r.Handoff, r.Probe, seen))
 	}
 	return r.Changes, true, err
 }
@@ -277,30 +279,46 @@ func (o *Owners) uplink(b desired.Bridge) (string, error) {
 // through the bridge when the uplink carries the default route; otherwise
 // there is no gateway to ask, and the owner's own check (the bridge
 // configured with an address where the uplink had one) is the verdict.
-func (o *Owners) probe(b desired.Bridge) (func(context.Context, string) error, error) {
+// What the probe saw is stored in seen (its Gateway nil when none).
+func (o *Owners) probe(b desired.Bridge) (probe func(context.Context, string) error, seen *gwprobe.Result, err error) {
+	seen = &gwprobe.Result{}
 	h, err := netlink.NewHandleAt(o.NS)
 	if err != nil {
-		return nil, fmt.Errorf("bridge %q: opening netlink: %w", b.Name, err)
+		return nil, seen, fmt.Errorf("bridge %q: opening netlink: %w", b.Name, err)
 	}
 	defer h.Close()
 	l, err := h.LinkByName(b.Uplink)
 	if err != nil {
-		return nil, fmt.Errorf("bridge %q: reading uplink %q: %w", b.Name, b.Uplink, err)
+		return nil, seen, fmt.Errorf("bridge %q: reading uplink %q: %w", b.Name, b.Uplink, err)
 	}
 	routes, err := h.RouteList(l, netlink.FAMILY_V4)
 	if err != nil {
-		return nil, fmt.Errorf("bridge %q: listing the routes of %q: %w", b.Name, b.Uplink, err)
+		return nil, seen, fmt.Errorf("bridge %q: listing the routes of %q: %w", b.Name, b.Uplink, err)
 	}
 	for _, r := range routes {
 		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw != nil {
 			ns := o.NS
 			return func(ctx context.Context, link string) error {
-				_, err := gwprobe.Gateway(ctx, ns, link)
+				res, err := gwprobe.Gateway(ctx, ns, link)
+				*seen = res
 				return err
-			}, nil
+			}, seen, nil
 		}
 	}
-	return nil, nil
+	return nil, seen, nil
+}
+
+// probed is the record of a handoff to a manager and of the probe after
+// it, with their times: a host change, journaled like the kernel path's
+// probe (change.UplinkProbed, the gateway as its object; the bridge when
+// there was no gateway to probe).
+func probed(b desired.Bridge, manager string, handoff, probe time.Duration, seen *gwprobe.Result) change.Change {
+	if seen.Gateway == nil {
+		return change.Change{Kind: change.UplinkProbed, Object: b.Name,
+			After: fmt.Sprintf("%s handoff took %v; no default gateway through %q to probe", manager, handoff.Round(time.Millisecond), b.Uplink)}
+	}
+	return change.Change{Kind: change.UplinkProbed, Object: seen.Gateway.String(),
+		After: fmt.Sprintf("answered on %s in %v, after the %s handoff of %v", b.Name, probe.Round(time.Millisecond), manager, handoff.Round(time.Millisecond))}
 }
 
 // Owner tells, read-only, whether NetworkManager or systemd-networkd owns
