@@ -215,7 +215,11 @@ func (o *Owners) viaNM(ctx context.Context, b desired.Bridge, rv *revert.Reverte
 	if err != nil {
 		return nil, true, err
 	}
-	r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe})
+	timeout, err := o.timeout(ctx, b)
+	if err != nil {
+		return nil, true, err
+	}
+	r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: timeout, Probe: probe})
 	if err == nil && len(r.Changes) > 0 {
 		rv.Add(func() error { return o.NM.Release(ctx, b, r) })
 		r.Changes = append(r.Changes, probed(b, "NetworkManager", r.Handoff, r.Probe, seen))
@@ -239,13 +243,44 @@ func (o *Owners) viaNetworkd(ctx context.Context, b desired.Bridge, rv *revert.R
 	if err != nil {
 		return nil, true, err
 	}
-	s := networkd.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe, NS: o.NS, Root: o.Root}
+	timeout, err := o.timeout(ctx, b)
+	if err != nil {
+		return nil, true, err
+	}
+	s := networkd.Spec{Bridge: b, Timeout: timeout, Probe: probe, NS: o.NS, Root: o.Root}
 	r, err := o.Networkd.Handover(ctx, s)
 	if err == nil && len(r.Changes) > 0 {
 		rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
 		r.Changes = append(r.Changes, probed(b, "systemd-networkd", r.Handoff, r.Probe, seen))
 	}
 	return r.Changes, true, err
+}
+
+// rollbackReserve is kept from the caller's deadline (the hook's
+// hook_timeout, past which the hook's process ends) for the rollback of a
+// handoff whose activation or probe failed: NetworkManager's checkpoint
+// rollback or networkd's files removed, and the uplink's own
+// configuration active again (about 1-2 s, more under load).
+const rollbackReserve = 8 * time.Second
+
+// timeout bounds a manager's activation and probe: o.Timeout (30 s when
+// zero), and no later than rollbackReserve before ctx's deadline, so that
+// a failed handoff is rolled back before the caller gives up. With less
+// than a second left for the handoff it refuses, changing nothing.
+func (o *Owners) timeout(ctx context.Context, b desired.Bridge) (time.Duration, error) {
+	t := o.Timeout
+	if t == 0 {
+		t = 30 * time.Second
+	}
+	d, ok := ctx.Deadline()
+	if !ok {
+		return t, nil
+	}
+	if left := time.Until(d); left-rollbackReserve < min(t, time.Second) {
+		return 0, fmt.Errorf("bridge %q: handing uplink %q over to its manager: %v left before the deadline, too little to hand it over "+
+			"and still roll back (%v are kept for that); raise hook_timeout", b.Name, b.Uplink, left.Round(time.Millisecond), rollbackReserve)
+	}
+	return min(t, time.Until(d)-rollbackReserve), nil
 }
 
 // uplink names b's uplink: b.Uplink, or the link carrying b.UplinkMAC
