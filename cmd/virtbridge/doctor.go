@@ -105,7 +105,7 @@ func doctorSources(cfgPath, uri, hooksDir string) doctor.Sources {
 		HooksDir: hooksDir,
 		Daemons:  doctor.ProcDaemons{},
 		Links:    doctor.HostLinks{},
-		Managers: &doctor.HostManagers{},
+		Managers: &doctor.HostManagers{Dial: systemBusDial()},
 		Owners:   doctorOwners(),
 		Sysctls:  sysctl.New(""),
 		Tables:   doctor.HostTables{},

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 
+	"github.com/godbus/dbus/v5"
+
 	"github.com/virtbridge/virtbridge/internal/doctor"
 	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/owner"
@@ -89,4 +91,16 @@ type failedOwners struct{ err error }
 
 func (f failedOwners) Owner(context.Context, string) (owner.Owner, bool, error) {
 	return owner.Owner{}, false, f.err
+}
+
+// systemBusDial connects to the system bus for doctor's questions to the
+// managers: nil (their state files are read instead) without a system bus
+// or outside the machine's own network namespace, as for the handoff
+// (handoff.ForHost). The connection lives as long as the command.
+func systemBusDial() func() (*dbus.Conn, error) {
+	o, _, err := handoff.ForHost()
+	if err != nil {
+		return nil
+	}
+	return o.Dial
 }

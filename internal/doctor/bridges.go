@@ -120,6 +120,7 @@ func checkBridges(r *Report, s Sources, h *host) {
 			uplinkLeases(r, s, b, up)
 		}
 		br, ok := linkByName(h.links, b.Name)
+		managerConflicts(r, s, b, br, ok && br.Kind == "bridge", up, hasUp)
 		if !ok {
 			continue
 		}
@@ -187,7 +188,8 @@ func uplinkUsable(r *Report, s Sources, b config.Bridge, up Link, owned bool) {
 	}
 	f := Finding{Section: SectionBridges, Check: "uplink-manager", Object: up.Name, Status: OK,
 		Message: "not managed by NetworkManager or systemd-networkd"}
-	by, err := s.Managers.ManagedBy(up)
+	lm, err := s.Managers.Of(up)
+	by := lm.By()
 	switch {
 	case err != nil:
 		f.Status, f.Message = Warn, "cannot tell whether a network manager manages it: "+err.Error()
@@ -236,8 +238,8 @@ func bridgeLeases(r *Report, s Sources, b config.Bridge, br Link) {
 	}
 	renewers := br.DHCPClients
 	if s.Managers != nil {
-		if by, err := s.Managers.ManagedBy(br); err == nil && by != "" {
-			renewers = append(renewers, by)
+		if lm, err := s.Managers.Of(br); err == nil && lm.By() != "" {
+			renewers = append(renewers, lm.By())
 		}
 	}
 	f := Finding{Section: SectionBridges, Check: "bridge-lease", Object: b.Name, Status: OK,

@@ -45,12 +45,11 @@ type Links interface {
 	Links() ([]Link, error)
 }
 
-// Managers says whether a network manager manages an interface, which may
-// then undo what virtbridge did.
+// Managers says what NetworkManager and systemd-networkd make of an
+// interface: they may undo what virtbridge did, or fight over it.
 type Managers interface {
-	// ManagedBy names the manager of l and its state ("NetworkManager
-	// (connected)"), or returns "" when none manages it.
-	ManagedBy(l Link) (string, error)
+	// Of reads it; what one manager said is kept when the other fails.
+	Of(l Link) (LinkManagers, error)
 }
 
 func linkByName(ls []Link, name string) (Link, bool) {

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
@@ -83,44 +82,23 @@ func TestUplinkManaged(t *testing.T) {
 	const cfg = "bridges: {br0: {uplink: uplink0}}\n"
 
 	nm, nd := t.TempDir(), t.TempDir()
-	m := &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: nd}
+	m := &HostManagers{NMRunDir: nm, NetworkdLinksDir: nd}
 	want(t, one(t, Run(nsSources(t, ns, cfg, "", m)), "uplink-manager", "uplink0"), OK, "not managed")
 
 	writeHook(t, filepath.Join(nm, "devices", idx), "# NetworkManager device state\n[device]\nmanaged=true\nconnection-uuid=1f3e\n", 0o644)
-	m = &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: nd}
+	m = &HostManagers{NMRunDir: nm, NetworkdLinksDir: nd}
 	want(t, one(t, Run(nsSources(t, ns, cfg, "", m)), "uplink-manager", "uplink0"), Warn,
 		"managed by NetworkManager", "take the NIC out of the bridge", "nmcli device set uplink0 managed no")
 
 	writeHook(t, filepath.Join(nm, "devices", idx), "[device]\nmanaged=false\n", 0o644)
 	writeHook(t, filepath.Join(nd, idx), "# This is private data. Do not parse.\nADMIN_STATE=configured\nOPER_STATE=routable\nNETWORK_FILE=/etc/systemd/network/10-uplink.network\n", 0o644)
-	m = &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: nd}
+	m = &HostManagers{NMRunDir: nm, NetworkdLinksDir: nd}
 	want(t, one(t, Run(nsSources(t, ns, cfg, "", m)), "uplink-manager", "uplink0"), Warn,
 		"systemd-networkd (configured, /etc/systemd/network/10-uplink.network)", "Bridge=br0")
 
 	writeHook(t, filepath.Join(nd, idx), "ADMIN_STATE=unmanaged\n", 0o644)
-	m = &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: nd}
+	m = &HostManagers{NMRunDir: nm, NetworkdLinksDir: nd}
 	want(t, one(t, Run(nsSources(t, ns, cfg, "", m)), "uplink-manager", "uplink0"), OK)
-}
-
-// TestParseNmcli reads terse nmcli output, escapes included.
-func TestParseNmcli(t *testing.T) {
-	got := parseNmcli([]byte("eth0:connected\nbr0:connected (externally)\nlo:unmanaged\nod\\:d:disconnected\n\n"))
-	want := map[string]string{"eth0": "connected", "br0": "connected (externally)", "lo": "unmanaged", "od:d": "disconnected"}
-	if len(got) != len(want) {
-		t.Fatalf("got %q, want %q", got, want)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s: %q, want %q", k, got[k], v)
-		}
-	}
-	m := &HostManagers{nmRead: true, nm: got, NetworkdLinksDir: t.TempDir()}
-	for dev, managed := range map[string]bool{"eth0": true, "br0": false, "lo": false, "absent": false} {
-		by, _ := m.ManagedBy(Link{Name: dev, Index: 1 << 20})
-		if (by != "") != managed || managed && !strings.Contains(by, "NetworkManager") {
-			t.Errorf("%s: ManagedBy = %q, want managed %v", dev, by, managed)
-		}
-	}
 }
 
 // TestStrandedOnEnslavedUplink: an enslaved uplink whose addresses are

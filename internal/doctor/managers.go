@@ -1,164 +1,191 @@
 package doctor
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/virtbridge/virtbridge/internal/command"
+	"github.com/godbus/dbus/v5"
+
+	"github.com/virtbridge/virtbridge/internal/owner/networkd"
+	"github.com/virtbridge/virtbridge/internal/owner/nm"
 )
 
 // Default locations of the network managers' runtime state.
 const (
 	DefaultNMRunDir         = "/run/NetworkManager"
 	DefaultNetworkdLinksDir = "/run/systemd/netif/links"
-	// nmcli waits for NetworkManager over D-Bus; a stuck one must not
-	// hang the doctor.
-	nmcliTimeout = 5 * time.Second
+	// DefaultManagersTimeout bounds the questions to each manager over
+	// D-Bus: a stuck one must not hang the doctor.
+	DefaultManagersTimeout = 5 * time.Second
 )
 
-// HostManagers finds NetworkManager and systemd-networkd on the host. NM is
-// asked with `nmcli -t -f DEVICE,STATE device` when nmcli is installed and
-// NM answers, else through its per-device state files; networkd through
-// its per-link state files. Both keep state for the host's own network
-// namespace only (interface indexes are per namespace).
+// LinkManagers is what NetworkManager and systemd-networkd make of one
+// link.
+type LinkManagers struct {
+	NM       nm.Link
+	Networkd networkd.Link
+	// FromFiles: read from the managers' state files (no system bus), which
+	// say only whether NetworkManager manages the link (NM.Managed) and
+	// networkd's state and file.
+	FromFiles bool
+	nmFile    string // the NetworkManager state file read
+}
+
+// By names the managers that manage the link, with their state ("" when
+// none does): NetworkManager when it manages the device and no made-up
+// "externally connected" profile is what is active on it, networkd when it
+// configures it from a .network.
+func (m LinkManagers) By() string {
+	var by []string
+	switch {
+	case m.FromFiles && m.NM.Managed:
+		by = append(by, "NetworkManager (managed=true in "+m.nmFile+")")
+	case m.NM.Configures():
+		by = append(by, fmt.Sprintf("NetworkManager (%s, profile %q)", m.NM.State, m.NM.Profile))
+	case !m.FromFiles && m.NM.Managed && !m.NM.External:
+		// No profile active yet: one that autoconnects may take it.
+		by = append(by, "NetworkManager ("+m.NM.State+")")
+	}
+	if m.Networkd.Configures() {
+		s := "systemd-networkd (" + m.Networkd.Admin
+		if m.Networkd.File != "" {
+			s += ", " + m.Networkd.File
+		}
+		by = append(by, s+")")
+	}
+	return strings.Join(by, " and ")
+}
+
+// HostManagers asks NetworkManager and systemd-networkd what they make of
+// the host's links over D-Bus (nm.Client.Inspect, networkd.Client.Inspect),
+// each question bounded by Timeout. Without a bus (Dial nil) it reads their
+// state files instead: NetworkManager's per-device and networkd's per-link
+// ones, which are kept for the host's own network namespace only
+// (interface indexes are per namespace). It reads; it changes nothing.
 type HostManagers struct {
-	// Nmcli is the nmcli program; "" looks it up in PATH, "-" never runs it.
-	Nmcli string
+	// Dial connects to the bus the managers answer on (the system bus);
+	// nil when there is none: the state files are read.
+	Dial func() (*dbus.Conn, error)
+	// Timeout bounds the questions to each manager about one link
+	// (DefaultManagersTimeout when zero).
+	Timeout time.Duration
 	// NMRunDir and NetworkdLinksDir default to DefaultNMRunDir and
 	// DefaultNetworkdLinksDir.
 	NMRunDir         string
 	NetworkdLinksDir string
 
-	nm     map[string]string // device → state, from nmcli
-	nmRead bool
+	dialed  bool
+	conn    *dbus.Conn
+	dialErr error
+	// stuck remembers a manager that did not answer in time: asking it
+	// again about every link would make the doctor wait that long each
+	// time.
+	stuck map[string]error
+	seen  map[string]LinkManagers
 }
 
 var _ Managers = (*HostManagers)(nil)
 
-// ManagedBy names the manager of l and its state, or "" when none manages
-// it. It reads; it changes nothing.
-func (m *HostManagers) ManagedBy(l Link) (string, error) {
-	if by, err := m.networkManager(l); by != "" || err != nil {
-		return by, err
+// Close closes the bus connection, if one was made.
+func (m *HostManagers) Close() {
+	if m.conn != nil {
+		m.conn.Close()
 	}
-	return m.networkd(l)
 }
 
-func (m *HostManagers) networkManager(l Link) (string, error) {
-	if !m.nmRead {
-		m.nmRead = true
-		m.nm = m.nmcli()
+// Of reads what the managers make of l. A manager that does not answer
+// (within Timeout) is an error naming it; what the other said is kept.
+func (m *HostManagers) Of(l Link) (LinkManagers, error) {
+	if m.Dial == nil {
+		return m.fromFiles(l)
 	}
-	if m.nm != nil {
-		st, ok := m.nm[l.Name]
-		if !ok || nmUnmanaged(st) {
-			return "", nil
-		}
-		return "NetworkManager (" + st + ")", nil
+	if got, ok := m.seen[l.Name]; ok {
+		return got, nil
 	}
+	if !m.dialed {
+		m.dialed = true
+		m.conn, m.dialErr = m.Dial()
+		m.stuck, m.seen = map[string]error{}, map[string]LinkManagers{}
+	}
+	if m.dialErr != nil {
+		return LinkManagers{}, fmt.Errorf("connecting to the system D-Bus to ask NetworkManager and systemd-networkd: %w", m.dialErr)
+	}
+	var out LinkManagers
+	var errs []error
+	if err := m.ask("NetworkManager", func(ctx context.Context) (err error) {
+		var ls map[string]nm.Link
+		ls, _, err = nm.New(m.conn).Inspect(ctx, []string{l.Name})
+		out.NM = ls[l.Name]
+		return err
+	}); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.ask("systemd-networkd", func(ctx context.Context) (err error) {
+		var ls map[string]networkd.Link
+		ls, _, err = networkd.New(m.conn).Inspect(ctx, []string{l.Name})
+		out.Networkd = ls[l.Name]
+		return err
+	}); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		m.seen[l.Name] = out
+	}
+	return out, errors.Join(errs...)
+}
+
+// ask runs q with the timeout, unless manager did not answer in time
+// before.
+func (m *HostManagers) ask(manager string, q func(context.Context) error) error {
+	if err := m.stuck[manager]; err != nil {
+		return err
+	}
+	timeout := m.Timeout
+	if timeout == 0 {
+		timeout = DefaultManagersTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := q(ctx)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%s did not answer over D-Bus within %v (stuck?): %w", manager, timeout, err)
+		m.stuck[manager] = err
+	}
+	return err
+}
+
+// fromFiles reads the managers' state files for l.
+func (m *HostManagers) fromFiles(l Link) (LinkManagers, error) {
+	out := LinkManagers{FromFiles: true}
 	dir := m.NMRunDir
 	if dir == "" {
 		dir = DefaultNMRunDir
 	}
-	kv, err := readState(filepath.Join(dir, "devices", strconv.Itoa(l.Index)))
-	if err != nil || kv == nil {
-		return "", err
-	}
-	if m := kv["managed"]; m == "true" || m == "1" {
-		return "NetworkManager (managed=true in " + filepath.Join(dir, "devices", strconv.Itoa(l.Index)) + ")", nil
-	}
-	return "", nil
-}
-
-// nmUnmanaged: NM leaves devices alone that it does not manage, and only
-// watches those configured by someone else ("connected (externally)").
-func nmUnmanaged(state string) bool {
-	return state == "unmanaged" || strings.Contains(state, "externally")
-}
-
-// nmcli returns NM's device states, or nil when nmcli is missing or NM
-// does not answer (not running).
-func (m *HostManagers) nmcli() map[string]string {
-	path := m.Nmcli
-	switch path {
-	case "-":
-		return nil
-	case "":
-		p, err := exec.LookPath("nmcli")
-		if err != nil {
-			return nil
-		}
-		path = p
-	}
-	out, err := command.Cmd{Path: path, Args: []string{"-t", "-f", "DEVICE,STATE", "device"}, Timeout: nmcliTimeout}.Output(context.Background())
+	out.nmFile = filepath.Join(dir, "devices", strconv.Itoa(l.Index))
+	kv, err := readState(out.nmFile)
 	if err != nil {
-		return nil
+		return out, err
 	}
-	return parseNmcli(out)
-}
-
-// parseNmcli reads `nmcli -t -f DEVICE,STATE device`: one DEVICE:STATE per
-// line, with ':' and '\' in values escaped by '\'.
-func parseNmcli(out []byte) map[string]string {
-	states := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		fields := splitTerse(sc.Text())
-		if len(fields) == 2 && fields[0] != "" {
-			states[fields[0]] = fields[1]
-		}
+	if v := kv["managed"]; v == "true" || v == "1" {
+		out.NM.Known, out.NM.Managed = true, true
 	}
-	return states
-}
-
-func splitTerse(line string) []string {
-	var fields []string
-	var cur strings.Builder
-	for i := 0; i < len(line); i++ {
-		switch c := line[i]; {
-		case c == '\\' && i+1 < len(line):
-			i++
-			cur.WriteByte(line[i])
-		case c == ':':
-			fields = append(fields, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(c)
-		}
-	}
-	return append(fields, cur.String())
-}
-
-func (m *HostManagers) networkd(l Link) (string, error) {
-	dir := m.NetworkdLinksDir
+	dir = m.NetworkdLinksDir
 	if dir == "" {
 		dir = DefaultNetworkdLinksDir
 	}
-	path := filepath.Join(dir, strconv.Itoa(l.Index))
-	kv, err := readState(path)
+	kv, err = readState(filepath.Join(dir, strconv.Itoa(l.Index)))
 	if err != nil || kv == nil {
-		return "", err
+		return out, err
 	}
-	switch st := kv["ADMIN_STATE"]; st {
-	case "", "unmanaged", "linger":
-		return "", nil
-	default:
-		by := "systemd-networkd (" + st
-		if f := kv["NETWORK_FILE"]; f != "" {
-			by += ", " + f
-		}
-		return by + ")", nil
-	}
+	out.Networkd = networkd.Link{Known: true, Admin: kv["ADMIN_STATE"], Oper: kv["OPER_STATE"], File: kv["NETWORK_FILE"]}
+	return out, nil
 }
 
 // readState reads a KEY=VALUE state file; nil without error when it does

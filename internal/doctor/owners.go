@@ -23,7 +23,9 @@ func uplinkManagerOwner(r *Report, s Sources, b config.Bridge, up Link) (ok bool
 	if s.Owners == nil || !b.MoveAddresses {
 		return false
 	}
-	o, ok, err := s.Owners.Owner(context.Background(), up.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*DefaultManagersTimeout)
+	defer cancel()
+	o, ok, err := s.Owners.Owner(ctx, up.Name)
 	if err != nil {
 		r.add(Finding{Section: SectionBridges, Check: "uplink-owner", Object: up.Name, Status: Warn,
 			Message: "cannot ask NetworkManager or systemd-networkd whether they own it: " + err.Error(),

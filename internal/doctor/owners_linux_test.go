@@ -33,7 +33,7 @@ func TestUplinkOwnerManager(t *testing.T) {
 	up, _ := linkByName(ls, "uplink0")
 	nm := t.TempDir()
 	writeHook(t, filepath.Join(nm, "devices", strconv.Itoa(up.Index)), "[device]\nmanaged=true\n", 0o644)
-	m := &HostManagers{Nmcli: "-", NMRunDir: nm, NetworkdLinksDir: t.TempDir()}
+	m := &HostManagers{NMRunDir: nm, NetworkdLinksDir: t.TempDir()}
 	nmOwner := fakeOwners{"uplink0": {Kind: owner.NetworkManager, Uplink: "uplink0",
 		Detail: `NetworkManager profile "uplink0" is active on "uplink0" (device state 100)`}}
 

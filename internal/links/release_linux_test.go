@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/desired"
@@ -108,4 +109,29 @@ func TestReleaseRefusesABridgeNotOurs(t *testing.T) {
 		t.Fatalf("ReleaseBridge of a hand-made bridge = %v; want ErrNotOurs naming it", err)
 	}
 	requireSame(t, "refused release", before, dump(t, l.host))
+}
+
+// TestReleaseIPv6AnswersAtOnce: an IPv6 address that went through
+// duplicate address detection on the uplink before the handoff comes back
+// on it with nodad — it is in use on that very segment — so it answers at
+// once instead of sitting tentative.
+func TestReleaseIPv6AnswersAtOnce(t *testing.T) {
+	l := newLab(t, true)
+	l.host.Run(t, "ip", "-6", "addr", "add", "2001:db8:77::3/64", "dev", "uplink")
+	for end := time.Now().Add(30 * time.Second); strings.Contains(l.host.Run(t, "ip", "-6", "addr", "show", "dev", "uplink"), "tentative"); {
+		if time.Now().After(end) {
+			t.Fatal("DAD on the uplink did not end within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	handOff(t, l)
+	var rv revert.Reverter
+	if _, _, err := l.m.ReleaseBridge(context.Background(), upBridge(), &rv); err != nil {
+		t.Fatalf("ReleaseBridge: %v", err)
+	}
+	rv.Success()
+	got := l.host.Run(t, "ip", "-6", "addr", "show", "dev", "uplink")
+	if !strings.Contains(got, "2001:db8:77::3/64") || strings.Contains(got, "tentative") {
+		t.Errorf("right after the release the uplink has:\n%s\nwant 2001:db8:77::3/64, not tentative", got)
+	}
 }

@@ -53,6 +53,8 @@ type Result struct {
 
 	prev  link              // the uplink before, for Release
 	files map[string]string // virtbridge's files, by name
+
+	reapplied *reapplied // a reapply's undo, for Release
 }
 
 func (s Spec) path(p string) string { return filepath.Join(s.Root, p) }
@@ -65,8 +67,9 @@ func (s Spec) path(p string) string { return filepath.Join(s.Root, p) }
 // waits for the uplink to be configured as before; the error wraps
 // ErrRolledBack and says what the probe saw. It refuses, changing nothing,
 // an uplink networkd does not configure and an existing bridge.
-// Idempotent: with the files in place and the bridge configured it
-// changes nothing.
+// With the files in place and the bridge configured (handed over earlier)
+// it only brings the bridge's stp, forward_delay and mtu in line with
+// s.Bridge (reapply), changing nothing when they are.
 func (c *Client) Handover(ctx context.Context, s Spec) (Result, error) {
 	var r Result
 	b := s.Bridge
@@ -86,7 +89,7 @@ func (c *Client) Handover(ctx context.Context, s Spec) (Result, error) {
 	}
 	if up.file == filepath.Join(c.Dir, port) {
 		if br, ok, err := c.linkState(ctx, b.Name); err == nil && ok && br.admin == "configured" {
-			return r, nil
+			return c.reapply(ctx, s)
 		}
 	}
 	if _, there, err := c.linkState(ctx, b.Name); err != nil || there {

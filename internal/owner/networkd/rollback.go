@@ -63,13 +63,20 @@ func (c *Client) undo(ctx context.Context, s Spec, h *netlink.Handle, up link, f
 // Release undoes the handoff r after it was committed (a later step of
 // the same transaction failed): the files go, the bridge goes, and the
 // uplink is configured from its own .network again. Releasing a Result
-// with no changes does nothing.
+// with no changes does nothing; releasing a reapply puts the .netdev and
+// the bridge's settings back.
 func (c *Client) Release(ctx context.Context, s Spec, r Result) error {
 	if len(r.Changes) == 0 {
 		return nil
 	}
 	if s.NS == 0 {
 		s.NS = netns.None()
+	}
+	if r.reapplied != nil {
+		if err := c.undoReapply(ctx, s, r.reapplied); err != nil {
+			return fmt.Errorf("putting the settings of bridge %q back: %w", s.Bridge.Name, err)
+		}
+		return nil
 	}
 	h, err := netlink.NewHandleAt(s.NS)
 	if err != nil {

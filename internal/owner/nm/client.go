@@ -85,6 +85,7 @@ func (c *Client) running(ctx context.Context) (bool, error) {
 
 // device is what Detect reads of a NetworkManager device.
 type device struct {
+	name    string
 	path    dbus.ObjectPath
 	managed bool
 	state   uint32
@@ -98,7 +99,7 @@ type device struct {
 // device reads link name's device; ok is false when NetworkManager does
 // not know the link.
 func (c *Client) device(ctx context.Context, name string) (d device, ok bool, err error) {
-	d.conn, d.active = noObject, noObject
+	d.name, d.conn, d.active = name, noObject, noObject
 	err = c.call(ctx, nmPath, ifaceNM+".GetDeviceByIpIface", []any{name}, &d.path)
 	var de dbus.Error
 	if errors.As(err, &de) && de.Name == errUnknownDev {

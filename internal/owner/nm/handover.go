@@ -51,6 +51,11 @@ type Result struct {
 	uplinkConn, bridgeConn, portConn dbus.ObjectPath
 	uplinkID                         string
 	uplinkSettings                   Settings
+	// What undoing a reapply needs: the bridge profile's settings and the
+	// bridge's MTU before.
+	bridgeName   string
+	bridgeBefore Settings
+	bridgeMTU    uint32
 }
 
 // Handover makes bridge s.Bridge NetworkManager's own in place of the
@@ -60,8 +65,9 @@ type Result struct {
 // profile had one, probes, and commits; if anything fails it rolls the
 // checkpoint back, waits for the uplink's profile to be active again and
 // returns an error wrapping ErrRolledBack that says what the probe saw.
-// Idempotent: with the bridge profile active and the uplink its port it
-// changes nothing.
+// With the bridge profile active and the uplink its port (handed over
+// earlier), it only brings the profile's stp, forward_delay and mtu in
+// line with s.Bridge (reapply), changing nothing when they are.
 func (c *Client) Handover(ctx context.Context, s Spec) (Result, error) {
 	var r Result
 	b := s.Bridge
@@ -77,7 +83,7 @@ func (c *Client) Handover(ctx context.Context, s Spec) (Result, error) {
 	}
 	if up.id == PortProfile(b.Name, b.Uplink) {
 		if br, ok, err := c.device(ctx, b.Name); err == nil && ok && br.id == BridgeProfile(b.Name) && br.state == stateActivated {
-			return r, nil
+			return c.reapply(ctx, s, br)
 		}
 		return r, fmt.Errorf("bridge %q: its NetworkManager profile %q is not active though its port %q is: "+
 			"look at `nmcli con show %s`", b.Name, BridgeProfile(b.Name), b.Uplink, BridgeProfile(b.Name))

@@ -64,9 +64,32 @@ func bridgeSettings(b desired.Bridge, mac string, up Settings) Settings {
 		},
 		"bridge":         br,
 		"802-3-ethernet": eth,
+		// What the uplink's own profile gets back at release, whatever
+		// run does it: its autoconnect as it was before the handover.
+		"user": {"data": dbus.MakeVariant(map[string]string{uplinkAutoconnectKey: yesNo(autoconnect(up))})},
 	}
 	ipSettings(up, s)
 	return s
+}
+
+// uplinkAutoconnectKey is the bridge profile's user data recording the
+// autoconnect of the uplink's own profile before the handover ("yes",
+// "no").
+const uplinkAutoconnectKey = "virtbridge.uplink-autoconnect"
+
+// uplinkAutoconnect reads what bridge profile s recorded of the uplink
+// profile's autoconnect; true (NetworkManager's default) when it recorded
+// nothing (a bridge profile made before virtbridge recorded it).
+func uplinkAutoconnect(s Settings) bool {
+	data, _ := s["user"]["data"].Value().(map[string]string)
+	return data[uplinkAutoconnectKey] != "no"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }
 
 // portSettings is the profile that makes the uplink a port of bridge b.

@@ -16,10 +16,14 @@ import (
 // port profiles (NetworkManager removes the bridge it made), gives the
 // uplink's own profile its autoconnect back and activates it, and waits
 // until it is active again. It is not cut short by ctx's end. Releasing a
-// Result with no changes does nothing.
+// Result with no changes does nothing; releasing a reapply (Handover of a
+// bridge handed over earlier) puts the bridge profile's settings back.
 func (c *Client) Release(ctx context.Context, b desired.Bridge, r Result) error {
 	if len(r.Changes) == 0 {
 		return nil
+	}
+	if r.bridgeBefore != nil {
+		return c.undoReapply(ctx, r)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackWait)
 	defer cancel()

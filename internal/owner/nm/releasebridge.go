@@ -29,7 +29,8 @@ func (c *Client) MadeBridge(ctx context.Context, bridge string) (id string, ok b
 // earlier run, back to its own profile (`virtbridge release`): it finds
 // virtbridge's bridge and port profiles and the uplink's own profile (the
 // other profile bound to the uplink), and does what Release does, the
-// uplink's profile getting autoconnect back. b.Uplink may be empty: the
+// uplink's profile getting back the autoconnect it had before the handover
+// (recorded in the bridge profile's user data; on when not recorded). b.Uplink may be empty: the
 // port profile names the uplink.
 func (c *Client) ReleaseBridge(ctx context.Context, b desired.Bridge) ([]change.Change, error) {
 	conns, err := c.profiles(ctx)
@@ -38,11 +39,12 @@ func (c *Client) ReleaseBridge(ctx context.Context, b desired.Bridge) ([]change.
 	}
 	var r Result
 	portPrefix := PortProfile(b.Name, "")
+	upAuto := true
 	for p, s := range conns {
 		id, _ := s["connection"]["id"].Value().(string)
 		switch {
 		case id == BridgeProfile(b.Name):
-			r.bridgeConn = p
+			r.bridgeConn, upAuto = p, uplinkAutoconnect(s)
 		case strings.HasPrefix(id, portPrefix) && (b.Uplink == "" || id == PortProfile(b.Name, b.Uplink)):
 			r.portConn, b.Uplink = p, strings.TrimPrefix(id, portPrefix)
 		}
@@ -60,7 +62,7 @@ func (c *Client) ReleaseBridge(ctx context.Context, b desired.Bridge) ([]change.
 					"delete profiles %q and %q and activate the uplink's with nmcli", b.Name, r.uplinkID, id, b.Uplink,
 					BridgeProfile(b.Name), PortProfile(b.Name, b.Uplink))
 			}
-			r.uplinkConn, r.uplinkID, r.uplinkSettings = p, id, withAutoconnect(s, true)
+			r.uplinkConn, r.uplinkID, r.uplinkSettings = p, id, withAutoconnect(s, upAuto)
 		}
 	}
 	if r.uplinkConn == "" {
@@ -69,7 +71,7 @@ func (c *Client) ReleaseBridge(ctx context.Context, b desired.Bridge) ([]change.
 	}
 	r.Changes = []change.Change{
 		{Kind: change.UplinkReleased, Object: b.Uplink, Before: fmt.Sprintf("%s (NetworkManager profile %q)", b.Name, PortProfile(b.Name, b.Uplink)),
-			After: fmt.Sprintf("NetworkManager profile %q (autoconnect yes)", r.uplinkID)},
+			After: fmt.Sprintf("NetworkManager profile %q (autoconnect %s)", r.uplinkID, yesNo(upAuto))},
 		{Kind: change.BridgeDeleted, Object: b.Name, Before: fmt.Sprintf("NetworkManager profile %q", BridgeProfile(b.Name))},
 	}
 	if err := c.Release(ctx, b, r); err != nil {

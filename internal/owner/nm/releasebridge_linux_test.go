@@ -51,3 +51,40 @@ func TestReleaseBridge(t *testing.T) {
 		t.Errorf("MadeBridge after the release = %v, %v; want no bridge", ok, err)
 	}
 }
+
+// TestReleaseBridgeKeepsAutoconnectOff: an uplink profile with autoconnect
+// off before the handover gets it back off at the release (in a later run:
+// the bridge profile recorded it), not switched on.
+func TestReleaseBridgeKeepsAutoconnectOff(t *testing.T) {
+	h := hostns.New(t, "vboda", hostns.NetworkManager)
+	ctx := context.Background()
+	h.OwnUplink(t)
+	h.Run(t, "nmcli", "connection", "modify", hostns.Uplink, "connection.autoconnect", "no")
+	beforeProfiles, beforeActive := profiles(t, h), activeProfile(t, h, hostns.Uplink)
+	if _, err := New(h.Bus(t)).Handover(ctx, spec(h)); err != nil {
+		t.Fatalf("Handover: %v\n%s", err, h.Log("networkmanager"))
+	}
+	conns, err := New(h.Bus(t)).profiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		if id, _ := c["connection"]["id"].Value().(string); id == BridgeProfile(bridge) && uplinkAutoconnect(c) {
+			t.Errorf("bridge profile %s does not record the uplink's autoconnect off: user %v", id, c["user"])
+		}
+	}
+	cs, err := New(h.Bus(t)).ReleaseBridge(ctx, desired.Bridge{Name: bridge})
+	if err != nil {
+		t.Fatalf("ReleaseBridge: %v\n%s", err, h.Log("networkmanager"))
+	}
+	t.Logf("changes: %v", cs)
+	if p := profiles(t, h); p != beforeProfiles {
+		t.Errorf("NetworkManager's profiles are not as before the handoff:\n%s\n--- after ---\n%s", beforeProfiles, p)
+	}
+	if p := activeProfile(t, h, hostns.Uplink); p != beforeActive {
+		t.Errorf("uplink in NetworkManager: %q, want %q as before", p, beforeActive)
+	}
+	if len(cs) == 0 || !strings.Contains(cs[0].After, "autoconnect no") {
+		t.Errorf("changes %v; want the uplink's profile given back with autoconnect no", cs)
+	}
+}

@@ -133,44 +133,63 @@ func (m Manager) busName() string {
 // serves D-Bus (NetworkManager: until its start-up is over).
 func (h *Host) StartManager(t testing.TB) {
 	t.Helper()
-	switch h.Mgr {
+	h.manager = h.startManager(t, h.Mgr)
+}
+
+// StartOther starts manager m too, beside the host's own, on the same bus
+// (a host where an installer left both enabled), and waits until it serves
+// D-Bus. It is stopped at the end of the test.
+func (h *Host) StartOther(t testing.TB, m Manager) {
+	t.Helper()
+	requireTools(t, m)
+	h.startManager(t, m)
+}
+
+// ManagerPID is the pid of the host's network manager (for tests that
+// freeze it with SIGSTOP, say).
+func (h *Host) ManagerPID() int { return h.manager.Process.Pid }
+
+func (h *Host) startManager(t testing.TB, m Manager) *exec.Cmd {
+	t.Helper()
+	var cmd *exec.Cmd
+	switch m {
 	case NetworkManager:
-		h.manager = h.start(t, string(h.Mgr), h.nsenter("/usr/sbin/NetworkManager", "--no-daemon", "--debug"))
+		cmd = h.start(t, string(m), h.nsenter("/usr/sbin/NetworkManager", "--no-daemon", "--debug"))
 	case Networkd:
-		h.manager = h.start(t, string(h.Mgr), h.nsenter(networkdPath))
+		cmd = h.start(t, string(m), h.nsenter(networkdPath))
 	case DHClient:
-		h.startDHClient(t)
-		return
-	default:
-		return
+		return h.startDHClient(t)
+	default: // Static: nobody
+		return nil
 	}
 	c := h.Bus(t)
-	h.waitFor(t, string(h.Mgr)+" on D-Bus", 30*time.Second, func() bool {
-		if h.manager.ProcessState != nil {
-			t.Fatalf("%s exited: %s", h.Mgr, h.log(string(h.Mgr)))
+	h.waitFor(t, string(m)+" on D-Bus", 30*time.Second, func() bool {
+		if cmd.ProcessState != nil {
+			t.Fatalf("%s exited: %s", m, h.log(string(m)))
 		}
 		var owned bool
-		if err := c.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, h.Mgr.busName()).Store(&owned); err != nil || !owned {
+		if err := c.BusObject().Call("org.freedesktop.DBus.NameHasOwner", 0, m.busName()).Store(&owned); err != nil || !owned {
 			return false
 		}
-		if h.Mgr != NetworkManager {
+		if m != NetworkManager {
 			return true
 		}
 		v, err := c.Object("org.freedesktop.NetworkManager", "/org/freedesktop/NetworkManager").
 			GetProperty("org.freedesktop.NetworkManager.Startup")
 		return err == nil && v.Value() == false
 	})
+	return cmd
 }
 
 // startDHClient starts dhclient on the uplink in the foreground, its
 // lease and pid files in the host's Dir, as ifupdown's "inet dhcp" runs it.
-func (h *Host) startDHClient(t testing.TB) {
+func (h *Host) startDHClient(t testing.TB) *exec.Cmd {
 	t.Helper()
 	path, err := exec.LookPath("dhclient")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.manager = h.start(t, string(h.Mgr), h.nsenter(path, "-d", "-4",
+	return h.start(t, string(DHClient), h.nsenter(path, "-d", "-4",
 		"-lf", filepath.Join(h.Dir, "dhclient.leases"), "-pf", filepath.Join(h.Dir, "dhclient.pid"), Uplink))
 }
 
