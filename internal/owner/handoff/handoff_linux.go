@@ -222,7 +222,9 @@ func (o *Owners) viaNM(ctx context.Context, b desired.Bridge, rv *revert.Reverte
 	r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: timeout, Probe: probe})
 	if err == nil && len(r.Changes) > 0 {
 		rv.Add(func() error { return o.NM.Release(ctx, b, r) })
-		r.Changes = append(r.Changes, probed(b, "NetworkManager", r.Handoff, r.Probe, seen))
+		if madeBridge(r.Changes) {
+			r.Changes = append(r.Changes, probed(b, "NetworkManager", r.Handoff, r.Probe, seen))
+		}
 	}
 	return r.Changes, true, err
 }
@@ -251,7 +253,9 @@ func (o *Owners) viaNetworkd(ctx context.Context, b desired.Bridge, rv *revert.R
 	r, err := o.Networkd.Handover(ctx, s)
 	if err == nil && len(r.Changes) > 0 {
 		rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
-		r.Changes = append(r.Changes, probed(b, "systemd-networkd", r.Handoff, r.Probe, seen))
+		if madeBridge(r.Changes) {
+			r.Changes = append(r.Changes, probed(b, "systemd-networkd", r.Handoff, r.Probe, seen))
+		}
 	}
 	return r.Changes, true, err
 }
@@ -341,6 +345,18 @@ func (o *Owners) probe(b desired.Bridge) (probe func(context.Context, string) er
 		}
 	}
 	return nil, seen, nil
+}
+
+// madeBridge reports whether changes hand an uplink over (the manager
+// made the bridge), not only re-apply settings to a bridge handed over
+// before.
+func madeBridge(changes []change.Change) bool {
+	for _, c := range changes {
+		if c.Kind == change.BridgeCreated {
+			return true
+		}
+	}
+	return false
 }
 
 // probed is the record of a handoff to a manager and of the probe after
