@@ -46,6 +46,11 @@ type Bridge struct {
 	// (0: the backend's default; negative: no probe).
 	ProbeTarget  string        `json:"probe_target,omitempty"`
 	ProbeTimeout time.Duration `json:"probe_timeout,omitempty"`
+	// IPv6Forward: the configuration turns IPv6 forwarding on
+	// (sysctl.ipv6_forward: 1), after the bridges are made. A bridge
+	// taking over its uplink's router advertisements then accepts them with
+	// accept_ra 2, which forwarding does not switch off.
+	IPv6Forward bool `json:"ipv6_forward,omitempty"`
 }
 
 // Port is one VM NIC on a managed bridge.

@@ -138,6 +138,7 @@ func checkBridges(r *Report, s Sources, h *host) {
 			owner, _ := linkByName(h.links, up.Master)
 			uplinkEnslaved(r, s, b, br, up, owner.Kind)
 			bridgeMTU(r, s, b, br, up)
+			bridgeRA(r, s, b, br, up)
 		}
 	}
 }
@@ -300,6 +301,11 @@ func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link, ownerKin
 		a.Why = "a bridge port hands its frames to the bridge: addresses left on the port answer unreliably and their routes lead nowhere"
 		a.Fix = fmt.Sprintf("set move_addresses: true for bridge %s in %s, then %s", b.Name, s.ConfigPath, fixByVirtbridge)
 		switch {
+		case len(up.Addresses) == 0 && b.MoveAddresses && allLearnt(up.Stranded):
+			// The RA role and what came with it: the handoff moves them.
+			a.Fixable, a.Fix = true, fixByVirtbridge
+			a.Why = "a bridge port hands its frames, router advertisements included, to the bridge: nothing refreshes " +
+				"what the port learnt, neighbours cannot reach its address, and the host loses IPv6 on that network"
 		case len(up.Addresses) == 0:
 			// Routes without the addresses that make their gateways
 			// reachable cannot be moved as they are.
@@ -314,6 +320,55 @@ func uplinkEnslaved(r *Report, s Sources, b config.Bridge, br, up Link, ownerKin
 		a.Message = "no host addresses on the bridge or its uplink (the host itself does not use this network)"
 	}
 	r.add(a)
+}
+
+// bridgeRA reports a bridge holding what it learnt from router
+// advertisements (it took over its uplink's SLAAC) that does not act on
+// them: accept_ra 0, or 1 with IPv6 forwarding on or turned on by the
+// configuration. Nothing refreshes the address and default route then,
+// and turning forwarding on drops the default route at once.
+func bridgeRA(r *Report, s Sources, b config.Bridge, br, up Link) {
+	if up.Master != b.Name || len(br.RA.Learnt) == 0 {
+		return
+	}
+	fwdLater := s.Config.Sysctl.IPv6Forward == config.On
+	f := Finding{Section: SectionBridges, Check: "router-advertisements", Object: b.Name, Status: OK,
+		Message: fmt.Sprintf("accepts router advertisements (accept_ra %d) for what it learnt: %s", br.RA.AcceptRA, strings.Join(br.RA.Learnt, ", "))}
+	want := 1
+	if br.RA.Forwarding == 1 || fwdLater {
+		want = 2
+	}
+	if !br.RA.Accepts() || br.RA.AcceptRA < want {
+		f.Status = Fail
+		later := ""
+		if fwdLater {
+			later = ", turned on by the configuration"
+		}
+		f.Message = fmt.Sprintf("accept_ra %d (IPv6 forwarding %d%s) but holds what it learnt from router advertisements: %s",
+			br.RA.AcceptRA, br.RA.Forwarding, later, strings.Join(br.RA.Learnt, ", "))
+		f.Why = "nothing refreshes that address and default route: the host loses IPv6 on this network when their lifetimes end " +
+			"(with forwarding on, accept_ra 1 ignores advertisements and turning forwarding on drops the learnt default route)"
+		f.Fix = fmt.Sprintf("sysctl -w net.ipv6.conf.%s.accept_ra=%d", b.Name, want)
+		if b.MoveAddresses {
+			f.Fixable, f.Fix = true, fixByVirtbridge
+		}
+	}
+	r.add(f)
+}
+
+// raLearnt marks what a port learnt from router advertisements (or a
+// DHCPv6 lease): virtbridge's handoff moves it to the bridge with its
+// lifetime, and the bridge takes the advertisements over.
+const raLearnt = " (learnt from router advertisements or DHCPv6)"
+
+// allLearnt: every stranded item was learnt from router advertisements.
+func allLearnt(items []string) bool {
+	for _, it := range items {
+		if !strings.HasSuffix(it, raLearnt) {
+			return false
+		}
+	}
+	return len(items) > 0
 }
 
 func bridgeMTU(r *Report, s Sources, b config.Bridge, br, up Link) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/config"
+	"github.com/virtbridge/virtbridge/internal/links"
 )
 
 // Link is one network interface as the checks see it.
@@ -38,6 +39,10 @@ type Link struct {
 	// STP and ForwardDelay (seconds) are read for bridges only.
 	STP          bool
 	ForwardDelay int
+	// RA is what a bridge does with IPv6 router advertisements
+	// (net.ipv6.conf.NAME.accept_ra, .forwarding) and what it learnt from
+	// them; read for bridges only.
+	RA links.RAState
 }
 
 // Links reads the network interfaces of the namespace under inspection.

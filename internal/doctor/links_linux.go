@@ -81,6 +81,9 @@ func (h HostLinks) Links() ([]Link, error) {
 				return nil, err
 			}
 			dl.STP, dl.ForwardDelay = info.STP, info.ForwardDelay
+			if dl.RA, err = lm.RAStateOf(a.Name); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, dl)
 	}
@@ -88,9 +91,10 @@ func (h HostLinks) Links() ([]Link, error) {
 }
 
 // addresses returns l's IPv4 and global, permanent IPv6 addresses: the
-// ones the links backend moves from an uplink to its bridge (link-local
-// addresses belong to every link; SLAAC and temporary ones the kernel
-// makes again on the bridge).
+// ones the links backend moves from an uplink to its bridge as the host's
+// (link-local addresses belong to every link; SLAAC and temporary ones
+// move with the router-advertisement role, and a port's are reported by
+// stranded).
 func addresses(nh *netlink.Handle, l netlink.Link) ([]string, error) {
 	as, err := nh.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
@@ -130,6 +134,20 @@ func stranded(nh *netlink.Handle, l netlink.Link) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing the routes of %q: %w", l.Attrs().Name, err)
 	}
+	as, err := nh.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses of %q: %w", l.Attrs().Name, err)
+	}
+	var learnt []string
+	prefixes := map[string]bool{} // of the learnt addresses: their prefix routes are learnt too
+	for _, a := range as {
+		// Not permanent: made from router advertisements (SLAAC), or a
+		// DHCPv6 lease; either way nothing refreshes it on a port.
+		if a.Scope == unix.RT_SCOPE_UNIVERSE && !a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_PERMANENT == 0 {
+			learnt = append(learnt, "address "+a.IPNet.String()+raLearnt)
+			prefixes[(&net.IPNet{IP: a.IP.Mask(a.Mask), Mask: a.Mask}).String()] = true
+		}
+	}
 	var out []string
 	for _, rt := range rs {
 		if rt.Table == unix.RT_TABLE_LOCAL || !(rt.Type == unix.RTN_UNICAST || rt.Type == 0) ||
@@ -146,11 +164,15 @@ func stranded(nh *netlink.Handle, l netlink.Link) ([]string, error) {
 		if rt.Gw != nil {
 			s += " via " + rt.Gw.String()
 		}
+		if rt.Protocol == unix.RTPROT_RA || rt.Gw == nil && rt.Dst != nil && prefixes[rt.Dst.String()] {
+			s += raLearnt
+		}
 		if rt.Table != unix.RT_TABLE_MAIN {
 			s += fmt.Sprintf(" table %d", rt.Table)
 		}
 		out = append(out, s)
 	}
+	out = append(out, learnt...)
 	ns, err := nh.NeighList(l.Attrs().Index, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("listing the neighbour entries of %q: %w", l.Attrs().Name, err)

@@ -121,3 +121,46 @@ func TestStrandedOnEnslavedUplink(t *testing.T) {
 		t.Errorf("routes without their addresses are not something --fix can move: %+v", f)
 	}
 }
+
+// TestStrandedRAStateOnEnslavedUplink: what an uplink learnt from router
+// advertisements (a SLAAC address with its lifetime, a `proto ra` default
+// route) left on it once enslaved is reported, and the handoff fixes it
+// (it hands the RA role to the bridge).
+func TestStrandedRAStateOnEnslavedUplink(t *testing.T) {
+	ns := uplinkNS(t)
+	ns.Script(t, `
+		ip addr flush dev uplink0 scope global
+		ip -6 addr add 2001:db8:1::5/64 dev uplink0 valid_lft 300 preferred_lft 300 nodad
+		ip -6 route add default via fe80::1 dev uplink0 proto ra
+		ip link set uplink0 master br0`)
+	r := Run(nsSources(t, ns, "bridges: {br0: {uplink: uplink0, stp: true, forward_delay: 15}}\n", t.TempDir(), nil))
+	f := one(t, r, "host-addresses", "uplink0")
+	want(t, f, Fail, "address 2001:db8:1::5/64 (learnt from router advertisements", "route default via fe80::1 (learnt from", "router advertisements included")
+	if !f.Fixable {
+		t.Errorf("the handoff moves what the uplink learnt: want fixable: %+v", f)
+	}
+}
+
+// TestBridgeIgnoresAdvertisements: a bridge that took over its uplink's
+// SLAAC (it holds a learnt default route) but does not act on router
+// advertisements — accept_ra 0, or 1 when the configuration turns IPv6
+// forwarding on — is reported: nothing refreshes what it learnt.
+func TestBridgeIgnoresAdvertisements(t *testing.T) {
+	ns := uplinkNS(t)
+	ns.Script(t, `
+		ip link set uplink0 master br0
+		ip addr flush dev uplink0 scope global
+		ip -6 addr add 2001:db8:77::2/64 dev br0 nodad
+		ip -6 route add default via fe80::1 dev br0 proto ra metric 1024 expires 1800
+		sysctl -q -w net.ipv6.conf.br0.accept_ra=0`)
+	y := "bridges: {br0: {uplink: uplink0, stp: true, forward_delay: 15}}\n"
+	f := one(t, Run(nsSources(t, ns, y, t.TempDir(), nil)), "router-advertisements", "br0")
+	want(t, f, Fail, "accept_ra 0", "route default via fe80::1 proto ra metric 1024", "nothing refreshes")
+	if !f.Fixable {
+		t.Errorf("the handoff makes the bridge accept advertisements again: want fixable: %+v", f)
+	}
+	ns.Run(t, "sysctl", "-q", "-w", "net.ipv6.conf.br0.accept_ra=1")
+	want(t, one(t, Run(nsSources(t, ns, y, t.TempDir(), nil)), "router-advertisements", "br0"), OK)
+	f = one(t, Run(nsSources(t, ns, y+"sysctl: {ipv6_forward: 1}\n", t.TempDir(), nil)), "router-advertisements", "br0")
+	want(t, f, Fail, "accept_ra 1 (IPv6 forwarding 0, turned on by the configuration)")
+}

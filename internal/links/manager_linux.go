@@ -35,6 +35,9 @@ type Manager struct {
 	// netns is the inode of the Manager's network namespace, to tell the
 	// DHCP clients of its links from those of other namespaces (0: any).
 	netns uint64
+	// ns is the namespace NewAt was given (closed: the process's own), for
+	// the per-link IPv6 settings under /proc/sys (inNS).
+	ns netns.NsHandle
 	// hook, when set (tests only), runs before every change and fails it by
 	// returning an error.
 	hook func(step, object string) error
@@ -74,6 +77,7 @@ func NewAt(ns netns.NsHandle) (*Manager, error) {
 	}
 	m.wireless = m.nl80211Wireless
 	m.netns = dhcp.NSInode(ns)
+	m.ns = ns
 	return m, nil
 }
 
@@ -118,7 +122,8 @@ func (r *run) record(kind change.Kind, object, before, after string) {
 
 // EnsureBridge makes bridge b exist with its settings and, when b has an
 // uplink, enslaves it and (b.MoveAddresses) moves the uplink's addresses
-// and routes to the bridge. It is idempotent: it reads, compares and
+// and routes to the bridge, and its router-advertisement role (SLAAC:
+// accept_ra, what it learnt, see slaac_linux.go). It is idempotent: it reads, compares and
 // changes only the difference, pushes the undo of every change on rv, and
 // returns the changes made (none when the host already matches). It refuses,
 // before changing anything, a non-bridge link named like the bridge, a
@@ -168,6 +173,9 @@ func (m *Manager) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert
 	}
 	if err == nil && plan != nil {
 		err = m.moveAddresses(r, plan)
+	}
+	if err == nil && plan != nil {
+		err = m.takeRA(r, b.IPv6Forward) // slaac_linux.go
 	}
 	if err == nil && plan != nil && !plan.empty() && len(plan.probe) > 0 {
 		err = m.probe(ctx, r, plan.probe, b.ProbeTimeout)

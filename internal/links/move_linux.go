@@ -42,9 +42,9 @@ import (
 
 // movableAddr reports whether an address of the uplink moves to the bridge:
 // every IPv4 address, and the global IPv6 ones but the temporary (privacy)
-// ones and those the kernel made from router advertisements (SLAAC): the
-// kernel re-makes those on the bridge, which takes over the
-// advertisements. Link-local addresses belong to the link.
+// ones and those the kernel made from router advertisements (SLAAC):
+// those move with the RA role, keeping their lifetimes (takeRA,
+// slaac_linux.go). Link-local addresses belong to the link.
 func movableAddr(a netlink.Addr) bool {
 	if a.IP.To4() != nil {
 		return true
@@ -65,7 +65,8 @@ func dynamicAddr(a netlink.Addr) bool {
 // much the host's as the main table's), except those the kernel
 // re-makes itself with the addresses on the bridge (remade: the prefix
 // routes of addresses without noprefixroute, and fe80::/64) and those
-// learnt from router advertisements (proto ra). A `proto kernel` route
+// learnt from router advertisements (proto ra), which move with the RA
+// role (takeRA). A `proto kernel` route
 // the kernel will not re-make moves like any other: NetworkManager adds
 // its addresses with noprefixroute and installs their prefix routes itself,
 // as proto kernel with its own metric.
@@ -78,10 +79,15 @@ func movableRoute(rt netlink.Route, uplink int, remade func(netlink.Route) bool)
 // kernelRemakes returns whether the kernel makes rt itself on a link that
 // holds addrs: a link route to the prefix of an address added without
 // noprefixroute, or IPv6's link-local prefix fe80::/64 (every link has one).
+// Not that of an IPv6 address with a lifetime (a DHCPv6 lease moved by
+// manager: kernel): its prefix route outlives the address on the uplink,
+// so it moves like any route. (A SLAAC address's moves with the RA role,
+// slaac_linux.go.)
 func kernelRemakes(addrs []netlink.Addr) func(netlink.Route) bool {
 	prefixes := map[string]bool{"fe80::/64": true}
 	for _, a := range addrs {
-		if a.Flags&unix.IFA_F_NOPREFIXROUTE == 0 {
+		lease := a.IP.To4() == nil && a.Flags&unix.IFA_F_PERMANENT == 0 && a.Flags&flagSLAAC == 0
+		if a.Flags&unix.IFA_F_NOPREFIXROUTE == 0 && !lease {
 			prefixes[(&net.IPNet{IP: a.IP.Mask(a.Mask), Mask: a.Mask}).String()] = true
 		}
 	}

@@ -81,6 +81,9 @@ func (m *Manager) ReleaseBridge(ctx context.Context, b desired.Bridge, rv *rever
 	if err := m.moveAddresses(r, plan); err != nil {
 		return r.cs, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)
 	}
+	if err := m.takeRA(r, false); err != nil { // the RA role back to the uplink (slaac_linux.go)
+		return r.cs, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)
+	}
 	if err := m.unslave(r, b.Name); err != nil {
 		return r.cs, nil, err
 	}

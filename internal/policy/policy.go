@@ -31,7 +31,7 @@ func Decide(cfg *config.Config, ev events.Event) desired.Desired {
 			d.Ports = append(d.Ports, port)
 			if !slices.ContainsFunc(d.Bridges, func(b desired.Bridge) bool { return b.Name == port.Bridge }) {
 				b, _ := cfg.Bridge(port.Bridge)
-				d.Bridges = append(d.Bridges, bridgeOf(b))
+				d.Bridges = append(d.Bridges, bridgeIn(cfg, b))
 			}
 		}
 	}
@@ -60,7 +60,7 @@ func AtStart(cfg *config.Config) []desired.Desired {
 	for _, b := range cfg.Bridges {
 		if b.AtStart() {
 			d := empty()
-			d.Bridges = append(d.Bridges, bridgeOf(b))
+			d.Bridges = append(d.Bridges, bridgeIn(cfg, b))
 			out = append(out, d)
 		}
 	}
@@ -199,6 +199,14 @@ func bridgeOf(b config.Bridge) desired.Bridge {
 		out.UplinkMAC = b.UplinkMAC.String()
 	}
 	return out
+}
+
+// bridgeIn is bridgeOf with what the host-wide settings of cfg mean for
+// the bridge: IPv6 forwarding turned on.
+func bridgeIn(cfg *config.Config, b config.Bridge) desired.Bridge {
+	d := bridgeOf(b)
+	d.IPv6Forward = cfg.Sysctl.IPv6Forward == config.On
+	return d
 }
 
 // HostSysctls are the kernel settings cfg forces (not left alone), as
