@@ -29,6 +29,12 @@ import (
 // SystemBus is where the system D-Bus listens.
 const SystemBus = "/run/dbus/system_bus_socket"
 
+// The managers' names on the bus.
+const (
+	nmBus       = "org.freedesktop.NetworkManager"
+	networkdBus = "org.freedesktop.network1"
+)
+
 // Owners hands bridges over to the manager owning their uplink. The zero
 // value is not usable: see ForHost, or fill the fields (tests).
 type Owners struct {
@@ -43,19 +49,24 @@ type Owners struct {
 	// connects to nobody, which keeps the hook's steady prepare free of
 	// D-Bus.
 	Dial func() (*dbus.Conn, error)
-	conn *dbus.Conn
+	// SameNetns, with Dial: a manager is asked only when its process
+	// runs in the caller's network namespace (ForHost sets it).
+	SameNetns bool
+	conn      *dbus.Conn
 }
 
 // ForHost returns Owners for the calling process's namespace over the
 // system bus, connected when first needed; close closes that connection.
 // Without a system bus (no D-Bus socket) no manager can own an uplink:
-// every bridge goes the kernel path.
+// every bridge goes the kernel path. A manager on the bus is asked only
+// when it runs in the caller's network namespace (see managers).
 func ForHost() (o *Owners, close func(), err error) {
 	o = &Owners{NS: netns.None()}
-	if _, err := os.Stat(SystemBus); errors.Is(err, os.ErrNotExist) || !initNetns() {
+	if _, err := os.Stat(SystemBus); errors.Is(err, os.ErrNotExist) {
 		return o, func() {}, nil
 	}
 	o.Dial = func() (*dbus.Conn, error) { return dbus.ConnectSystemBus() }
+	o.SameNetns = true
 	return o, func() {
 		if o.conn != nil {
 			o.conn.Close()
@@ -64,7 +75,9 @@ func ForHost() (o *Owners, close func(), err error) {
 }
 
 // managers connects to the managers' bus when Dial says how and that was
-// not done yet.
+// not done yet. With SameNetns, a manager whose process runs in another
+// network namespace than the caller's is not asked: it answers for links
+// of the same name elsewhere.
 func (o *Owners) managers() error {
 	if o.Dial == nil || o.conn != nil {
 		return nil
@@ -74,7 +87,35 @@ func (o *Owners) managers() error {
 		return fmt.Errorf("connecting to the system D-Bus to ask NetworkManager and systemd-networkd who owns the uplinks: %w", err)
 	}
 	o.conn, o.NM, o.Networkd = conn, nm.New(conn), networkd.New(conn)
+	if o.SameNetns && !inOurNetns(conn, nmBus) {
+		o.NM = nil
+	}
+	if o.SameNetns && !inOurNetns(conn, networkdBus) {
+		o.Networkd = nil
+	}
 	return nil
+}
+
+// inOurNetns reports whether the process owning bus name runs in the
+// caller's network namespace. The system bus is not per namespace: the
+// machine's bus seen from a container or a test lab carries managers of
+// another namespace, and a host namespace with its own mount namespace
+// (its own /run/dbus) carries its own. A name without owner is said ours
+// (the manager's client then finds it absent); a namespace that cannot be
+// read (not root) too, as nothing better can be told.
+func inOurNetns(conn *dbus.Conn, name string) bool {
+	var pid uint32
+	if err := conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, name).Store(&pid); err != nil {
+		return true
+	}
+	var self, other syscall.Stat_t
+	if syscall.Stat("/proc/thread-self/ns/net", &self) != nil {
+		return true
+	}
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &other); err != nil {
+		return errors.Is(err, os.ErrPermission)
+	}
+	return self.Ino == other.Ino && self.Dev == other.Dev
 }
 
 // kernelMade reports whether b is a bridge the kernel path already made
@@ -105,19 +146,6 @@ func (o *Owners) kernelMade(b desired.Bridge) bool {
 		}
 	}
 	return true
-}
-
-// initNetns reports whether the calling process runs in the machine's
-// network namespace (PID 1's). The system bus is not per namespace: in
-// another namespace (a container, a test lab) its managers would answer
-// for links of the same name elsewhere, so they are not asked. When PID
-// 1's namespace cannot be read (not root) the answer is yes.
-func initNetns() bool {
-	var self, init syscall.Stat_t
-	if syscall.Stat("/proc/self/ns/net", &self) != nil || syscall.Stat("/proc/1/ns/net", &init) != nil {
-		return true
-	}
-	return self.Ino == init.Ino && self.Dev == init.Dev
 }
 
 // EnsureBridge hands b over to the manager owning its uplink
@@ -184,13 +212,20 @@ func (o *Owners) viaNM(ctx context.Context, b desired.Bridge, rv *revert.Reverte
 		}
 		return nil, false, err
 	}
-	probe, err := o.probe(b)
+	probe, seen, err := o.probe(b)
 	if err != nil {
 		return nil, true, err
 	}
-	r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe})
+	timeout, err := o.timeout(ctx, b)
+	if err != nil {
+		return nil, true, err
+	}
+	r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: timeout, Probe: probe})
 	if err == nil && len(r.Changes) > 0 {
 		rv.Add(func() error { return o.NM.Release(ctx, b, r) })
+		if madeBridge(r.Changes) {
+			r.Changes = append(r.Changes, probed(b, "NetworkManager", r.Handoff, r.Probe, seen))
+		}
 	}
 	return r.Changes, true, err
 }
@@ -207,16 +242,50 @@ func (o *Owners) viaNetworkd(ctx context.Context, b desired.Bridge, rv *revert.R
 		}
 		return nil, false, err
 	}
-	probe, err := o.probe(b)
+	probe, seen, err := o.probe(b)
 	if err != nil {
 		return nil, true, err
 	}
-	s := networkd.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe, NS: o.NS, Root: o.Root}
+	timeout, err := o.timeout(ctx, b)
+	if err != nil {
+		return nil, true, err
+	}
+	s := networkd.Spec{Bridge: b, Timeout: timeout, Probe: probe, NS: o.NS, Root: o.Root}
 	r, err := o.Networkd.Handover(ctx, s)
 	if err == nil && len(r.Changes) > 0 {
 		rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
+		if madeBridge(r.Changes) {
+			r.Changes = append(r.Changes, probed(b, "systemd-networkd", r.Handoff, r.Probe, seen))
+		}
 	}
 	return r.Changes, true, err
+}
+
+// rollbackReserve is kept from the caller's deadline (the hook's
+// hook_timeout, past which the hook's process ends) for the rollback of a
+// handoff whose activation or probe failed: NetworkManager's checkpoint
+// rollback or networkd's files removed, and the uplink's own
+// configuration active again (about 1-2 s, more under load).
+const rollbackReserve = 8 * time.Second
+
+// timeout bounds a manager's activation and probe: o.Timeout (30 s when
+// zero), and no later than rollbackReserve before ctx's deadline, so that
+// a failed handoff is rolled back before the caller gives up. With less
+// than a second left for the handoff it refuses, changing nothing.
+func (o *Owners) timeout(ctx context.Context, b desired.Bridge) (time.Duration, error) {
+	t := o.Timeout
+	if t == 0 {
+		t = 30 * time.Second
+	}
+	d, ok := ctx.Deadline()
+	if !ok {
+		return t, nil
+	}
+	if left := time.Until(d); left-rollbackReserve < min(t, time.Second) {
+		return 0, fmt.Errorf("bridge %q: handing uplink %q over to its manager: %v left before the deadline, too little to hand it over "+
+			"and still roll back (%v are kept for that); raise hook_timeout", b.Name, b.Uplink, left.Round(time.Millisecond), rollbackReserve)
+	}
+	return min(t, time.Until(d)-rollbackReserve), nil
 }
 
 // uplink names b's uplink: b.Uplink, or the link carrying b.UplinkMAC
@@ -250,30 +319,58 @@ func (o *Owners) uplink(b desired.Bridge) (string, error) {
 // through the bridge when the uplink carries the default route; otherwise
 // there is no gateway to ask, and the owner's own check (the bridge
 // configured with an address where the uplink had one) is the verdict.
-func (o *Owners) probe(b desired.Bridge) (func(context.Context, string) error, error) {
+// What the probe saw is stored in seen (its Gateway nil when none).
+func (o *Owners) probe(b desired.Bridge) (probe func(context.Context, string) error, seen *gwprobe.Result, err error) {
+	seen = &gwprobe.Result{}
 	h, err := netlink.NewHandleAt(o.NS)
 	if err != nil {
-		return nil, fmt.Errorf("bridge %q: opening netlink: %w", b.Name, err)
+		return nil, seen, fmt.Errorf("bridge %q: opening netlink: %w", b.Name, err)
 	}
 	defer h.Close()
 	l, err := h.LinkByName(b.Uplink)
 	if err != nil {
-		return nil, fmt.Errorf("bridge %q: reading uplink %q: %w", b.Name, b.Uplink, err)
+		return nil, seen, fmt.Errorf("bridge %q: reading uplink %q: %w", b.Name, b.Uplink, err)
 	}
 	routes, err := h.RouteList(l, netlink.FAMILY_V4)
 	if err != nil {
-		return nil, fmt.Errorf("bridge %q: listing the routes of %q: %w", b.Name, b.Uplink, err)
+		return nil, seen, fmt.Errorf("bridge %q: listing the routes of %q: %w", b.Name, b.Uplink, err)
 	}
 	for _, r := range routes {
 		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw != nil {
 			ns := o.NS
 			return func(ctx context.Context, link string) error {
-				_, err := gwprobe.Gateway(ctx, ns, link)
+				res, err := gwprobe.Gateway(ctx, ns, link)
+				*seen = res
 				return err
-			}, nil
+			}, seen, nil
 		}
 	}
-	return nil, nil
+	return nil, seen, nil
+}
+
+// madeBridge reports whether changes hand an uplink over (the manager
+// made the bridge), not only re-apply settings to a bridge handed over
+// before.
+func madeBridge(changes []change.Change) bool {
+	for _, c := range changes {
+		if c.Kind == change.BridgeCreated {
+			return true
+		}
+	}
+	return false
+}
+
+// probed is the record of a handoff to a manager and of the probe after
+// it, with their times: a host change, journaled like the kernel path's
+// probe (change.UplinkProbed, the gateway as its object; the bridge when
+// there was no gateway to probe).
+func probed(b desired.Bridge, manager string, handoff, probe time.Duration, seen *gwprobe.Result) change.Change {
+	if seen.Gateway == nil {
+		return change.Change{Kind: change.UplinkProbed, Object: b.Name,
+			After: fmt.Sprintf("%s handoff took %v; no default gateway through %q to probe", manager, handoff.Round(time.Millisecond), b.Uplink)}
+	}
+	return change.Change{Kind: change.UplinkProbed, Object: seen.Gateway.String(),
+		After: fmt.Sprintf("answered on %s in %v, after the %s handoff of %v", b.Name, probe.Round(time.Millisecond), manager, handoff.Round(time.Millisecond))}
 }
 
 // Owner tells, read-only, whether NetworkManager or systemd-networkd owns
