@@ -115,7 +115,7 @@ func TestKeeperOptIn(t *testing.T) {
 }
 
 func testKeeperKeeps(t *testing.T) {
-	h := hostns.New(t, "vbkp", hostns.Dhclient)
+	h := hostns.New(t, "vbkp", hostns.DHClient)
 	addr := h.OwnUplink(t)
 	client := h.ClientPID()
 	mac := strings.TrimSpace(h.Run(t, "cat", "/sys/class/net/"+hostns.Uplink+"/address"))
@@ -234,7 +234,7 @@ func stopKeeperDaemon(t *testing.T, h *hostns.Host, pid int, status string) {
 }
 
 func testKeeperRefused(t *testing.T) {
-	h := hostns.New(t, "vbkq", hostns.Dhclient)
+	h := hostns.New(t, "vbkq", hostns.DHClient)
 	addr := h.OwnUplink(t)
 	client := h.ClientPID()
 	before := lifetimes.ReplaceAllString(h.Dump(t), "lft")

@@ -25,9 +25,10 @@ type managerOwners interface {
 }
 
 // busOwners returns the managers' detection over the system bus (dialled
-// at the first question): none (nil) without a system bus or outside the
-// machine's own network namespace (handoff.ForHost). A bus that cannot be
-// reached answers its error to each question. Tests replace it.
+// at the first question): none (nil) without a system bus; a manager
+// running in another network namespace is not asked (handoff.ForHost). A
+// bus that cannot be reached answers its error to each question. Tests
+// replace it.
 var busOwners = sync.OnceValues(func() (managerOwners, error) {
 	o, _, err := handoff.ForHost() // the connection lives as long as the command
 	if err != nil || o.NM == nil && o.Networkd == nil && o.Dial == nil {

@@ -83,7 +83,11 @@ type Handler interface {
 	// and before libvirt is contacted (libvirtd may be waiting for this
 	// daemon to be ready), until it succeeds; and, while libvirtd is
 	// unreachable, after a reload or link changes (Reconcile covers it
-	// otherwise).
+	// otherwise). An error that waiting will not cure (a bridge refused
+	// until the host or the configuration changes) is wrapped in
+	// *Refused: the daemon then says READY=1 all the same, with the
+	// refusal in STATUS=, instead of holding libvirt back and failing its
+	// unit's start.
 	EnsureHost(ctx context.Context, op string) error
 	// Reload re-reads the configuration (SIGHUP, `systemctl reload`). An
 	// invalid one is refused with an error naming its file:line problems,
@@ -201,3 +205,17 @@ func (b *backoff) next() time.Duration {
 
 // reset makes the next delay the minimum again.
 func (b *backoff) reset() { b.cur = 0 }
+
+// Refused is an error of Handler.EnsureHost that waiting will not cure:
+// every part of it is a refusal (a bridge whose uplink holds a DHCP
+// client's lease, a wireless or busy uplink, a policy refusal) that stays
+// until the operator changes the host or the configuration. At start the
+// daemon is ready with it (READY=1, the refusal in STATUS=): holding
+// libvirt back until the unit's start times out would only delay every
+// other VM and have systemd restart the daemon over and over; the VMs on
+// the refused bridge are refused by the hook with the same message. It is
+// retried after link changes and reloads.
+type Refused struct{ Err error }
+
+func (r *Refused) Error() string { return r.Err.Error() }
+func (r *Refused) Unwrap() error { return r.Err }

@@ -196,6 +196,45 @@ func TestRunWithoutLibvirtd(t *testing.T) {
 	}
 }
 
+// TestReadyWhenRefused: a start-up EnsureHost refused until the host or
+// the configuration changes (*Refused) does not hold libvirt back: the
+// daemon says READY=1 at once, with the refusal in STATUS=, and does not
+// retry it on a timer (link changes and reloads do). Needs no privileges.
+func TestReadyWhenRefused(t *testing.T) {
+	rec := newRecorder()
+	rec.refuseHosts = true
+	stop := runDaemon(t, Options{URI: socketURI(filepath.Join(t.TempDir(), "no-sock")), Handler: rec, Log: testLog(t),
+		NoLinkWatch: true, Notify: rec.notify, FirewallRecheck: 50 * time.Millisecond,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+	rec.waitFor(t, 0, 5*time.Second, "EnsureHost at start", isHost)
+	time.Sleep(time.Second) // ten retry periods of a failure that waits
+	stop()
+	var hosts int
+	for _, c := range rec.snapshot() {
+		if isHost(c) {
+			hosts++
+		}
+	}
+	if hosts != 1 {
+		t.Errorf("EnsureHost called %d times in a second, want once: a refusal is not retried on a timer", hosts)
+	}
+	var ready, refused int
+	rec.mu.Lock()
+	for _, s := range rec.states {
+		if strings.Contains(s.state, "READY=1") {
+			ready++
+		}
+		if strings.HasPrefix(s.state, "STATUS=host does not match the configuration, refused") &&
+			strings.Contains(s.state, `making bridge "br0": refused on purpose`) {
+			refused++
+		}
+	}
+	rec.mu.Unlock()
+	if ready != 1 || refused != 1 {
+		t.Errorf("READY=1 ×%d, STATUS= with the refusal ×%d; want 1, 1", ready, refused)
+	}
+}
+
 // TestReloadWithoutLibvirtd: a reload request re-reads the configuration
 // and makes the host match it, between RELOADING=1 and READY=1; a refused
 // configuration is logged with its error, keeps the daemon running, makes

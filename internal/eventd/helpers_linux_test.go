@@ -69,7 +69,9 @@ type recorder struct {
 	// failReconciles makes that many Reconcile calls fail; failHosts
 	// EnsureHost calls, failReloads Reload calls.
 	failReconciles, failHosts, failReloads int
-	states                                 []stateNote // what the daemon told the service manager
+	// refuseHosts: every EnsureHost returns a *Refused.
+	refuseHosts bool
+	states      []stateNote // what the daemon told the service manager
 }
 
 // stateNote is one sd_notify message and when it was sent.
@@ -154,6 +156,9 @@ func (r *recorder) add(c call) error {
 	if isHost(c) && r.failHosts > 0 {
 		r.failHosts--
 		return errors.New("host failed on purpose")
+	}
+	if isHost(c) && r.refuseHosts {
+		return &Refused{Err: errors.New(`making bridge "br0": refused on purpose`)}
 	}
 	if c.kind == "reload" && r.failReloads > 0 {
 		r.failReloads--

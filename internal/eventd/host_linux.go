@@ -2,6 +2,7 @@ package eventd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,7 +11,8 @@ import (
 
 // prepare has the Handler make the host match the configuration, retrying
 // with backoff (sooner after link changes or a reload) until it succeeds,
-// then says READY=1. It contacts no libvirt: at boot libvirtd is ordered
+// then says READY=1; a *Refused error, which no retry cures, ends it
+// too, with READY=1 and the refusal in STATUS=. It contacts no libvirt: at boot libvirtd is ordered
 // after this daemon and waits for READY=1. It returns false when ctx ends
 // first.
 func (d *daemon) prepare(ctx context.Context) bool {
@@ -28,6 +30,16 @@ func (d *daemon) prepare(ctx context.Context) bool {
 			d.log.Info("host matches the configuration", "op", op, "took", time.Since(begin))
 			d.notify("READY=1")
 			d.status("host matches the configuration; connecting to libvirt at %s", d.o.URI)
+			return true
+		}
+		if r := (*Refused)(nil); errors.As(err, &r) {
+			d.ready = true
+			d.retryDelay.reset()
+			d.log.Error("the host does not match the configuration: refused until the host or the configuration changes "+
+				"(retried after link changes and reloads)", "op", op, "err", err)
+			d.notify("READY=1")
+			d.status("host does not match the configuration, refused (fix it, then systemctl reload virtbridged): %v; "+
+				"connecting to libvirt at %s", err, d.o.URI)
 			return true
 		}
 		delay := d.retryDelay.next()

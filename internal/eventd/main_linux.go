@@ -73,7 +73,8 @@ refusals, libvirt reconnects and the hot-plug-to-wired latency.
 Under systemd (Type=notify) it sends READY=1 once the host matches the
 configuration (the bridges made at start, their uplinks, sysctls and
 firewall; it retries until then, without contacting libvirt, which is
-ordered after it), RELOADING=1 and READY=1 around a reload, STATUS=
+ordered after it; a bridge refused until the host or the configuration
+changes does not hold READY=1 back, its refusal is in STATUS=), RELOADING=1 and READY=1 around a reload, STATUS=
 lines, WATCHDOG=1 when WatchdogSec= is set, and STOPPING=1 on SIGTERM or
 SIGINT, then exits within a second or two. Logs go to stderr as text or,
 when systemd connects stderr to the journal, to journald as structured

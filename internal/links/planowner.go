@@ -29,9 +29,10 @@ type Handover struct {
 	// ForwardDelay in seconds; MTU 0 leaves the bridge's as it comes.
 	ForwardDelay, MTU int
 	// Probe are the gateways to resolve on the bridge once the manager
-	// made it (Manager.Probe), each for ProbeTimeout at most; none: the
-	// manager's own check (the bridge configured with an address) is the
-	// verdict.
+	// made it (Manager.Probe), each for ProbeTimeout at most (0: until the
+	// handover's own deadline, as a manager's bridge port may first go
+	// through STP's listening and learning); none: the manager's own check
+	// (the bridge configured with an address) is the verdict.
 	Probe        []string
 	ProbeTimeout time.Duration
 }
@@ -132,12 +133,8 @@ func planOwner(b desired.Bridge, s Snapshot, up *Link) (steps []Step, owned bool
 	if err != nil {
 		return nil, true, err
 	}
-	timeout := b.ProbeTimeout
-	if timeout <= 0 {
-		timeout = DefaultProbeTimeout
-	}
 	h := &Handover{Manager: k, Uplink: up.Name, MAC: up.MAC, STP: b.STP, ForwardDelay: b.ForwardDelay, MTU: b.MTU,
-		Probe: probe, ProbeTimeout: timeout}
+		Probe: probe, ProbeTimeout: max(b.ProbeTimeout, 0)}
 	return []Step{{Op: OpHandover, Object: up.Name, Link: b.Name, Handover: h}}, true, nil
 }
 

@@ -29,6 +29,12 @@ import (
 // SystemBus is where the system D-Bus listens.
 const SystemBus = "/run/dbus/system_bus_socket"
 
+// The managers' names on the bus.
+const (
+	nmBus       = "org.freedesktop.NetworkManager"
+	networkdBus = "org.freedesktop.network1"
+)
+
 // Owners hands bridges over to the manager owning their uplink. The zero
 // value is not usable: see ForHost, or fill the fields (tests).
 type Owners struct {
@@ -48,19 +54,24 @@ type Owners struct {
 	// connects to nobody, which keeps the hook's steady prepare free of
 	// D-Bus.
 	Dial func() (*dbus.Conn, error)
-	conn *dbus.Conn
+	// SameNetns, with Dial: a manager is asked only when its process
+	// runs in the caller's network namespace (ForHost sets it).
+	SameNetns bool
+	conn      *dbus.Conn
 }
 
 // ForHost returns Owners for the calling process's namespace over the
 // system bus, connected when first needed; close closes that connection.
 // Without a system bus (no D-Bus socket) no manager can own an uplink:
-// every bridge goes the kernel path.
+// every bridge goes the kernel path. A manager on the bus is asked only
+// when it runs in the caller's network namespace (see managers).
 func ForHost() (o *Owners, close func(), err error) {
 	o = &Owners{NS: netns.None()}
-	if _, err := os.Stat(SystemBus); errors.Is(err, os.ErrNotExist) || !initNetns() {
+	if _, err := os.Stat(SystemBus); errors.Is(err, os.ErrNotExist) {
 		return o, func() {}, nil
 	}
 	o.Dial = func() (*dbus.Conn, error) { return dbus.ConnectSystemBus() }
+	o.SameNetns = true
 	return o, o.Close, nil
 }
 
@@ -93,7 +104,9 @@ func (o *Owners) links() (*links.Manager, error) {
 }
 
 // managers connects to the managers' bus when Dial says how and that was
-// not done yet.
+// not done yet. With SameNetns, a manager whose process runs in another
+// network namespace than the caller's is not asked: it answers for links
+// of the same name elsewhere.
 func (o *Owners) managers() error {
 	if o.Dial == nil || o.conn != nil {
 		return nil
@@ -103,20 +116,40 @@ func (o *Owners) managers() error {
 		return fmt.Errorf("connecting to the system D-Bus to ask NetworkManager and systemd-networkd who owns the uplinks: %w", err)
 	}
 	o.conn, o.NM, o.Networkd = conn, nm.New(conn), networkd.New(conn)
+	if o.SameNetns && !inOurNetns(conn, nmBus) {
+		o.NM = nil
+	}
+	if o.SameNetns && !inOurNetns(conn, networkdBus) {
+		o.Networkd = nil
+	}
 	return nil
 }
 
-// initNetns reports whether the calling process runs in the machine's
-// network namespace (PID 1's). The system bus is not per namespace: in
-// another namespace (a container, a test lab) its managers would answer
-// for links of the same name elsewhere, so they are not asked. When PID
-// 1's namespace cannot be read (not root) the answer is yes.
-func initNetns() bool {
-	var self, init syscall.Stat_t
-	if syscall.Stat("/proc/self/ns/net", &self) != nil || syscall.Stat("/proc/1/ns/net", &init) != nil {
+// inOurNetns reports whether the process owning bus name runs in the
+// caller's network namespace. The system bus is not per namespace: the
+// machine's bus seen from a container or a test lab carries managers of
+// another namespace, and a host namespace with its own mount namespace
+// (its own /run/dbus) carries its own. A name without owner is said ours
+// (the manager's client then finds it absent); a namespace that cannot be
+// read (not root; hidden or denied under virtbridged's unit) too, as
+// nothing better can be told.
+func inOurNetns(conn *dbus.Conn, name string) bool {
+	var pid uint32
+	if err := conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, name).Store(&pid); err != nil {
 		return true
 	}
-	return self.Ino == init.Ino && self.Dev == init.Dev
+	var self, other syscall.Stat_t
+	if syscall.Stat("/proc/thread-self/ns/net", &self) != nil {
+		return true
+	}
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &other); err != nil {
+		// Not readable: virtbridged's unit hides other users' processes
+		// (ProtectProc=invisible: networkd runs as systemd-network, ENOENT)
+		// and keeps no CAP_SYS_PTRACE (EACCES). Asking is the safe side:
+		// not asking would take the kernel path under its feet.
+		return true
+	}
+	return self.Ino == other.Ino && self.Dev == other.Dev
 }
 
 // EnsureBridge hands b over to the manager owning its uplink
@@ -197,31 +230,106 @@ func (o *Owners) detect(ctx context.Context, b desired.Bridge, uplink string) (o
 	return owner.Owner{Kind: owner.Kernel, Uplink: uplink}, nil
 }
 
-// handover executes the plan's handover step h through its manager, with
-// the probe of the gateways h names on the bridge (none: the manager's
-// own check is the verdict).
+// handover executes the plan's handover step h through its manager,
+// within timeout (o.timeout), with the kernel path's probe of the
+// gateways h names on the bridge (none: the manager's own check is the
+// verdict). A handover that made the bridge is recorded with the probe
+// and both times (probed).
 func (o *Owners) handover(ctx context.Context, b desired.Bridge, h links.Handover, lm *links.Manager, rv *revert.Reverter) ([]change.Change, error) {
 	b.Uplink, b.STP, b.ForwardDelay, b.MTU = h.Uplink, h.STP, h.ForwardDelay, h.MTU
+	timeout, err := o.timeout(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	var seen []change.Change
 	var probe func(context.Context, string) error
 	if len(h.Probe) > 0 {
 		probe = func(ctx context.Context, bridge string) error {
-			_, err := lm.Probe(ctx, bridge, h.Uplink, h.Probe, h.ProbeTimeout)
+			cs, err := lm.Probe(ctx, bridge, h.Uplink, h.Probe, h.ProbeTimeout)
+			seen = cs
 			return err
 		}
 	}
+	var cs []change.Change
+	var handoff, took time.Duration
+	manager := "NetworkManager"
 	if h.Manager == owner.NetworkManager {
-		r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe})
+		var r nm.Result
+		r, err = o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: timeout, Probe: probe})
 		if err == nil && len(r.Changes) > 0 {
 			rv.Add(func() error { return o.NM.Release(ctx, b, r) })
 		}
-		return r.Changes, err
+		cs, handoff, took = r.Changes, r.Handoff, r.Probe
+	} else {
+		manager = "systemd-networkd"
+		s := networkd.Spec{Bridge: b, Timeout: timeout, Probe: probe, NS: o.NS, Root: o.Root}
+		var r networkd.Result
+		r, err = o.Networkd.Handover(ctx, s)
+		if err == nil && len(r.Changes) > 0 {
+			rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
+		}
+		cs, handoff, took = r.Changes, r.Handoff, r.Probe
 	}
-	s := networkd.Spec{Bridge: b, Timeout: o.Timeout, Probe: probe, NS: o.NS, Root: o.Root}
-	r, err := o.Networkd.Handover(ctx, s)
-	if err == nil && len(r.Changes) > 0 {
-		rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
+	if err == nil && madeBridge(cs) {
+		cs = append(cs, probed(b, manager, handoff, took, seen)...)
 	}
-	return r.Changes, err
+	return cs, err
+}
+
+// rollbackReserve is kept from the caller's deadline (the hook's
+// hook_timeout, past which the hook's process ends) for the rollback of a
+// handoff whose activation or probe failed: NetworkManager's checkpoint
+// rollback or networkd's files removed, and the uplink's own
+// configuration active again (about 1-2 s, more under load).
+const rollbackReserve = 8 * time.Second
+
+// timeout bounds a manager's activation and probe: o.Timeout (30 s when
+// zero), and no later than rollbackReserve before ctx's deadline, so that
+// a failed handoff is rolled back before the caller gives up. With less
+// than a second left for the handoff it refuses, changing nothing.
+func (o *Owners) timeout(ctx context.Context, b desired.Bridge) (time.Duration, error) {
+	t := o.Timeout
+	if t == 0 {
+		t = 30 * time.Second
+	}
+	d, ok := ctx.Deadline()
+	if !ok {
+		return t, nil
+	}
+	if left := time.Until(d); left-rollbackReserve < min(t, time.Second) {
+		return 0, fmt.Errorf("bridge %q: handing uplink %q over to its manager: %v left before the deadline, too little to hand it over "+
+			"and still roll back (%v are kept for that); raise hook_timeout", b.Name, b.Uplink, left.Round(time.Millisecond), rollbackReserve)
+	}
+	return min(t, time.Until(d)-rollbackReserve), nil
+}
+
+// madeBridge reports whether changes hand an uplink over (the manager
+// made the bridge), not only re-apply settings to a bridge handed over
+// before.
+func madeBridge(changes []change.Change) bool {
+	for _, c := range changes {
+		if c.Kind == change.BridgeCreated {
+			return true
+		}
+	}
+	return false
+}
+
+// probed records a handoff to a manager and the probe after it, with
+// their times: host changes, journaled like the kernel path's probe
+// (change.UplinkProbed, the gateway as its object; the bridge when there
+// was no gateway to probe). seen is what the probe recorded.
+func probed(b desired.Bridge, manager string, handoff, probe time.Duration, seen []change.Change) []change.Change {
+	if len(seen) == 0 {
+		return []change.Change{{Kind: change.UplinkProbed, Object: b.Name,
+			After: fmt.Sprintf("%s handoff took %v; no default gateway through %q to probe", manager, handoff.Round(time.Millisecond), b.Uplink)}}
+	}
+	var out []change.Change
+	for _, c := range seen {
+		c.After += fmt.Sprintf(", after the %s handoff of %v (probe %v)", manager, handoff.Round(time.Millisecond), probe.Round(time.Millisecond))
+		out = append(out, c)
+	}
+	return out
 }
 
 // Owner tells, read-only, whether NetworkManager or systemd-networkd owns

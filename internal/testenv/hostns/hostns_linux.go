@@ -4,7 +4,7 @@
 // configuration directories are private tmpfs and /sys is read-only (so
 // NetworkManager and systemd-networkd treat udev as absent and manage the
 // veths), a private D-Bus system bus, NetworkManager 1.42,
-// systemd-networkd 252 or a bare ISC dhclient (Dhclient), and an upstream
+// systemd-networkd 252 or a bare ISC dhclient (DHClient), and an upstream
 // namespace serving DHCP with dnsmasq
 // (2-minute leases) through the veth uplink0 <-> up0.
 //
@@ -35,9 +35,10 @@ type Manager string
 const (
 	NetworkManager Manager = "networkmanager"
 	Networkd       Manager = "networkd"
-	// Dhclient is no manager: ISC dhclient bound to the uplink, as
-	// ifupdown runs it (OwnUplink starts it).
-	Dhclient Manager = "dhclient"
+	// DHClient: ISC dhclient without a manager, as ifupdown runs it.
+	DHClient Manager = "dhclient"
+	// Static: nobody; OwnUplink gives the uplink a static address.
+	Static Manager = "static"
 )
 
 // The upstream network.
@@ -97,7 +98,7 @@ func requireTools(t testing.TB, m Manager) {
 			t.Skipf("skipped: needs systemd-networkd (%s; scripts/deps.sh installs systemd)", networkdPath)
 		}
 		tools = append(tools, "networkctl")
-	case Dhclient:
+	case DHClient:
 		tools = append(tools, "dhclient")
 	}
 	for _, tool := range tools {

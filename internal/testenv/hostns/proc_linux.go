@@ -39,6 +39,15 @@ func (h *Host) nsenter(name string, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", a...)
 }
 
+// Command is a command to run in the host's network, mount and UTS
+// namespaces, not started: a program under test (the hook, the daemon).
+// path must be absolute.
+func (h *Host) Command(path string, args ...string) *exec.Cmd { return h.nsenter(path, args...) }
+
+// Pid is the pid of the process holding the host's namespaces, for
+// nsenter -t.
+func (h *Host) Pid() int { return h.holder.Process.Pid }
+
 // Exec runs a command in the host (its namespaces) with LC_ALL=C and
 // returns its combined output. The command is looked up in the machine's
 // PATH.
@@ -124,9 +133,6 @@ func (m Manager) busName() string {
 // serves D-Bus (NetworkManager: until its start-up is over).
 func (h *Host) StartManager(t testing.TB) {
 	t.Helper()
-	if h.Mgr == Dhclient {
-		return // no daemon: OwnUplink starts dhclient
-	}
 	h.manager = h.startManager(t, h.Mgr)
 }
 
@@ -151,6 +157,10 @@ func (h *Host) startManager(t testing.TB, m Manager) *exec.Cmd {
 		cmd = h.start(t, string(m), h.nsenter("/usr/sbin/NetworkManager", "--no-daemon", "--debug"))
 	case Networkd:
 		cmd = h.start(t, string(m), h.nsenter(networkdPath))
+	case DHClient:
+		return h.startDHClient(t)
+	default: // Static: nobody
+		return nil
 	}
 	c := h.Bus(t)
 	h.waitFor(t, string(m)+" on D-Bus", 30*time.Second, func() bool {
@@ -169,6 +179,18 @@ func (h *Host) startManager(t testing.TB, m Manager) *exec.Cmd {
 		return err == nil && v.Value() == false
 	})
 	return cmd
+}
+
+// startDHClient starts dhclient on the uplink in the foreground, its
+// lease and pid files in the host's Dir, as ifupdown's "inet dhcp" runs it.
+func (h *Host) startDHClient(t testing.TB) *exec.Cmd {
+	t.Helper()
+	path, err := exec.LookPath("dhclient")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.start(t, string(DHClient), h.nsenter(path, "-d", "-4",
+		"-lf", h.DhclientLeases(), "-pf", filepath.Join(h.Dir, "dhclient.pid"), Uplink))
 }
 
 // StopManager stops the host's network manager (SIGTERM) and waits for it.

@@ -31,9 +31,13 @@ UseHostname=no
 `
 )
 
+// StaticAddr is a Static host's address on the uplink, outside dnsmasq's
+// range.
+const StaticAddr = "10.88.0.2/24"
+
 // OwnUplink gives the uplink to the host's manager, configured for DHCP
-// as the distribution would, and waits for its lease. It returns the
-// leased address (CIDR).
+// as the distribution would, and waits for its lease (a Static host: its
+// address and default route). It returns the address (CIDR).
 func (h *Host) OwnUplink(t testing.TB) string {
 	t.Helper()
 	switch h.Mgr {
@@ -43,13 +47,11 @@ func (h *Host) OwnUplink(t testing.TB) string {
 	case Networkd:
 		h.WriteFile(t, NetworkdUplinkFile, NetworkdUplinkNetwork)
 		h.Run(t, "networkctl", "reload")
-	case Dhclient:
-		path, err := exec.LookPath("dhclient")
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.manager = h.Start(t, string(Dhclient), nil, path, "-d", "-4", "-v",
-			"-lf", h.DhclientLeases(), "-pf", filepath.Join(h.Dir, "dhclient.pid"), Uplink)
+	case DHClient: // dhclient, started with the host, asks for the lease
+	case Static:
+		h.Run(t, "ip", "addr", "add", StaticAddr, "dev", Uplink)
+		h.Run(t, "ip", "link", "set", Uplink, "up")
+		h.Run(t, "ip", "route", "add", "default", "via", Gateway, "dev", Uplink)
 	}
 	var addr string
 	h.waitFor(t, "the uplink's lease", 60*time.Second, func() bool {
@@ -64,13 +66,12 @@ func (h *Host) OwnUplink(t testing.TB) string {
 	return addr
 }
 
-// DhclientLeases is the lease file of a Dhclient host's dhclient.
+// DhclientLeases is the lease file of a DHClient host's dhclient.
 func (h *Host) DhclientLeases() string { return filepath.Join(h.Dir, "dhclient.leases") }
 
-// ClientPID is the pid of the host's dhclient (Dhclient hosts, after
-// OwnUplink), 0 if none was started.
+// ClientPID is the pid of the host's dhclient (DHClient hosts), 0 if none was started.
 func (h *Host) ClientPID() int {
-	if h.Mgr != Dhclient || h.manager == nil {
+	if h.Mgr != DHClient || h.manager == nil {
 		return 0
 	}
 	return h.manager.Process.Pid
