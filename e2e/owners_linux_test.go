@@ -39,7 +39,10 @@ type ownerCase struct {
 	mgr    hostns.Manager
 	daemon bool // the daemon hands over at start-up; the hook then finds it ready
 	vm     bool // a real VM started by libvirtd in the host runs the hook
-	h      *hostns.Host
+	// keep: manager: virtbridged, the daemon keeps the bare DHCP client's
+	// lease on the bridge (hostns.DHClient hosts, with daemon).
+	keep bool
+	h    *hostns.Host
 	dir    string // config, run, state and log dirs of hook and daemon
 	addr   string // the host's address before the handoff
 }
@@ -68,7 +71,9 @@ func (s *steadyCosts) set(name string, d time.Duration) {
 // on the bridge and its default route, upstream pings it at every sample,
 // nothing is left on the enslaved uplink, the manager calls the bridge its
 // own and keeps it across a restart. A host whose uplink a bare dhclient
-// owns is refused, by the hook and by the daemon, and left as it was. A
+// owns is refused, by the hook and by the daemon, and left as it was; with
+// manager: virtbridged the daemon keeps that lease on the bridge, sampled
+// like the others, and the hook finds the bridge ready. A
 // gateway that stops answering during the hook's handoff is rolled back
 // within the hook's deadline. A hook whose network namespace sees another
 // host's bus leaves that host's NetworkManager alone. Finally the hook's
@@ -84,6 +89,8 @@ func TestOwners(t *testing.T) {
 		"hook/dhclient":    func(t *testing.T) { testDHClientHookRefused(t, hook) },
 		"daemon/dhclient":  func(t *testing.T) { testDHClientDaemonRefused(t, daemon) },
 	}
+	keep := &ownerCase{mgr: hostns.DHClient, daemon: true, keep: true}
+	cases[keep.name()] = func(t *testing.T) { keep.run(t, hook, daemon, costs) }
 	for _, m := range []hostns.Manager{hostns.NetworkManager, hostns.Networkd, hostns.Static} {
 		for _, viaDaemon := range []bool{false, true} {
 			c := &ownerCase{mgr: m, daemon: viaDaemon}
@@ -110,6 +117,9 @@ func (c *ownerCase) name() string {
 	if c.vm {
 		return "libvirtd/" + string(c.mgr)
 	}
+	if c.keep {
+		return "daemon/" + string(c.mgr) + "/manager virtbridged"
+	}
 	if c.daemon {
 		return "daemon/" + string(c.mgr)
 	}
@@ -118,11 +128,12 @@ func (c *ownerCase) name() string {
 
 // newOwnerHost makes the host of manager m with its uplink owned and the
 // configuration in a directory of its own.
-func newOwnerHost(t *testing.T, m hostns.Manager) (*hostns.Host, string, string) {
+func newOwnerHost(t *testing.T, m hostns.Manager, extra ...string) (*hostns.Host, string, string) {
 	h := hostns.New(t, "vboe", m)
 	addr := h.OwnUplink(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "virtbridge.yaml"), []byte(ownerConfig), 0o644); err != nil {
+	cfg := ownerConfig + strings.Join(extra, "")
+	if err := os.WriteFile(filepath.Join(dir, "virtbridge.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return h, dir, addr
@@ -188,7 +199,11 @@ func addTap(t *testing.T, h *hostns.Host) {
 }
 
 func (c *ownerCase) run(t *testing.T, hook, daemon string, costs *steadyCosts) {
-	c.h, c.dir, c.addr = newOwnerHost(t, c.mgr)
+	var extra []string
+	if c.keep {
+		extra = append(extra, "    manager: virtbridged\n")
+	}
+	c.h, c.dir, c.addr = newOwnerHost(t, c.mgr, extra...)
 	h := c.h
 	ping := h.Up.StartPing(t, ipOf(c.addr), 1500)
 	journalDir := c.dir
@@ -232,8 +247,8 @@ func (c *ownerCase) run(t *testing.T, hook, daemon string, costs *steadyCosts) {
 		t.Fatalf("the VM's tap vnet0 is in %q, want %s", m, ownerBridge)
 	}
 	c.sample(t)
-	if c.mgr == hostns.Static {
-		return
+	if c.mgr == hostns.Static || c.mgr == hostns.DHClient {
+		return // no manager to restart
 	}
 	h.StopManager(t)
 	h.StartManager(t)
