@@ -43,8 +43,8 @@ type ownerCase struct {
 	// lease on the bridge (hostns.DHClient hosts, with daemon).
 	keep bool
 	h    *hostns.Host
-	dir    string // config, run, state and log dirs of hook and daemon
-	addr   string // the host's address before the handoff
+	dir  string // config, run, state and log dirs of hook and daemon
+	addr string // the host's address before the handoff
 }
 
 // steadyCosts collects, per case, the median wall time of the hook's
