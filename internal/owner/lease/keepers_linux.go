@@ -124,7 +124,7 @@ func (k *Keepers) start(ctx context.Context, b desired.Bridge, t Takeover) error
 	}
 	rec := &recorder{k: k, clientID: t.ClientID}
 	kp := &Keeper{Bridge: b.Name, Uplink: t.Uplink, ID: Identity{MAC: t.MAC, ClientID: t.ClientID},
-		Transport: c, Addr: addr, Rec: rec}
+		Transport: c, Addr: addr, Routes: BridgeRoutes{Link: b.Name}, Rec: rec}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.ctx.Err() != nil {
