@@ -1,0 +1,142 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/virtbridge/virtbridge/internal/testenv/hostns"
+)
+
+// keeperHost is a dhclient host whose lease the built virtbridged keeps.
+type keeperHost struct {
+	*hostns.Host
+	addr, status, logDir string
+	pid                  int
+}
+
+func newKeeperHost(t *testing.T, prefix, config string) *keeperHost {
+	h := hostns.New(t, prefix, hostns.DHClient)
+	k := &keeperHost{Host: h, addr: h.OwnUplink(t), status: h.Path("/run/virtbridge/lease-br0.json")}
+	k.pid, k.logDir = startKeeperDaemon(t, h, config)
+	t.Cleanup(func() { syscall.Kill(k.pid, syscall.SIGTERM) })
+	return k
+}
+
+// waitFor polls cond every 200 ms up to patience (generous: the machine
+// is shared), logging how long it took.
+func (k *keeperHost) waitFor(t *testing.T, what string, patience time.Duration, cond func() bool) {
+	t.Helper()
+	begin := time.Now()
+	for !cond() {
+		if time.Since(begin) > patience {
+			t.Fatalf("%s: not within %v\nvirtbridged:\n%s\njournal:\n%s", what, patience, k.Log("virtbridged"), k.journal(t))
+		}
+		if exited(k.pid) {
+			t.Fatalf("%s: virtbridged exited:\n%s", what, k.Log("virtbridged"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%s: %v", what, time.Since(begin).Round(time.Millisecond))
+}
+
+func (k *keeperHost) bound(t *testing.T) {
+	t.Helper()
+	k.waitFor(t, "virtbridged keeps the lease (bound)", 60*time.Second, func() bool {
+		b, _ := os.ReadFile(k.status)
+		return strings.Contains(string(b), `"phase": "bound"`)
+	})
+}
+
+func (k *keeperHost) journal(t *testing.T) string {
+	b, _ := os.ReadFile(filepath.Join(k.logDir, "journal.jsonl"))
+	return string(b)
+}
+
+// reload writes config and sends virtbridged SIGHUP.
+func (k *keeperHost) reload(t *testing.T, config string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(k.Dir, "virtbridge.yaml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(k.pid, syscall.SIGHUP)
+}
+
+func gone(path string) func() bool {
+	return func() bool { _, err := os.Stat(path); return os.IsNotExist(err) }
+}
+
+// TestKeeperWayBack: the ways back from manager: virtbridged, side by
+// side, each on its own dhclient host with the built virtbridged: a
+// reload that changes the manager,
+// and the bridge deleted under the running keeper.
+func TestKeeperWayBack(t *testing.T) {
+	t.Run("reload", func(t *testing.T) { t.Parallel(); testWayBackReload(t) })
+	t.Run("bridge made again", func(t *testing.T) { t.Parallel(); testWayBackDrift(t) })
+}
+
+// testWayBackReload: a bare dhclient host refused under manager: auto;
+// a reload adding manager: virtbridged starts a keeper on that pass; one
+// changing it to kernel stops it (journaled), the address left with
+// what is left of its lease; virtbridged runs on.
+func testWayBackReload(t *testing.T) {
+	k := newKeeperHost(t, "vbk2b", keeperConfig(""))
+	k.waitFor(t, "the start refused without the opt-in", 60*time.Second, func() bool {
+		return strings.Contains(k.Log("virtbridged"), "set manager: virtbridged")
+	})
+	k.reload(t, keeperConfig("virtbridged"))
+	k.bound(t)
+	if m := k.Master(t, hostns.Uplink); m != "br0" {
+		t.Errorf("uplink master %q after the reload, want br0", m)
+	}
+	k.reload(t, keeperConfig("kernel"))
+	k.waitFor(t, "the keeper stops after the reload", 30*time.Second, gone(k.status))
+	if j := k.journal(t); !strings.Contains(j, "lease-released br0") {
+		t.Errorf("journal lacks lease-released br0:\n%s", j)
+	}
+	if lft := validLft(t, k.Host, "br0"); lft <= 0 || lft > int(hostns.LeaseTime/time.Second) {
+		t.Errorf("the address left on the bridge has valid_lft %d, want what is left of the lease", lft)
+	}
+}
+
+// testWayBackDrift: br0 deleted while the keeper runs: virtbridged makes
+// it again and the keeper resumes there: the same address with what is
+// left of its lifetime, the default route through the bridge, journaled;
+// its client's packet socket is bound to the new bridge, none to the old.
+func testWayBackDrift(t *testing.T) {
+	k := newKeeperHost(t, "vbk2c", keeperConfig("virtbridged"))
+	k.bound(t)
+	old := strings.TrimSpace(k.Run(t, "cat", "/sys/class/net/br0/ifindex"))
+	k.Run(t, "ip", "link", "del", "br0")
+	k.waitFor(t, "the bridge made again with the lease's address, default route and pings", 30*time.Second, func() bool {
+		a := k.Addresses(t, "br0")
+		return len(a) == 1 && a[0] == k.addr && strings.Contains(k.DefaultRoute(t), "via "+hostns.Gateway+" dev br0") && k.PingFromUpstream(k.addr)
+	})
+	if lft := validLft(t, k.Host, "br0"); lft <= 0 || lft > int(hostns.LeaseTime/time.Second) {
+		t.Errorf("the address on the bridge made again has valid_lft %d, want what is left of the lease", lft)
+	}
+	if j := k.journal(t); !strings.Contains(j, "kept on the bridge made again") {
+		t.Errorf("journal lacks the lease kept on the bridge made again:\n%s", j)
+	}
+	now := strings.TrimSpace(k.Run(t, "cat", "/sys/class/net/br0/ifindex"))
+	ifaces := packetIfaces(t, k)
+	t.Logf("bridge index %s, made again %s; packet sockets on %v", old, now, ifaces)
+	if !ifaces[now] || ifaces[old] {
+		t.Errorf("packet sockets on links %v: want one on the new bridge (index %s), none on the old (%s)", ifaces, now, old)
+	}
+}
+
+// packetIfaces are the link indexes of the host's packet sockets
+// (/proc/net/packet: sk RefCnt Type Proto Iface ...).
+func packetIfaces(t *testing.T, k *keeperHost) map[string]bool {
+	out := map[string]bool{}
+	for _, l := range strings.Split(k.Run(t, "cat", "/proc/net/packet"), "\n")[1:] {
+		if f := strings.Fields(l); len(f) > 4 {
+			out[f[4]] = true
+		}
+	}
+	return out
+}
