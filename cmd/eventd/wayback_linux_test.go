@@ -1,15 +1,48 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/testenv/hostns"
 )
+
+// noBridges is the configuration once br0 left it.
+const noBridges = `bridges: {}
+sysctl: {ip_forward: leave, ipv6_forward: leave, bridge_nf_call_iptables: leave, bridge_nf_call_ip6tables: leave}
+firewall: {backend: none}
+`
+
+var (
+	cliOnce sync.Once
+	cliBin  string
+	cliErr  error
+)
+
+// cliBinary builds the virtbridge CLI next to the built virtbridged.
+func cliBinary(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Dir(daemonBinary(t))
+	cliOnce.Do(func() {
+		cliBin = filepath.Join(dir, "virtbridge")
+		cmd := exec.Command("go", "build", "-o", cliBin, "../virtbridge")
+		cmd.Env = append(os.Environ(), "LC_ALL=C")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cliErr = fmt.Errorf("running %q: %w: %s", cmd.Args, err, out)
+		}
+	})
+	if cliErr != nil {
+		t.Fatal(cliErr)
+	}
+	return cliBin
+}
 
 // keeperHost is a dhclient host whose lease the built virtbridged keeps.
 type keeperHost struct {
@@ -65,17 +98,92 @@ func (k *keeperHost) reload(t *testing.T, config string) {
 	syscall.Kill(k.pid, syscall.SIGHUP)
 }
 
+// cli runs the built virtbridge in the host with virtbridged's files.
+func (k *keeperHost) cli(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := k.Command(cliBinary(t), args...)
+	cmd.Env = []string{"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "VIRTBRIDGE_STATE_DIR=" + filepath.Join(k.Dir, "state"),
+		"VIRTBRIDGE_LOG_DIR=" + k.logDir}
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, string(out)
+}
+
 func gone(path string) func() bool {
 	return func() bool { _, err := os.Stat(path); return os.IsNotExist(err) }
 }
 
 // TestKeeperWayBack: the ways back from manager: virtbridged, side by
-// side, each on its own dhclient host with the built virtbridged: a
-// reload that changes the manager,
+// side, each on its own dhclient host with the built virtbridged (and
+// the built virtbridge CLI): release, a reload that changes the manager,
 // and the bridge deleted under the running keeper.
 func TestKeeperWayBack(t *testing.T) {
+	t.Run("release", func(t *testing.T) { t.Parallel(); testWayBackRelease(t) })
 	t.Run("reload", func(t *testing.T) { t.Parallel(); testWayBackReload(t) })
 	t.Run("bridge made again", func(t *testing.T) { t.Parallel(); testWayBackDrift(t) })
+}
+
+// testWayBackRelease: release is refused while virtbridged keeps the
+// lease under a configuration that says so (nothing changed); once the
+// bridge left the configuration and virtbridged reloaded, it keeps the
+// lease no more (journaled), release gives the address back to the
+// uplink with what is left of the lease, names the stopped dhclient's
+// command line, journals it, and that command renews the lease there.
+func testWayBackRelease(t *testing.T) {
+	k := newKeeperHost(t, "vbk2a", keeperConfig("virtbridged"))
+	cfg := filepath.Join(k.Dir, "virtbridge.yaml")
+	k.bound(t)
+	code, out := k.cli(t, "release", "--config", cfg, "br0")
+	if code != 1 || !strings.Contains(out, "still says manager: virtbridged") || !strings.Contains(out, "systemctl reload virtbridged") {
+		t.Errorf("release under manager: virtbridged: exit %d, want 1 saying to reload first:\n%s", code, out)
+	}
+	if a := k.Addresses(t, "br0"); len(a) != 1 || a[0] != k.addr {
+		t.Fatalf("the refused release changed the bridge's addresses: %v", a)
+	}
+	k.reload(t, noBridges)
+	k.waitFor(t, "the keeper stops after the reload", 30*time.Second, gone(k.status))
+	if j := k.journal(t); !strings.Contains(j, "lease-released br0") {
+		t.Errorf("journal lacks lease-released br0:\n%s", j)
+	}
+	if lft := validLft(t, k.Host, "br0"); lft <= 0 {
+		t.Errorf("after the keeper stopped the bridge's address has valid_lft %d, want what is left of the lease", lft)
+	}
+	code, out = k.cli(t, "release", "--config", cfg, "br0")
+	t.Logf("release:\n%s", out)
+	if code != 0 || !strings.Contains(out, "lease: uplink0 holds "+k.addr) || !strings.Contains(out, "dhclient -d -4 -lf") {
+		t.Fatalf("release: exit %d, want 0 naming the lease and the dhclient command:\n%s", code, out)
+	}
+	if a := k.Addresses(t, hostns.Uplink); len(a) != 1 || a[0] != k.addr {
+		t.Errorf("uplink addresses after release: %v, want %s", a, k.addr)
+	}
+	if lft := validLft(t, k.Host, hostns.Uplink); lft <= 0 || lft > int(hostns.LeaseTime/time.Second) {
+		t.Errorf("the address back on the uplink has valid_lft %d, want what is left of the lease", lft)
+	}
+	if j := k.journal(t); !strings.Contains(j, "lease-released uplink0") {
+		t.Errorf("journal lacks lease-released uplink0:\n%s", j)
+	}
+	// The command named, run again, renews the lease on the uplink.
+	cmdline := strings.Fields(out[strings.Index(out, "it ran as `")+len("it ran as `"):])
+	var args []string
+	for _, f := range cmdline {
+		args = append(args, strings.TrimSuffix(f, "`"))
+		if strings.HasSuffix(f, "`") {
+			break
+		}
+	}
+	k.Start(t, "dhclient-again", nil, args[0], args[1:]...)
+	ip := strings.Split(k.addr, "/")[0]
+	k.waitFor(t, "dhclient run again binds the same address on the uplink", 30*time.Second, func() bool {
+		return strings.Contains(k.Log("dhclient-again"), "bound to "+ip) && k.PingFromUpstream(k.addr)
+	})
+	if a := k.Addresses(t, hostns.Uplink); len(a) != 1 || a[0] != k.addr {
+		t.Errorf("uplink addresses with dhclient again: %v, want %s", a, k.addr)
+	}
 }
 
 // testWayBackReload: a bare dhclient host refused under manager: auto;
