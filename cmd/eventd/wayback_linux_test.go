@@ -121,11 +121,13 @@ func gone(path string) func() bool {
 // TestKeeperWayBack: the ways back from manager: virtbridged, side by
 // side, each on its own dhclient host with the built virtbridged (and
 // the built virtbridge CLI): release, a reload that changes the manager,
-// and the bridge deleted under the running keeper.
+// and the bridge deleted under the running keeper, also with libvirtd
+// running (virtbridged's passes then are reconciles).
 func TestKeeperWayBack(t *testing.T) {
 	t.Run("release", func(t *testing.T) { t.Parallel(); testWayBackRelease(t) })
 	t.Run("reload", func(t *testing.T) { t.Parallel(); testWayBackReload(t) })
 	t.Run("bridge made again", func(t *testing.T) { t.Parallel(); testWayBackDrift(t) })
+	t.Run("libvirtd connected", func(t *testing.T) { t.Parallel(); testWayBackLibvirtd(t) })
 }
 
 // testWayBackRelease: release is refused while virtbridged keeps the
