@@ -102,8 +102,10 @@ func (k *Keepers) pending(bs []desired.Bridge) []desired.Bridge {
 // that has none and is made (its uplink a port of it, an IPv4 address on
 // it): it stops the foreign DHCP clients of the uplink (journaled), gives
 // the address the lease's remaining lifetime and asks the server for it
-// again. before is what Before read. Errors are joined; the bridges that
-// failed are tried again at the next call.
+// again. before is what Before read. A bridge whose Keeper Sync stopped
+// because the bridge went or was made again gets it back with its lease
+// once it is made (resume). Errors are joined; the bridges that failed
+// are tried again at the next call.
 func (k *Keepers) After(ctx context.Context, bs []desired.Bridge, before map[string]Takeover) error {
 	var errs []error
 	for _, b := range k.pending(bs) {

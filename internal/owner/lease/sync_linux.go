@@ -94,7 +94,7 @@ func (k *Keepers) resume(ctx context.Context, bridge string, o *keeping) error {
 			return err
 		}
 		if l.Router.IsValid() {
-			if err := (BridgeRoutes{Link: bridge}).Add(Route{Gw: l.Router, Src: l.Addr.Addr()}); err != nil {
+			if err := (BridgeRoutes{Link: bridge}).Add(Route{Gw: l.Router}); err != nil {
 				return err
 			}
 		}
