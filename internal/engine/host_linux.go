@@ -76,6 +76,7 @@ func openHostWith(verify, keepLeases bool) (*apply.Host, func(), error) {
 		l.Close()
 		return nil, nil, err
 	}
+	owners.Links = l // the owners read their snapshots with the kernel path's netlink sockets
 	h := &apply.Host{
 		Links:   l,
 		Owners:  owners,

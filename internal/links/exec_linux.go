@@ -66,6 +66,14 @@ func (m *Manager) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert
 	return r.cs, nil
 }
 
+// Snapshot is what Plan sees of b in the Manager's namespace, without the
+// owner (Snapshot.Owner: internal/owner/handoff fills it in): read-only,
+// and on a ready bridge as cheap as a steady EnsureBridge's own read.
+func (m *Manager) Snapshot(b desired.Bridge) (Snapshot, error) {
+	s, _, err := m.snapshot(b)
+	return s, err
+}
+
 // exec executes one step over netlink, with its undo on r.rv, and records
 // its change.
 func (m *Manager) exec(ctx context.Context, r *run, st Step) error {
@@ -120,6 +128,9 @@ func (m *Manager) exec(ctx context.Context, r *run, st Step) error {
 		if c, ok := foreignNotice(r.b.Name, r.cs, st.Others); ok {
 			r.cs = append(r.cs, c)
 		}
+	case OpHandover:
+		err = fmt.Errorf("bridge %q: uplink %q is %s's, which makes the bridge: the kernel path does not (internal/owner/handoff hands it over)",
+			r.b.Name, st.Handover.Uplink, managerName(st.Handover.Manager))
 	default:
 		err = fmt.Errorf("bridge %q: unknown step %q", r.b.Name, st.Op)
 	}

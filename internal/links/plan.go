@@ -17,9 +17,12 @@ import (
 // a link of the bridge's name that is no bridge, a missing, ambiguous,
 // busy or wireless uplink, addresses that would be cut off
 // (move_addresses: false), a lease of a DHCP client without manager,
-// routes through nexthop objects. It is pure: the Manager executes its
-// steps over netlink, the Fake on its state. A namespace that already
-// matches b gives no step.
+// routes through nexthop objects. When the snapshot says NetworkManager or
+// systemd-networkd manages the uplink (s.Owner, filled by
+// internal/owner/handoff), the same refusals come first, and then one
+// OpHandover step, which handoff executes through that manager
+// (planOwner). It is pure: the Manager executes its steps over netlink,
+// the Fake on its state. A namespace that already matches b gives no step.
 func Plan(b desired.Bridge, s Snapshot) ([]Step, error) {
 	if s.Bridge != nil && s.Bridge.Kind != "bridge" {
 		return nil, notBridgeError(b.Name, s.Bridge.Kind)
@@ -27,6 +30,11 @@ func Plan(b desired.Bridge, s Snapshot) ([]Step, error) {
 	up, err := pickUplink(b, s)
 	if err != nil {
 		return nil, err
+	}
+	if s.Owner != nil {
+		if steps, owned, err := planOwner(b, s, up); owned {
+			return steps, err
+		}
 	}
 	p := &planner{b: b, s: s, up: up}
 	var mv movePlan

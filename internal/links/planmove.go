@@ -177,10 +177,7 @@ func (p *planner) planMove() (movePlan, error) {
 		return movePlan{neighs: neighs, multi: multi, rules: p.s.Rules}, nil
 	}
 	if len(p.s.Nexthops) > 0 {
-		return movePlan{}, fmt.Errorf("uplink %q of bridge %q is used by nexthop objects %v (ip nexthop), which virtbridge "+
-			"does not move; replace the routes using them with plain ones (ip route replace ... via GW dev %s) "+
-			"or set move_addresses: false for this bridge in the configuration: %w",
-			up.Name, b.Name, p.s.Nexthops, up.Name, ErrUnmovable)
+		return movePlan{}, nexthopError(b.Name, up.Name, p.s.Nexthops)
 	}
 	probe, err := p.probeTargets(routes)
 	if err != nil {

@@ -23,7 +23,9 @@ import (
 //
 // Which gateways Plan decides (probeTargets): the configured probe target,
 // or else the resolved gateways of the moved default routes. A handoff
-// with nothing to move is never probed.
+// with nothing to move is never probed. The same probe follows a handoff
+// to NetworkManager or networkd (Probe, with Plan's Handover.Probe): one
+// implementation for every owner.
 
 // DefaultProbeTimeout is how long the probe waits for each gateway when
 // the configuration says nothing.
@@ -38,24 +40,53 @@ func (m *Manager) probe(ctx context.Context, r *run, targets []net.IP, timeout t
 	if timeout <= 0 {
 		timeout = DefaultProbeTimeout
 	}
+	cs, err := m.probeOn(ctx, r.br, targets, timeout, fmt.Sprintf("after moving the addresses of %q", r.up.Attrs().Name), r.up.Attrs().Name)
+	r.cs = append(r.cs, cs...)
+	return err
+}
+
+// Probe is the probe after a manager made bridge its own in uplink's
+// place (internal/owner/handoff, with the targets of Plan's Handover):
+// it asks the kernel to resolve each target on the bridge and waits until
+// it answers, for timeout each at most (0: until ctx ends), recording
+// each answer. A target that does not answer ends it with an error
+// wrapping ErrProbe that says what was tried and what was seen. It
+// changes nothing but the kernel's neighbour cache, and sends nothing
+// from a socket of its own.
+func (m *Manager) Probe(ctx context.Context, bridge, uplink string, targets []string, timeout time.Duration) ([]change.Change, error) {
+	br, err := m.h.LinkByName(bridge)
+	if err != nil {
+		return nil, fmt.Errorf("probing the gateway through bridge %q: reading the bridge: %w", bridge, err)
+	}
+	if timeout <= 0 {
+		timeout = 24 * time.Hour // ctx ends it
+	}
+	return m.probeOn(ctx, br, parseIPs(targets), timeout, fmt.Sprintf("after handing uplink %q over", uplink), uplink)
+}
+
+// probeOn is the probe of targets on bridge br after what (for messages)
+// was done to uplink; see probe.
+func (m *Manager) probeOn(ctx context.Context, br netlink.Link, targets []net.IP, timeout time.Duration, what, uplink string) ([]change.Change, error) {
+	var cs []change.Change
+	name := br.Attrs().Name
 	for _, ip := range targets {
 		start := time.Now()
-		n, state, err := m.resolve(ctx, r.br, ip, timeout)
+		n, state, err := m.resolve(ctx, br, ip, timeout)
 		took := time.Since(start).Round(time.Millisecond)
 		if err != nil {
-			return err
+			return cs, err
 		}
 		if n == nil {
-			r.record(change.UplinkProbed, ip.String(), "", fmt.Sprintf("no answer on %s in %v (%s)", r.b.Name, took, state))
-			return fmt.Errorf("probing gateway %s through bridge %q after moving the addresses of %q: no answer in %v "+
+			cs = append(cs, change.Change{Kind: change.UplinkProbed, Object: ip.String(), After: fmt.Sprintf("no answer on %s in %v (%s)", name, took, state)})
+			return cs, fmt.Errorf("probing gateway %s through bridge %q %s: no answer in %v "+
 				"(the kernel's %s on %s ended %s); the handoff is rolled back. Check that the network behind %q accepts "+
 				"frames from the bridge (a switch port limited to one MAC, 802.1X, STP on the switch), or set "+
 				"probe_target (an address that answers) or probe_timeout for bridge %q in the configuration: %w",
-				ip, r.b.Name, r.up.Attrs().Name, took, probeWord(ip), r.b.Name, state, r.up.Attrs().Name, r.b.Name, ErrProbe)
+				ip, name, what, took, probeWord(ip), name, state, uplink, name, ErrProbe)
 		}
-		r.record(change.UplinkProbed, ip.String(), "", fmt.Sprintf("answered on %s in %v (lladdr %s)", r.b.Name, took, n.HardwareAddr))
+		cs = append(cs, change.Change{Kind: change.UplinkProbed, Object: ip.String(), After: fmt.Sprintf("answered on %s in %v (lladdr %s)", name, took, n.HardwareAddr)})
 	}
-	return nil
+	return cs, nil
 }
 
 func probeWord(ip net.IP) string {

@@ -4,13 +4,14 @@ import (
 	"fmt"
 	"net"
 	"strings"
+
+	"github.com/virtbridge/virtbridge/internal/owner"
 )
 
 // Snapshot is what the planner (Plan) sees of a network namespace for one
-// bridge (the owner comes with the bridge: desired.Bridge.Manager, and
-// internal/owner/handoff has already sent a bridge whose uplink
-// NetworkManager or networkd owns their way): plain values, read by the Manager from its netlink dumps or made
-// by the Fake from its state. Slices keep the order the kernel dumps them
+// bridge, and who owns its uplink: plain values, read by the Manager from
+// its netlink dumps (Manager.Snapshot) or made by the Fake from its state;
+// the owner is filled by internal/owner/handoff from its D-Bus detection. Slices keep the order the kernel dumps them
 // in; the IDs index the backend's own copy of each object, so the executor
 // sends back to the kernel exactly what it read.
 type Snapshot struct {
@@ -48,6 +49,11 @@ type Snapshot struct {
 	// of a bridge with manager: virtbridged itself (internal/owner/lease;
 	// Manager.KeepsLeases): only then does such a lease move.
 	KeepsLeases bool
+	// Owner is who manages the uplink, as internal/owner/handoff detected
+	// it (NetworkManager or systemd-networkd; owner.Kernel for neither);
+	// nil when nobody asked, as in the kernel path's own EnsureBridge:
+	// then Plan decides for the kernel path alone.
+	Owner *owner.Owner
 }
 
 // Link is one link of a Snapshot.

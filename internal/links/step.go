@@ -34,6 +34,7 @@ const (
 	OpNotice    Op = "notice"    // the ForeignBridge notice of this run's changes
 	OpAttach    Op = "attach"    // put a VM's tap into its bridge (PlanPort)
 	OpTapAlias  Op = "tap-alias" // give a VM's tap its alias (PlanPort)
+	OpHandover  Op = "handover"  // hand the bridge over to the uplink's manager (Handover; internal/owner/handoff executes it)
 )
 
 // Hook is the name under which the step is announced to the Manager's
@@ -92,6 +93,7 @@ type Step struct {
 	Others               []string // OpNotice: the bridge's ports that are neither uplink nor taps
 	Alias, FromAlias     string   // OpTapAlias
 	FromMaster           int      // OpAttach: the tap's master before (ifindex; 0 for none)
+	Handover             *Handover
 
 	Change *change.Change
 }
@@ -125,6 +127,8 @@ func (s Step) String() string {
 		fmt.Fprintf(&b, ": %q -> %q", s.FromAlias, s.Alias)
 	case OpAttach:
 		fmt.Fprintf(&b, ": %q -> %q", s.Change.Before, s.Change.After)
+	case OpHandover:
+		b.WriteString(": " + s.Handover.String())
 	case OpUp, OpEnslave, OpVerify, OpAlias, OpTakeRA:
 	default:
 		b.WriteString(": " + s.Object)

@@ -1,7 +1,9 @@
-// Package handoff decides, per bridge, whether its uplink's owner makes
-// the bridge — NetworkManager or systemd-networkd, detected over D-Bus —
-// or the kernel path does, and drives the owner's handoff with its probe
-// and undo. It is what apply.Host.Owners calls in EnsureBridge's place.
+// Package handoff asks, per bridge, who owns its uplink — NetworkManager
+// or systemd-networkd, detected over D-Bus — puts the answer into the
+// kernel path's snapshot, lets the one planner (links.Plan) decide, and
+// executes its handover step through that manager, with the common probe
+// (links.Manager.Probe) and undo. It is what apply.Host.Owners calls in
+// EnsureBridge's place.
 package handoff
 
 import (
@@ -13,14 +15,12 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/virtbridge/virtbridge/internal/change"
 	"github.com/virtbridge/virtbridge/internal/desired"
 	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/owner"
-	"github.com/virtbridge/virtbridge/internal/owner/gwprobe"
 	"github.com/virtbridge/virtbridge/internal/owner/networkd"
 	"github.com/virtbridge/virtbridge/internal/owner/nm"
 	"github.com/virtbridge/virtbridge/internal/revert"
@@ -43,6 +43,11 @@ type Owners struct {
 	NS       netns.NsHandle   // the network namespace the managers run in
 	Root     string           // where their file system is seen ("" for /)
 	Timeout  time.Duration    // activation and probe (30 s when zero)
+	// Links reads the snapshots and probes, in namespace NS: the kernel
+	// path's Manager, shared (the engine's); nil: one of its own, opened
+	// when first needed and closed by Close.
+	Links    *links.Manager
+	ownLinks *links.Manager
 	// Dial, when set, connects to the bus the managers answer on, at the
 	// first bridge that needs them asked (then NM and Networkd are set
 	// from it): a host whose bridges the kernel path already made right
@@ -67,11 +72,35 @@ func ForHost() (o *Owners, close func(), err error) {
 	}
 	o.Dial = func() (*dbus.Conn, error) { return dbus.ConnectSystemBus() }
 	o.SameNetns = true
-	return o, func() {
-		if o.conn != nil {
-			o.conn.Close()
+	return o, o.Close, nil
+}
+
+// Close closes the bus connection and the links Manager Owners opened. It
+// is idempotent.
+func (o *Owners) Close() {
+	if o.conn != nil {
+		o.conn.Close()
+		o.conn = nil
+	}
+	if o.ownLinks != nil {
+		o.ownLinks.Close()
+		o.ownLinks = nil
+	}
+}
+
+// links is the Manager that reads the snapshots and probes.
+func (o *Owners) links() (*links.Manager, error) {
+	if o.Links != nil {
+		return o.Links, nil
+	}
+	if o.ownLinks == nil {
+		m, err := links.NewAt(o.NS)
+		if err != nil {
+			return nil, err
 		}
-	}, nil
+		o.ownLinks = m
+	}
+	return o.ownLinks, nil
 }
 
 // managers connects to the managers' bus when Dial says how and that was
@@ -123,46 +152,24 @@ func inOurNetns(conn *dbus.Conn, name string) bool {
 	return self.Ino == other.Ino && self.Dev == other.Dev
 }
 
-// kernelMade reports whether b is a bridge the kernel path already made
-// right: it carries virtbridge's alias (a manager's bridge does not), its
-// uplink is its port and holds no address of the host's any more. Then
-// there is nothing to hand over and no manager to ask. Read-only.
-func (o *Owners) kernelMade(b desired.Bridge) bool {
-	h, err := netlink.NewHandleAt(o.NS)
-	if err != nil {
-		return false
-	}
-	defer h.Close()
-	br, err := h.LinkByName(b.Name)
-	if err != nil || br.Type() != "bridge" || br.Attrs().Alias != links.ManagedAlias {
-		return false
-	}
-	up, err := h.LinkByName(b.Uplink)
-	if err != nil || up.Attrs().MasterIndex != br.Attrs().Index {
-		return false
-	}
-	addrs, err := h.AddrList(up, netlink.FAMILY_ALL)
-	if err != nil {
-		return false
-	}
-	for _, a := range addrs {
-		if a.IP.IsGlobalUnicast() {
-			return false
-		}
-	}
-	return true
-}
-
 // EnsureBridge hands b over to the manager owning its uplink
-// (apply.Owners): NetworkManager first, then systemd-networkd; with
-// manager: networkmanager or networkd only that one, and a refusal when it
-// does not own the uplink. A bridge with manager: kernel or virtbridged
-// (virtbridged keeps its lease, internal/owner/lease), one whose uplink
-// nobody owns, one without an uplink, and one that keeps its addresses off
-// the bridge (move_addresses: false) are the kernel path's (handled
-// false). Detection failures refuse rather than go the kernel
-// path under a manager's feet. The undo pushed on rv gives the uplink back
-// to its owner's own configuration.
+// (apply.Owners): it reads the snapshot links.Plan decides on, asks
+// NetworkManager, then systemd-networkd (with manager: networkmanager or
+// networkd only that one) who owns the uplink, only when the plan needs
+// to know (links.NeedsOwner: not for a bridge the kernel path already
+// made ready, so a steady prepare dials no D-Bus), and executes the
+// plan's handover step through that manager, probing the gateways the
+// plan names with the kernel path's probe. The planner's refusals are the
+// kernel path's (a missing, ambiguous, busy or wireless uplink, a link
+// of the bridge's name that is no bridge, routes through nexthop
+// objects), and manager: networkmanager or networkd is refused when that
+// manager does not own the uplink. A bridge with manager: kernel or
+// virtbridged (virtbridged keeps its lease, internal/owner/lease), one
+// whose uplink nobody owns, one without an uplink, and one that keeps
+// its addresses off the bridge (move_addresses: false) are the kernel
+// path's (handled false). Detection failures refuse rather than go the
+// kernel path under a manager's feet. The undo pushed on rv gives the
+// uplink back to its owner's own configuration.
 func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
 	if b.Manager == "kernel" || b.Manager == "virtbridged" || !b.MoveAddresses || (b.Uplink == "" && b.UplinkMAC == "") {
 		return nil, false, nil
@@ -171,99 +178,102 @@ func (o *Owners) EnsureBridge(ctx context.Context, b desired.Bridge, rv *revert.
 	if o.NM == nil && o.Networkd == nil && o.Dial == nil && !forced {
 		return nil, false, nil // no manager to ask: the kernel path
 	}
-	uplink, err := o.uplink(b)
-	if err != nil || uplink == "" {
-		return nil, false, err
-	}
-	b.Uplink = uplink
-	if !forced && o.kernelMade(b) {
-		return nil, false, nil
-	}
-	if err := o.managers(); err != nil {
+	lm, err := o.links()
+	if err != nil {
 		return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
 	}
-	if b.Manager != "networkd" {
-		if cs, handled, err := o.viaNM(ctx, b, rv); handled || err != nil {
+	s, err := lm.Snapshot(b)
+	if err != nil {
+		return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
+	}
+	uplink, need := links.NeedsOwner(b, s)
+	if uplink == "" || !need && !forced {
+		return nil, false, nil // the kernel path's: ready, or its refusal
+	}
+	w, err := o.detect(ctx, b, uplink)
+	if err != nil {
+		return nil, true, fmt.Errorf("bridge %q: %w", b.Name, err)
+	}
+	s.Owner = &w
+	steps, err := links.Plan(b, s)
+	if err != nil {
+		return nil, true, err
+	}
+	if w.Kind != owner.NetworkManager && w.Kind != owner.Networkd {
+		return nil, false, nil // nobody manages the uplink: the kernel path
+	}
+	for _, st := range steps {
+		if st.Op == links.OpHandover {
+			cs, err := o.handover(ctx, b, *st.Handover, lm, rv)
 			return cs, true, err
 		}
 	}
-	if b.Manager != "networkmanager" {
-		if cs, handled, err := o.viaNetworkd(ctx, b, rv); handled || err != nil {
-			return cs, true, err
-		}
-	}
-	if forced {
-		return nil, true, fmt.Errorf("bridge %q: the configuration says manager: %s, but %s does not manage uplink %q; "+
-			"set manager: auto (or kernel) for this bridge, or let %s manage %s", b.Name, b.Manager, managerName(b.Manager), uplink, managerName(b.Manager), uplink)
-	}
-	return nil, false, nil
+	return nil, true, nil // the manager's bridge is ready
 }
 
-func managerName(m string) string {
-	if m == "networkd" {
-		return "systemd-networkd"
+// detect asks the managers b's manager: setting allows, in order, who
+// owns uplink: owner.Kernel when none does.
+func (o *Owners) detect(ctx context.Context, b desired.Bridge, uplink string) (owner.Owner, error) {
+	if err := o.managers(); err != nil {
+		return owner.Owner{}, err
 	}
-	return "NetworkManager"
+	if o.NM != nil && b.Manager != "networkd" {
+		if w, ok, err := o.NM.Detect(ctx, uplink); ok || err != nil {
+			return w, err
+		}
+	}
+	if o.Networkd != nil && b.Manager != "networkmanager" {
+		if w, ok, err := o.Networkd.Detect(ctx, uplink); ok || err != nil {
+			return w, err
+		}
+	}
+	return owner.Owner{Kind: owner.Kernel, Uplink: uplink}, nil
 }
 
-// viaNM hands b over to NetworkManager when it owns the uplink (handled).
-func (o *Owners) viaNM(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
-	if o.NM == nil {
-		return nil, false, nil
-	}
-	if _, ok, err := o.NM.Detect(ctx, b.Uplink); err != nil || !ok {
-		if err != nil {
-			err = fmt.Errorf("bridge %q: %w", b.Name, err)
-		}
-		return nil, false, err
-	}
-	probe, seen, err := o.probe(b)
-	if err != nil {
-		return nil, true, err
-	}
+// handover executes the plan's handover step h through its manager,
+// within timeout (o.timeout), with the kernel path's probe of the
+// gateways h names on the bridge (none: the manager's own check is the
+// verdict). A handover that made the bridge is recorded with the probe
+// and both times (probed).
+func (o *Owners) handover(ctx context.Context, b desired.Bridge, h links.Handover, lm *links.Manager, rv *revert.Reverter) ([]change.Change, error) {
+	b.Uplink, b.STP, b.ForwardDelay, b.MTU = h.Uplink, h.STP, h.ForwardDelay, h.MTU
 	timeout, err := o.timeout(ctx, b)
 	if err != nil {
-		return nil, true, err
+		return nil, err
 	}
-	r, err := o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: timeout, Probe: probe})
-	if err == nil && len(r.Changes) > 0 {
-		rv.Add(func() error { return o.NM.Release(ctx, b, r) })
-		if madeBridge(r.Changes) {
-			r.Changes = append(r.Changes, probed(b, "NetworkManager", r.Handoff, r.Probe, seen))
+	var seen []change.Change
+	var probe func(context.Context, string) error
+	if len(h.Probe) > 0 {
+		probe = func(ctx context.Context, bridge string) error {
+			cs, err := lm.Probe(ctx, bridge, h.Uplink, h.Probe, h.ProbeTimeout)
+			seen = cs
+			return err
 		}
 	}
-	return r.Changes, true, err
-}
-
-// viaNetworkd hands b over to systemd-networkd when it owns the uplink
-// (handled).
-func (o *Owners) viaNetworkd(ctx context.Context, b desired.Bridge, rv *revert.Reverter) ([]change.Change, bool, error) {
-	if o.Networkd == nil {
-		return nil, false, nil
-	}
-	if _, ok, err := o.Networkd.Detect(ctx, b.Uplink); err != nil || !ok {
-		if err != nil {
-			err = fmt.Errorf("bridge %q: %w", b.Name, err)
+	var cs []change.Change
+	var handoff, took time.Duration
+	manager := "NetworkManager"
+	if h.Manager == owner.NetworkManager {
+		var r nm.Result
+		r, err = o.NM.Handover(ctx, nm.Spec{Bridge: b, Timeout: timeout, Probe: probe})
+		if err == nil && len(r.Changes) > 0 {
+			rv.Add(func() error { return o.NM.Release(ctx, b, r) })
 		}
-		return nil, false, err
-	}
-	probe, seen, err := o.probe(b)
-	if err != nil {
-		return nil, true, err
-	}
-	timeout, err := o.timeout(ctx, b)
-	if err != nil {
-		return nil, true, err
-	}
-	s := networkd.Spec{Bridge: b, Timeout: timeout, Probe: probe, NS: o.NS, Root: o.Root}
-	r, err := o.Networkd.Handover(ctx, s)
-	if err == nil && len(r.Changes) > 0 {
-		rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
-		if madeBridge(r.Changes) {
-			r.Changes = append(r.Changes, probed(b, "systemd-networkd", r.Handoff, r.Probe, seen))
+		cs, handoff, took = r.Changes, r.Handoff, r.Probe
+	} else {
+		manager = "systemd-networkd"
+		s := networkd.Spec{Bridge: b, Timeout: timeout, Probe: probe, NS: o.NS, Root: o.Root}
+		var r networkd.Result
+		r, err = o.Networkd.Handover(ctx, s)
+		if err == nil && len(r.Changes) > 0 {
+			rv.Add(func() error { return o.Networkd.Release(ctx, s, r) })
 		}
+		cs, handoff, took = r.Changes, r.Handoff, r.Probe
 	}
-	return r.Changes, true, err
+	if err == nil && madeBridge(cs) {
+		cs = append(cs, probed(b, manager, handoff, took, seen)...)
+	}
+	return cs, err
 }
 
 // rollbackReserve is kept from the caller's deadline (the hook's
@@ -293,66 +303,6 @@ func (o *Owners) timeout(ctx context.Context, b desired.Bridge) (time.Duration, 
 	return min(t, time.Until(d)-rollbackReserve), nil
 }
 
-// uplink names b's uplink: b.Uplink, or the link carrying b.UplinkMAC
-// that is no bridge or VLAN ("" when none: the kernel path refuses it).
-func (o *Owners) uplink(b desired.Bridge) (string, error) {
-	if b.Uplink != "" {
-		return b.Uplink, nil
-	}
-	h, err := netlink.NewHandleAt(o.NS)
-	if err != nil {
-		return "", fmt.Errorf("bridge %q: opening netlink: %w", b.Name, err)
-	}
-	defer h.Close()
-	ls, err := h.LinkList()
-	if err != nil {
-		return "", fmt.Errorf("bridge %q: listing links: %w", b.Name, err)
-	}
-	var found []string
-	for _, l := range ls {
-		if k := l.Type(); k != "bridge" && k != "vlan" && l.Attrs().HardwareAddr.String() == b.UplinkMAC {
-			found = append(found, l.Attrs().Name)
-		}
-	}
-	if len(found) != 1 {
-		return "", nil // missing or ambiguous: the kernel path says so
-	}
-	return found[0], nil
-}
-
-// probe is the check after the handoff: the default gateway answers
-// through the bridge when the uplink carries the default route; otherwise
-// there is no gateway to ask, and the owner's own check (the bridge
-// configured with an address where the uplink had one) is the verdict.
-// What the probe saw is stored in seen (its Gateway nil when none).
-func (o *Owners) probe(b desired.Bridge) (probe func(context.Context, string) error, seen *gwprobe.Result, err error) {
-	seen = &gwprobe.Result{}
-	h, err := netlink.NewHandleAt(o.NS)
-	if err != nil {
-		return nil, seen, fmt.Errorf("bridge %q: opening netlink: %w", b.Name, err)
-	}
-	defer h.Close()
-	l, err := h.LinkByName(b.Uplink)
-	if err != nil {
-		return nil, seen, fmt.Errorf("bridge %q: reading uplink %q: %w", b.Name, b.Uplink, err)
-	}
-	routes, err := h.RouteList(l, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, seen, fmt.Errorf("bridge %q: listing the routes of %q: %w", b.Name, b.Uplink, err)
-	}
-	for _, r := range routes {
-		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw != nil {
-			ns := o.NS
-			return func(ctx context.Context, link string) error {
-				res, err := gwprobe.Gateway(ctx, ns, link)
-				*seen = res
-				return err
-			}, seen, nil
-		}
-	}
-	return nil, seen, nil
-}
-
 // madeBridge reports whether changes hand an uplink over (the manager
 // made the bridge), not only re-apply settings to a bridge handed over
 // before.
@@ -365,17 +315,21 @@ func madeBridge(changes []change.Change) bool {
 	return false
 }
 
-// probed is the record of a handoff to a manager and of the probe after
-// it, with their times: a host change, journaled like the kernel path's
-// probe (change.UplinkProbed, the gateway as its object; the bridge when
-// there was no gateway to probe).
-func probed(b desired.Bridge, manager string, handoff, probe time.Duration, seen *gwprobe.Result) change.Change {
-	if seen.Gateway == nil {
-		return change.Change{Kind: change.UplinkProbed, Object: b.Name,
-			After: fmt.Sprintf("%s handoff took %v; no default gateway through %q to probe", manager, handoff.Round(time.Millisecond), b.Uplink)}
+// probed records a handoff to a manager and the probe after it, with
+// their times: host changes, journaled like the kernel path's probe
+// (change.UplinkProbed, the gateway as its object; the bridge when there
+// was no gateway to probe). seen is what the probe recorded.
+func probed(b desired.Bridge, manager string, handoff, probe time.Duration, seen []change.Change) []change.Change {
+	if len(seen) == 0 {
+		return []change.Change{{Kind: change.UplinkProbed, Object: b.Name,
+			After: fmt.Sprintf("%s handoff took %v; no default gateway through %q to probe", manager, handoff.Round(time.Millisecond), b.Uplink)}}
 	}
-	return change.Change{Kind: change.UplinkProbed, Object: seen.Gateway.String(),
-		After: fmt.Sprintf("answered on %s in %v, after the %s handoff of %v", b.Name, probe.Round(time.Millisecond), manager, handoff.Round(time.Millisecond))}
+	var out []change.Change
+	for _, c := range seen {
+		c.After += fmt.Sprintf(", after the %s handoff of %v (probe %v)", manager, handoff.Round(time.Millisecond), probe.Round(time.Millisecond))
+		out = append(out, c)
+	}
+	return out
 }
 
 // Owner tells, read-only, whether NetworkManager or systemd-networkd owns

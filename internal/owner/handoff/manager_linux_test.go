@@ -8,9 +8,10 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
+	"github.com/virtbridge/virtbridge/internal/apply"
 	"github.com/virtbridge/virtbridge/internal/desired"
+	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/revert"
 	"github.com/virtbridge/virtbridge/internal/testenv/netnstest"
 )
@@ -19,9 +20,14 @@ import (
 // manager: networkmanager or networkd, when that manager does not own the
 // uplink (here: no manager on any bus), refuses by name instead of moving
 // the addresses under its feet; auto with no manager to ask is the kernel
-// path's. No manager is asked, so this needs no bus and no root.
+// path's. No manager is asked, so this needs no bus.
 func TestManagerSetting(t *testing.T) {
-	o := &Owners{NS: netns.None()}
+	ns := netnstest.New(t, "vbop")
+	ns.Script(t, `ip link add uplink0 type veth peer name peer0
+ip link set uplink0 up
+ip addr add 10.9.0.2/24 dev uplink0`)
+	o := &Owners{NS: ns.Handle}
+	defer o.Close()
 	for _, tc := range []struct {
 		manager string
 		handled bool
@@ -36,9 +42,45 @@ func TestManagerSetting(t *testing.T) {
 		b := desired.Bridge{Name: "br0", Uplink: "uplink0", MoveAddresses: true, Manager: tc.manager}
 		cs, handled, err := o.EnsureBridge(context.Background(), b, &rv)
 		rv.Success()
-		if handled != tc.handled || len(cs) != 0 || (err == nil) != (tc.err == "") || (err != nil && !strings.HasPrefix(err.Error(), tc.err)) {
+		if handled != tc.handled || len(cs) != 0 || (err == nil) != (tc.err == "") || (err != nil && !strings.HasPrefix(err.Error(), tc.err)) ||
+			err != nil && !errors.Is(err, links.ErrNotOwner) {
 			t.Errorf("manager %q: handled %v, changes %v, err %v; want handled %v, err %q", tc.manager, handled, cs, err, tc.handled, tc.err)
 		}
+	}
+}
+
+// TestOwnerGetsTheKernelPathsRefusals: an uplink the planner refuses
+// whoever owns it (here: already a port of another bridge) is refused
+// with the kernel path's message under every manager: setting, before any
+// manager is asked (no D-Bus dial), and the host is left as it was.
+func TestOwnerGetsTheKernelPathsRefusals(t *testing.T) {
+	ns := netnstest.New(t, "vbop")
+	ns.Script(t, `ip link add uplink0 type veth peer name peer0
+ip link add brx type bridge
+ip link set uplink0 master brx
+ip link set uplink0 up
+ip addr add 10.9.0.2/24 dev uplink0`)
+	l, err := links.NewAt(ns.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dials := 0
+	o := &Owners{NS: ns.Handle, Links: l, Dial: func() (*dbus.Conn, error) {
+		dials++
+		return nil, errors.New("no bus in this test")
+	}}
+	before, _ := ns.Exec("ip", "-d", "addr", "show")
+	want := `uplink "uplink0" of bridge "br0" is already enslaved to "brx"`
+	for _, m := range []string{"", "networkmanager", "networkd"} {
+		d := desired.Desired{Action: desired.ActionHost, Bridges: []desired.Bridge{{Name: "br0", Uplink: "uplink0", MoveAddresses: true, Manager: m}}}
+		_, err := (&apply.Host{Links: l, Owners: o}).Apply(context.Background(), d, "")
+		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, links.ErrUplinkBusy) || dials != 0 {
+			t.Errorf("manager %q: Apply = %v, %d dials; want the kernel path's refusal %q and no dial", m, err, dials, want)
+		}
+	}
+	if after, _ := ns.Exec("ip", "-d", "addr", "show"); after != before {
+		t.Errorf("the refusals changed the host:\n%s\n--- after ---\n%s", before, after)
 	}
 }
 
@@ -87,7 +129,7 @@ ip link set br0 up`)
 
 // setAlias sets link's interface alias in ns (iproute2's Script splits
 // words, so an alias with spaces goes through netlink).
-func setAlias(t *testing.T, ns *netnstest.NS, link, alias string) {
+func setAlias(t testing.TB, ns *netnstest.NS, link, alias string) {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns.Handle)
 	if err != nil {

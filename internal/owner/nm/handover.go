@@ -35,7 +35,7 @@ type Spec struct {
 	// virtbridge has neither committed nor rolled back 60 s after that.
 	Timeout time.Duration
 	// Probe checks, until ctx ends, that the host reaches its default
-	// gateway through the bridge (gwprobe.Gateway in the host's
+	// gateway through the bridge (links.Manager.Probe in the host's
 	// namespace). It must not change the host.
 	Probe func(ctx context.Context, bridge string) error
 }

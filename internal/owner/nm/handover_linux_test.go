@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/virtbridge/virtbridge/internal/desired"
-	"github.com/virtbridge/virtbridge/internal/owner/gwprobe"
+	"github.com/virtbridge/virtbridge/internal/links"
 	"github.com/virtbridge/virtbridge/internal/testenv/hostns"
 )
 
@@ -21,7 +21,13 @@ func spec(h *hostns.Host) Spec {
 		Bridge:  desired.Bridge{Name: bridge, Uplink: hostns.Uplink, MoveAddresses: true},
 		Timeout: 30 * time.Second,
 		Probe: func(ctx context.Context, link string) error {
-			_, err := gwprobe.Gateway(ctx, h.NS.Handle, link)
+			// What handoff does with the plan's probe targets.
+			m, err := links.NewAt(h.NS.Handle)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			_, err = m.Probe(ctx, link, hostns.Uplink, []string{hostns.Gateway}, 0)
 			return err
 		},
 	}
@@ -154,7 +160,7 @@ func testHandoverRollsBack(t *testing.T) {
 		return probe(ctx, link)
 	}
 	r, err := c.Handover(context.Background(), s)
-	if !errors.Is(err, ErrRolledBack) || !errors.Is(err, gwprobe.ErrUnreachable) || !strings.Contains(err.Error(), "gateway "+hostns.Gateway) {
+	if !errors.Is(err, ErrRolledBack) || !errors.Is(err, links.ErrProbe) || !strings.Contains(err.Error(), "gateway "+hostns.Gateway) {
 		t.Fatalf("Handover with the gateway gone = %v; want a rollback naming the unreachable gateway", err)
 	}
 	t.Logf("refused after handoff %v, probe %v: %v", r.Handoff.Round(time.Millisecond), r.Probe.Round(time.Millisecond), err)
