@@ -87,7 +87,11 @@ func (h handler) Handle(ctx context.Context, ev events.Event) error {
 }
 
 func (h handler) Reconcile(ctx context.Context, running []events.Event, listed time.Time) error {
+	bs := h.atStart()
+	h.keepers.Sync(ctx, bs)
+	before := h.keepers.Before(bs)
 	res, err := h.eng.Reconcile(ctx, running, listed)
+	err = errors.Join(err, h.keepers.After(ctx, bs, before))
 	h.report("", res, err)
 	h.m.Reconciled(err)
 	h.m.Repaired(res.Changes)
@@ -109,12 +113,13 @@ func (h handler) CheckFirewall(ctx context.Context) error {
 
 // EnsureHost makes the host match the configuration, then keeps the
 // leases of the bridges with manager: virtbridged it made: what their
-// uplinks held is read before the kernel path moves it.
+// uplinks held is read before the kernel path moves it. Before that, the
+// keepers of bridges the configuration no longer gives manager:
+// virtbridged stop, and those of bridges made again wait to resume
+// (Reconcile likewise).
 func (h handler) EnsureHost(ctx context.Context, op string) error {
-	var bs []desired.Bridge
-	for _, d := range policy.AtStart(h.eng.Config) {
-		bs = append(bs, d.Bridges...)
-	}
+	bs := h.atStart()
+	h.keepers.Sync(ctx, bs)
 	before := h.keepers.Before(bs)
 	res, err := h.eng.EnsureHost(ctx, op)
 	err = errors.Join(err, h.keepers.After(ctx, bs, before))
@@ -127,6 +132,16 @@ func (h handler) EnsureHost(ctx context.Context, op string) error {
 		return &eventd.Refused{Err: err}
 	}
 	return err
+}
+
+// atStart are the bridges the configuration makes at start; the keepers
+// follow them (lease.Keepers.Sync) before each pass.
+func (h handler) atStart() []desired.Bridge {
+	var bs []desired.Bridge
+	for _, d := range policy.AtStart(h.eng.Config) {
+		bs = append(bs, d.Bridges...)
+	}
+	return bs
 }
 
 // refusals are the links backend's refusals that stay until the host or

@@ -37,6 +37,18 @@ declares BRIDGE, virtbridged (at start, on drift, on reload) or the next
 VM start on it makes it again: the output says so; set create: on_demand
 for it, or remove it from the configuration.
 
+A bridge with manager: virtbridged: while a running virtbridged keeps
+its lease, the release is refused, nothing changed: remove the bridge
+from the configuration (or set another manager for it) and run
+` + "`systemctl reload virtbridged`" + `: virtbridged stops keeping the lease
+(journaled lease-released), which stays on the bridge with what is left
+of it. Then release moves the address back to the uplink with that
+remaining lifetime, says that nobody renews it and how to start the DHCP
+client virtbridged had stopped (the command line it ran with, recorded
+when it was stopped; ifup --force for ifupdown), and journals that
+(lease-released). It does not start that client itself: ifupdown or a
+unit ran it, and their state is theirs.
+
 Exit status: 0 when released, 1 when it could not be (the reason
 printed; nothing changed, or what changed undone), 2 on bad usage or a
 configuration that does not load.
@@ -63,7 +75,12 @@ func runRelease(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "virtbridge release: changing nothing: %v\n", err)
 		return exitUsage
 	}
-	res, err := cliEngine(cfg).Release(context.Background(), name)
+	if err := keptLease(cfg, *cfgPath, name); err != nil {
+		fmt.Fprintf(stderr, "virtbridge release: %v\n", err)
+		return exitFound
+	}
+	e := cliEngine(cfg)
+	res, err := e.Release(context.Background(), name)
 	for _, c := range res.Changes {
 		fmt.Fprintf(stdout, "changed: %s\n", c)
 	}
@@ -71,6 +88,7 @@ func runRelease(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "virtbridge release: %v\n", err)
 		return exitFound
 	}
+	leaseBack(context.Background(), e, name, res.Changes, stdout, stderr)
 	if len(res.Kept) > 0 {
 		fmt.Fprintf(stdout, "bridge %s kept: VM taps %s are still in it; it has no uplink any more\n", name, strings.Join(res.Kept, ", "))
 	}

@@ -32,9 +32,13 @@ const (
 	// (taken over and confirmed, or newly got); LeaseRenewed: it renewed
 	// it, the address's lifetime with it; LeaseLost: the lease ended (After:
 	// why) and its address left the bridge.
-	LeaseKept     Kind = "lease-kept"
-	LeaseRenewed  Kind = "lease-renewed"
-	LeaseLost     Kind = "lease-lost"
+	LeaseKept    Kind = "lease-kept"
+	LeaseRenewed Kind = "lease-renewed"
+	LeaseLost    Kind = "lease-lost"
+	// LeaseReleased: virtbridged keeps a bridge's lease no more (the
+	// configuration changed); After says what is left of it and what to
+	// do. On an uplink: `virtbridge release` gave the lease back to it.
+	LeaseReleased Kind = "lease-released"
 	SysctlChanged Kind = "sysctl-changed"
 	RuleAdded     Kind = "rule-added"
 	RuleRemoved   Kind = "rule-removed"

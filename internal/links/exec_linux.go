@@ -23,6 +23,9 @@ type run struct {
 	up  netlink.Link // the uplink, nil when the bridge has none
 	raw *raw         // what the snapshot was read from
 	new bool         // the bridge was created by this run
+	// back: a release's backwards run; a dynamic address keeps what is
+	// left of its lifetime on the uplink (a lease virtbridged kept).
+	back bool
 }
 
 func (r *run) record(kind change.Kind, object, before, after string) {

@@ -61,6 +61,11 @@ func (m *Manager) addAddr(r *run, a netlink.Addr) error {
 	if c.IP.To4() == nil {
 		c.Flags |= unix.IFA_F_NODAD
 	}
+	if r.back && a.IP.To4() != nil && a.Flags&unix.IFA_F_PERMANENT == 0 && a.ValidLft > 0 && uint32(a.ValidLft) != ^uint32(0) {
+		// A lease back on the uplink ends when it would have on the
+		// bridge: its DHCP client, started again, renews it.
+		c.ValidLft, c.PreferedLft = a.ValidLft, min(a.PreferedLft, a.ValidLft)
+	}
 	if err := m.h.AddrAdd(br, cp(c)); err != nil {
 		return fmt.Errorf("adding address %s to bridge %q: %w", addrString(a), brName, err)
 	}

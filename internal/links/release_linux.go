@@ -37,7 +37,8 @@ var (
 // not declare) is someone else's, refused before any change (ErrNotOurs). Every step pushes its undo
 // on rv but the bridge's deletion, the last one. IPv6 addresses come back
 // with nodad (they are in use on that segment already), static: no
-// lifetime.
+// lifetime. An IPv4 address with a lifetime (a lease virtbridged kept
+// under manager: virtbridged) comes back with what is left of it.
 func (m *Manager) ReleaseBridge(ctx context.Context, b desired.Bridge, rv *revert.Reverter) (cs []change.Change, kept []string, err error) {
 	if err := deadline.Ended(ctx, "releasing bridge %q", b.Name); err != nil {
 		return nil, nil, err
@@ -82,7 +83,7 @@ func (m *Manager) ReleaseBridge(ctx context.Context, b desired.Bridge, rv *rever
 	if err != nil {
 		return nil, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)
 	}
-	r := &run{b: back, rv: rv, up: br, br: up, raw: rw}
+	r := &run{b: back, rv: rv, up: br, br: up, raw: rw, back: true}
 	for _, st := range plan {
 		if err := m.exec(ctx, r, st); err != nil {
 			return r.cs, nil, fmt.Errorf("releasing bridge %q: %w", b.Name, err)

@@ -59,16 +59,24 @@ type Keeper struct {
 	Transport      Transport
 	Addr           Addresser
 	Rec            Recorder
+	// Routes are the bridge's routes that go with the address: when a
+	// lost lease is followed by another, they follow it. Nil: left alone.
+	Routes Routes
 	// Now and Wait are the clock: nil is time.Now and a context deadline
 	// (tests give a fake one).
 	Now  func() time.Time
 	Wait func(ctx context.Context, until time.Time) error
+
+	// held are the routes that went with the address of lost, a lease
+	// lost: they follow the next lease.
+	held []Route
+	lost Lease
 }
 
 // Run keeps the lease l (an address taken over, unconfirmed, or none)
-// until ctx ends, then returns, leaving the address on the bridge with the
-// lifetime it has.
-func (k *Keeper) Run(ctx context.Context, l Lease) {
+// until ctx ends, then returns the lease it holds, leaving the address on
+// the bridge with the lifetime it has.
+func (k *Keeper) Run(ctx context.Context, l Lease) Lease {
 	for ctx.Err() == nil {
 		now := k.now()
 		p, at := Next(l, now)
@@ -79,7 +87,7 @@ func (k *Keeper) Run(ctx context.Context, l Lease) {
 		}
 		next, err := k.step(ctx, l, p, now)
 		if ctx.Err() != nil {
-			return
+			return l
 		}
 		if err != nil {
 			k.Rec.Problem(fmt.Errorf("keeping the lease of bridge %q (%s): %w", k.Bridge, p, err))
@@ -88,6 +96,7 @@ func (k *Keeper) Run(ctx context.Context, l Lease) {
 		}
 		l = next
 	}
+	return l
 }
 
 // step does what phase p asks of l at now and returns the lease then held.
@@ -130,6 +139,14 @@ func (k *Keeper) granted(ctx context.Context, old Lease, ack *dhcpv4.DHCPv4, sen
 	if err := k.Addr.Set(l.Addr, l.Remaining(k.now())); err != nil {
 		return old, err
 	}
+	from, held := k.lost, k.held
+	if old.Addr.IsValid() && old.Addr != l.Addr && k.Routes != nil {
+		from = old
+		var err error
+		if held, err = k.Routes.Held(old.Addr); err != nil {
+			k.Rec.Problem(err)
+		}
+	}
 	if old.Addr.IsValid() && old.Addr != l.Addr {
 		if err := k.Addr.Remove(old.Addr); err != nil {
 			k.Rec.Problem(err)
@@ -140,11 +157,45 @@ func (k *Keeper) granted(ctx context.Context, old Lease, ack *dhcpv4.DHCPv4, sen
 		c.Before = describe(old)
 	}
 	k.Rec.Change(ctx, c)
+	if from.Addr.IsValid() && (from.Addr != l.Addr || !old.Addr.IsValid()) {
+		k.follow(ctx, held, from, l)
+	}
 	return l, nil
+}
+
+// follow makes the routes held with the address of from go with l's
+// (Follow), each journaled route-moved; those that cannot are named.
+func (k *Keeper) follow(ctx context.Context, held []Route, from, l Lease) {
+	k.held, k.lost = nil, Lease{}
+	if k.Routes == nil {
+		return
+	}
+	moves, skipped := Follow(held, from, l)
+	for _, m := range moves {
+		if err := k.Routes.Add(m.To); err != nil {
+			k.Rec.Problem(err)
+			continue
+		}
+		c := change.Change{Kind: change.RouteMoved, Object: k.Bridge, After: m.To.String() + " (follows the lease's address " + l.Addr.String() + ")"}
+		if m.From != (Route{}) {
+			c.Before = m.From.String()
+		}
+		k.Rec.Change(ctx, c)
+	}
+	for _, r := range skipped {
+		k.Rec.Problem(fmt.Errorf("route %s through bridge %q cannot follow the lease's new address %s: its gateway is outside that subnet", r, k.Bridge, l.Addr))
+	}
 }
 
 // lose takes the address of l off the bridge: the lease is gone (why).
 func (k *Keeper) lose(ctx context.Context, l Lease, why string) (Lease, error) {
+	if k.Routes != nil {
+		held, err := k.Routes.Held(l.Addr)
+		if err != nil {
+			k.Rec.Problem(err)
+		}
+		k.held, k.lost = held, l
+	}
 	if err := k.Addr.Remove(l.Addr); err != nil {
 		return l, err
 	}

@@ -42,13 +42,28 @@ type Keepers struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	running map[string]bool
+	running map[string]*keeping
+	// orphans are the Keepers stopped because their bridge went or was
+	// made again (drift): After resumes their leases on the bridge made
+	// again.
+	orphans map[string]*keeping
+}
+
+// keeping is one running Keeper, as Keepers holds it.
+type keeping struct {
+	uplink string
+	id     Identity
+	index  int // the bridge's link index the client's socket is bound to
+	cancel context.CancelFunc
+	done   chan struct{}
+	lease  Lease // what it held when it stopped
 }
 
 // NewKeepers returns Keepers whose Keepers run until Close.
 func NewKeepers(runDir string, journal func(context.Context, []change.Change), log *slog.Logger) *Keepers {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Keepers{RunDir: runDir, Journal: journal, Log: log, ctx: ctx, cancel: cancel, running: map[string]bool{}}
+	return &Keepers{RunDir: runDir, Journal: journal, Log: log, ctx: ctx, cancel: cancel,
+		running: map[string]*keeping{}, orphans: map[string]*keeping{}}
 }
 
 // Before reads, for each bridge of bs with manager: virtbridged whose
@@ -76,7 +91,7 @@ func (k *Keepers) pending(bs []desired.Bridge) []desired.Bridge {
 	defer k.mu.Unlock()
 	var out []desired.Bridge
 	for _, b := range bs {
-		if b.Manager == Manager && !k.running[b.Name] {
+		if b.Manager == Manager && k.running[b.Name] == nil {
 			out = append(out, b)
 		}
 	}
@@ -87,8 +102,10 @@ func (k *Keepers) pending(bs []desired.Bridge) []desired.Bridge {
 // that has none and is made (its uplink a port of it, an IPv4 address on
 // it): it stops the foreign DHCP clients of the uplink (journaled), gives
 // the address the lease's remaining lifetime and asks the server for it
-// again. before is what Before read. Errors are joined; the bridges that
-// failed are tried again at the next call.
+// again. before is what Before read. A bridge whose Keeper Sync stopped
+// because the bridge went or was made again gets it back with its lease
+// once it is made (resume). Errors are joined; the bridges that failed
+// are tried again at the next call.
 func (k *Keepers) After(ctx context.Context, bs []desired.Bridge, before map[string]Takeover) error {
 	var errs []error
 	for _, b := range k.pending(bs) {
@@ -100,6 +117,12 @@ func (k *Keepers) After(ctx context.Context, bs []desired.Bridge, before map[str
 }
 
 func (k *Keepers) start(ctx context.Context, b desired.Bridge, t Takeover) error {
+	k.mu.Lock()
+	o := k.orphans[b.Name]
+	k.mu.Unlock()
+	if o != nil {
+		return k.resume(ctx, b.Name, o)
+	}
 	if t.Uplink == "" {
 		var ok bool
 		if t, ok = k.fromBridge(b); !ok {
@@ -111,6 +134,11 @@ func (k *Keepers) start(ctx context.Context, b desired.Bridge, t Takeover) error
 	}
 	cs, err := StopClients(ctx, t.Uplink, t.Clients, stopPatience)
 	k.Journal(ctx, cs)
+	if len(cs) > 0 {
+		if err := WriteStopped(k.RunDir, Stopped{Bridge: b.Name, Uplink: t.Uplink, Clients: t.Clients, At: time.Now()}); err != nil {
+			k.Log.Warn("recording the stopped DHCP clients", "bridge", b.Name, "err", err)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -118,29 +146,44 @@ func (k *Keepers) start(ctx context.Context, b desired.Bridge, t Takeover) error
 	if err := addr.Set(t.Lease.Addr, t.Lease.Remaining(time.Now())); err != nil {
 		return err
 	}
-	c, err := Dial(b.Name, t.MAC)
+	if err := k.launch(b.Name, t.Uplink, Identity{MAC: t.MAC, ClientID: t.ClientID}, t.Lease); err != nil {
+		return err
+	}
+	k.Log.Info("keeping the lease on the bridge", "bridge", b.Name, "uplink", t.Uplink, "address", t.Lease.Addr.String(),
+		"left", t.Lease.Remaining(time.Now()).Round(time.Second), "client_id", hex.EncodeToString(t.ClientID))
+	return nil
+}
+
+// launch runs a Keeper of lease l on bridge (made: its uplink a port).
+func (k *Keepers) launch(bridge, uplink string, id Identity, l Lease) error {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("reading bridge %q: %w", bridge, err)
+	}
+	c, err := Dial(bridge, id.MAC)
 	if err != nil {
 		return err
 	}
-	rec := &recorder{k: k, clientID: t.ClientID}
-	kp := &Keeper{Bridge: b.Name, Uplink: t.Uplink, ID: Identity{MAC: t.MAC, ClientID: t.ClientID},
-		Transport: c, Addr: addr, Rec: rec}
+	kp := &Keeper{Bridge: bridge, Uplink: uplink, ID: id, Transport: c, Addr: BridgeAddr{Link: bridge},
+		Routes: BridgeRoutes{Link: bridge}, Rec: &recorder{k: k, clientID: id.ClientID}}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.ctx.Err() != nil {
 		c.Close()
 		return nil
 	}
-	k.running[b.Name] = true
+	ctx, cancel := context.WithCancel(k.ctx)
+	kg := &keeping{uplink: uplink, id: id, index: br.Attrs().Index, cancel: cancel, done: make(chan struct{})}
+	k.running[bridge] = kg
+	delete(k.orphans, bridge)
 	k.wg.Go(func() {
+		defer close(kg.done)
 		defer c.Close()
-		kp.Run(k.ctx, t.Lease)
-		if err := RemoveStatus(k.RunDir, b.Name); err != nil {
-			k.Log.Warn("removing the lease status", "bridge", b.Name, "err", err)
+		kg.lease = kp.Run(ctx, l)
+		if err := RemoveStatus(k.RunDir, bridge); err != nil {
+			k.Log.Warn("removing the lease status", "bridge", bridge, "err", err)
 		}
 	})
-	k.Log.Info("keeping the lease on the bridge", "bridge", b.Name, "uplink", t.Uplink, "address", t.Lease.Addr.String(),
-		"left", t.Lease.Remaining(time.Now()).Round(time.Second), "client_id", hex.EncodeToString(t.ClientID))
 	return nil
 }
 

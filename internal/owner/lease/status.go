@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/virtbridge/virtbridge/internal/owner/dhcp"
 	"github.com/virtbridge/virtbridge/internal/paths"
 )
 
@@ -91,4 +92,51 @@ func (s Status) Describe(now time.Time) string {
 		b.WriteString(", " + when)
 	}
 	return b.String()
+}
+
+// Stopped records the foreign DHCP clients virtbridged stopped to keep a
+// bridge's lease, for `virtbridge release` to say how to start them again.
+type Stopped struct {
+	Bridge  string         `json:"bridge"`
+	Uplink  string         `json:"uplink"`
+	Clients []dhcp.Process `json:"clients"`
+	At      time.Time      `json:"at"`
+}
+
+// StoppedPath is where Stopped of bridge is kept, under the run
+// directory.
+func StoppedPath(runDir, bridge string) string {
+	return filepath.Join(runDir, "lease-"+bridge+".stopped.json")
+}
+
+// WriteStopped writes s to its file.
+func WriteStopped(runDir string, s Stopped) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return paths.WriteAtomic(StoppedPath(runDir, s.Bridge), append(b, '\n'), 0o644)
+}
+
+// ReadStopped reads bridge's Stopped; ok is false when there is none.
+func ReadStopped(runDir, bridge string) (s Stopped, ok bool, err error) {
+	b, err := paths.ReadRegular(StoppedPath(runDir, bridge), 1<<16, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, false, nil
+	}
+	if err != nil {
+		return s, false, err
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, false, fmt.Errorf("reading %s: %w", StoppedPath(runDir, bridge), err)
+	}
+	return s, true, nil
+}
+
+// RemoveStopped removes bridge's Stopped; missing is success.
+func RemoveStopped(runDir, bridge string) error {
+	if err := os.Remove(StoppedPath(runDir, bridge)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
