@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -99,9 +98,6 @@ func (h handler) Reconcile(ctx context.Context, running []events.Event, listed t
 	// or the configuration changes, are journaled and logged; retrying
 	// with backoff would only say the same refusal again (link changes and
 	// reloads still bring a new try).
-	if refusedOnly(err) {
-		return nil
-	}
 	return engine.Retryable(err)
 }
 
@@ -128,7 +124,7 @@ func (h handler) EnsureHost(ctx context.Context, op string) error {
 		// Bridges made at start are no repair; made again later, they are.
 		h.m.Repaired(res.Changes)
 	}
-	if refusedOnly(err) {
+	if err != nil && engine.Retryable(err) == nil {
 		return &eventd.Refused{Err: err}
 	}
 	return err
@@ -142,40 +138,6 @@ func (h handler) atStart() []desired.Bridge {
 		bs = append(bs, d.Bridges...)
 	}
 	return bs
-}
-
-// refusals are the links backend's refusals that stay until the host or
-// the configuration changes; a missing uplink (not renamed by udev yet),
-// a gateway that did not answer after a handoff, netlink or D-Bus
-// failures may pass, and are retried.
-var refusals = []error{links.ErrNotBridge, links.ErrUplinkAmbiguous, links.ErrUplinkBusy,
-	links.ErrUplinkWireless, links.ErrUnmovable, links.ErrDynamicAddress}
-
-// refusedOnly reports whether every part of err (a join of one error per
-// bridge) is a refusal or a policy refusal: what no retry cures.
-func refusedOnly(err error) bool {
-	if err == nil {
-		return false
-	}
-	if slices.Contains(refusals, err) {
-		return true
-	}
-	if _, ok := err.(*engine.PolicyError); ok {
-		return true
-	}
-	switch u := err.(type) {
-	case interface{ Unwrap() []error }:
-		es := u.Unwrap()
-		for _, e := range es {
-			if !refusedOnly(e) {
-				return false
-			}
-		}
-		return len(es) > 0
-	case interface{ Unwrap() error }:
-		return refusedOnly(u.Unwrap())
-	}
-	return false
 }
 
 // Reload re-reads the configuration from where it was loaded; the engine

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/virtbridge/virtbridge/internal/apply"
@@ -252,13 +253,15 @@ func (e *Engine) applyVM(ctx context.Context, ev events.Event, vm journal.VM, p 
 	return f, nil
 }
 
-// Retryable returns err without its policy refusals (*PolicyError, also
-// wrapped, anywhere in an errors.Join tree): what a retry could change.
-// A refusal is journaled, and asking again gives the same answer until the
-// configuration or the VM changes, each of which brings its own pass.
-// Nil when nothing else is left.
+// Retryable returns err without its refusals, anywhere in an errors.Join
+// tree: what a retry could change. A refusal is a policy refusal
+// (*PolicyError) or one of the links backend's refusals that stay until
+// the host or the configuration changes (refusals); it is journaled, and
+// asking again gives the same answer until the configuration, the VM or
+// the links change, each of which brings its own pass. Nil when nothing
+// else is left.
 func Retryable(err error) error {
-	if err == nil {
+	if err == nil || refused(err) {
 		return nil
 	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
@@ -270,9 +273,36 @@ func Retryable(err error) error {
 		}
 		return errors.Join(keep...)
 	}
-	var pe *PolicyError
-	if errors.As(err, &pe) {
-		return nil
-	}
 	return err
+}
+
+// refusals are the links backend's refusals that stay until the host or
+// the configuration changes; a missing uplink (not renamed by udev yet),
+// a gateway that did not answer after a handoff, netlink or D-Bus
+// failures may pass.
+var refusals = []error{links.ErrNotBridge, links.ErrUplinkAmbiguous, links.ErrUplinkBusy,
+	links.ErrUplinkWireless, links.ErrUnmovable, links.ErrDynamicAddress}
+
+// refused reports whether every part of err, down its wrapping and its
+// joins, is a refusal: a *PolicyError or one of refusals.
+func refused(err error) bool {
+	if err == nil {
+		return false
+	}
+	if _, ok := err.(*PolicyError); ok || slices.Contains(refusals, err) {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		es := u.Unwrap()
+		for _, e := range es {
+			if !refused(e) {
+				return false
+			}
+		}
+		return len(es) > 0
+	case interface{ Unwrap() error }:
+		return refused(u.Unwrap())
+	}
+	return false
 }

@@ -195,15 +195,8 @@ func (p *planner) planMove() (movePlan, error) {
 // IPv6 is probed only on a host without IPv4 gateway to probe. A negative
 // b.ProbeTimeout probes nothing.
 func (p *planner) probeTargets(routes []Route) ([]string, error) {
-	b := p.b
-	if b.ProbeTimeout < 0 {
-		return nil, nil
-	}
-	if b.ProbeTarget != "" {
-		if net.ParseIP(b.ProbeTarget) == nil {
-			return nil, fmt.Errorf("probe_target %q of bridge %q is no IP address", b.ProbeTarget, b.Name)
-		}
-		return []string{b.ProbeTarget}, nil
+	if targets, set, err := configuredProbe(p.b); set {
+		return targets, err
 	}
 	var v4, v6 []string
 	for _, rt := range routes {
@@ -223,6 +216,20 @@ func (p *planner) probeTargets(routes []Route) ([]string, error) {
 		return v4, nil
 	}
 	return v6, nil
+}
+
+// configuredProbe is what b's configuration says to probe, when it says
+// (set): nothing with a negative probe_timeout, else its probe_target.
+func configuredProbe(b desired.Bridge) (targets []string, set bool, err error) {
+	switch {
+	case b.ProbeTimeout < 0:
+		return nil, true, nil
+	case b.ProbeTarget == "":
+		return nil, false, nil
+	case net.ParseIP(b.ProbeTarget) == nil:
+		return nil, true, fmt.Errorf("probe_target %q of bridge %q is no IP address", b.ProbeTarget, b.Name)
+	}
+	return []string{b.ProbeTarget}, true, nil
 }
 
 // moveSteps are the steps of mv, in the order above.

@@ -160,15 +160,8 @@ func (p *planner) managerSteady() bool {
 // advertisements come later than any deadline can wait. A negative
 // b.ProbeTimeout probes nothing.
 func (p *planner) ownerProbeTargets(routes []Route) ([]string, error) {
-	b := p.b
-	if b.ProbeTimeout < 0 {
-		return nil, nil
-	}
-	if b.ProbeTarget != "" {
-		if net.ParseIP(b.ProbeTarget) == nil {
-			return nil, fmt.Errorf("probe_target %q of bridge %q is no IP address", b.ProbeTarget, b.Name)
-		}
-		return []string{b.ProbeTarget}, nil
+	if targets, set, err := configuredProbe(p.b); set {
+		return targets, err
 	}
 	var v4 []string
 	for _, rt := range routes {
